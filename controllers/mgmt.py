@@ -112,7 +112,8 @@ class MgmtServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             pass
 
 
-def call(path: str, msg: dict[str, Any], timeout: float = 10.0, check: bool = True) -> dict[str, Any]:
+def call(path: str, msg: dict[str, Any], timeout: float = 10.0,
+         check: bool = True) -> dict[str, Any]:
     """Send one request to the server at ``path`` and return its reply.
 
     With ``check`` (default) an ``ok: false`` reply raises MgmtError carrying the server's error.

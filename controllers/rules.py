@@ -1,0 +1,168 @@
+"""OpenFlow 1.3 messages for forwarding and for the migration relay, as pure functions.
+
+Following Faucet, every function returns a list of os-ken messages built with
+``datapath=None``; the app sets the datapath and sends them, and unit tests feed them to a fake
+flow table instead. Nothing here talks to a switch.
+
+Rule layout (table 0):
+  priority 0     table-miss: drop (fail mode secure, no flooding, so no ARP storms on loops)
+  priority 100   per destination host: IPv4 by ipv4_dst and ARP by arp_tpa, to the host's port
+                 or to a SELECT group over the equal-cost next hops (ECMP)
+  priority 1000  relay: exact match (in_port, ipv4 src/dst, TCP port) on every switch of the
+                 hop's chosen path, both directions, cookie = the migration's, with timeouts
+  priority 1100  relay: ARP for a virtual destination address, to the controller
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from controllers import paths as P
+
+BASE_COOKIE = 0x1
+RELAY_COOKIE_TAG = 0x53 << 56  # 'S' in the top byte marks a migration's rules
+PRIO_MISS, PRIO_BASE, PRIO_RELAY, PRIO_VIP_ARP = 0, 100, 1000, 1100
+ETH_IP, ETH_ARP, PROTO_TCP = 0x0800, 0x0806, 6
+ALL_BITS = 0xFFFFFFFFFFFFFFFF
+
+
+def relay_cookie(seq: int) -> int:
+    """The cookie of the ``seq``-th migration's rules."""
+    return RELAY_COOKIE_TAG | (seq & 0x00FFFFFFFFFFFFFF)
+
+
+def _apply(actions: list) -> list:
+    return [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
+
+
+def flow_add(match: parser.OFPMatch, actions: list, priority: int, cookie: int,
+             idle_timeout: int = 0, hard_timeout: int = 0) -> parser.OFPFlowMod:
+    return parser.OFPFlowMod(datapath=None, cookie=cookie, command=ofp.OFPFC_ADD,
+                             idle_timeout=idle_timeout, hard_timeout=hard_timeout,
+                             priority=priority, flags=0,
+                             match=match, instructions=_apply(actions))
+
+
+def delete_all() -> list:
+    """Wipe flows and groups (on switch connect, so a restarted controller starts clean)."""
+    return [
+        parser.OFPFlowMod(datapath=None, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL,
+                          out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch()),
+        parser.OFPGroupMod(datapath=None, command=ofp.OFPGC_DELETE, group_id=ofp.OFPG_ALL),
+    ]
+
+
+def delete_cookie(cookie: int) -> parser.OFPFlowMod:
+    """Remove every rule carrying exactly ``cookie``."""
+    return parser.OFPFlowMod(datapath=None, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL,
+                             cookie=cookie, cookie_mask=ALL_BITS, out_port=ofp.OFPP_ANY,
+                             out_group=ofp.OFPG_ANY, match=parser.OFPMatch())
+
+
+def base_rules(g: nx.Graph, topo: P.Topology, switch: str) -> list:
+    """Proactive, loop-free ECMP forwarding to every host, for one switch."""
+    groups: list = []
+    flows: list = [flow_add(parser.OFPMatch(), [], PRIO_MISS, BASE_COOKIE)]
+    for i, h in enumerate(topo["hosts"]):
+        if h["switch"] == switch:
+            ports = [h["port"]]
+        else:
+            ports = P.ecmp_next_hops(g, h["switch"]).get(switch, [])
+        if not ports:
+            continue
+        if len(ports) == 1:
+            actions = [parser.OFPActionOutput(ports[0])]
+        else:
+            gid = i + 1
+            buckets = [parser.OFPBucket(weight=1, watch_port=ofp.OFPP_ANY,
+                                        watch_group=ofp.OFPG_ANY,
+                                        actions=[parser.OFPActionOutput(p)]) for p in ports]
+            groups.append(parser.OFPGroupMod(datapath=None, command=ofp.OFPGC_ADD,
+                                             type_=ofp.OFPGT_SELECT, group_id=gid,
+                                             buckets=buckets))
+            actions = [parser.OFPActionGroup(gid)]
+        flows.append(flow_add(parser.OFPMatch(eth_type=ETH_IP, ipv4_dst=h["ip"]), actions,
+                              PRIO_BASE, BASE_COOKIE))
+        flows.append(flow_add(parser.OFPMatch(eth_type=ETH_ARP, arp_tpa=h["ip"]), actions,
+                              PRIO_BASE, BASE_COOKIE))
+    return groups + flows
+
+
+@dataclass
+class VirtualAddress:
+    """The address the destination hides behind; only its edge switch rewrites it."""
+
+    ip: str
+    mac: str
+
+
+@dataclass
+class RelayHop:
+    """One TCP hop of a migration: ``src`` connects to ``dst``'s ``port``."""
+
+    src: str
+    dst: str
+    port: int
+    path: list[str] = field(default_factory=list)
+    virtual: VirtualAddress | None = None  # set on the hop into the destination, if hidden
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.src, "to": self.dst, "port": self.port, "switches": self.path,
+                "virtual_ip": self.virtual.ip if self.virtual else None}
+
+
+def choose_paths(g: nx.Graph, topo: P.Topology, hops: list[RelayHop], rng: random.Random) -> None:
+    """Pick each hop's path at random among its equal-cost paths (in place)."""
+    for hop in hops:
+        hop.path = P.pick_path(rng, P.equal_cost_paths(g, topo, hop.src, hop.dst))
+
+
+def relay_rules(g: nx.Graph, topo: P.Topology, hops: list[RelayHop], cookie: int,
+                idle_timeout: int = 120, hard_timeout: int = 1800) -> dict[str, list]:
+    """Exact-match rules for every hop along its chosen path, both directions, by switch."""
+    out: dict[str, list] = {}
+
+    def add(sw: str, match: parser.OFPMatch, actions: list, prio: int = PRIO_RELAY) -> None:
+        out.setdefault(sw, []).append(flow_add(match, actions, prio, cookie,
+                                               idle_timeout, hard_timeout))
+
+    for hop in hops:
+        if not hop.path:
+            raise ValueError(f"hop {hop.src}->{hop.dst} has no path: call choose_paths first")
+        s, d = P.host(topo, hop.src), P.host(topo, hop.dst)
+        shown_dst = hop.virtual.ip if hop.virtual else d["ip"]
+        fwd_out = P.path_ports(g, topo, hop.path, hop.dst)
+        fwd_in = P.in_ports(g, topo, hop.path, hop.src)
+        last = len(hop.path) - 1
+        for i, (sw, port) in enumerate(fwd_out):
+            match = parser.OFPMatch(in_port=fwd_in[i], eth_type=ETH_IP, ip_proto=PROTO_TCP,
+                                    ipv4_src=s["ip"], ipv4_dst=shown_dst, tcp_dst=hop.port)
+            actions: list = []
+            if hop.virtual and i == last:
+                actions += [parser.OFPActionSetField(ipv4_dst=d["ip"]),
+                            parser.OFPActionSetField(eth_dst=d["mac"])]
+            add(sw, match, actions + [parser.OFPActionOutput(port)])
+        back = list(reversed(hop.path))
+        rev_out = P.path_ports(g, topo, back, hop.src)
+        rev_in = P.in_ports(g, topo, back, hop.dst)
+        for i, (sw, port) in enumerate(rev_out):
+            src_ip = d["ip"] if (i == 0 or not hop.virtual) else hop.virtual.ip
+            match = parser.OFPMatch(in_port=rev_in[i], eth_type=ETH_IP, ip_proto=PROTO_TCP,
+                                    ipv4_src=src_ip, ipv4_dst=s["ip"], tcp_src=hop.port)
+            actions = []
+            if hop.virtual and i == 0:
+                actions += [parser.OFPActionSetField(ipv4_src=hop.virtual.ip),
+                            parser.OFPActionSetField(eth_src=hop.virtual.mac)]
+            add(sw, match, actions + [parser.OFPActionOutput(port)])
+        if hop.virtual:
+            add(hop.path[0], parser.OFPMatch(in_port=s["port"], eth_type=ETH_ARP,
+                                             arp_tpa=hop.virtual.ip),
+                [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)],
+                PRIO_VIP_ARP)
+    return out

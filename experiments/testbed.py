@@ -1,0 +1,214 @@
+"""A running testbed: the controller process, the Mininet network, the run folder.
+
+``Testbed`` is a context manager used by the runner, the demo, the benchmarks and the root
+tests. It writes the topology description, starts the os-ken controller as its own process and
+waits until its OpenFlow port listens (so OVS never backs off), starts the network, waits until
+the controller reports every switch's rules confirmed, and on exit — normal, error, Ctrl-C or
+SIGTERM — stops the network, the controller and every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from controllers.mgmt import MgmtError, call
+from topologies.base import describe
+
+log = logging.getLogger(__name__)
+
+RUN_ROOT = Path("/tmp/stealth-mtd")
+
+
+class TestbedError(RuntimeError):
+    """The testbed could not start; the message says what to do."""
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise TestbedError("Mininet needs root: run with sudo (e.g. `sudo make test`)")
+
+
+def free_port(start: int = 6653) -> int:
+    """The first TCP port from ``start`` on that nobody listens on."""
+    for port in range(start, start + 200):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise TestbedError(f"no free TCP port in {start}..{start + 199}")
+
+
+def wait_listening(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise TestbedError(f"controller exited with code {proc.returncode} before listening")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TestbedError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+class Testbed:
+    """Controller + Mininet network for ``topo``; use as ``with Testbed(topo) as tb: ...``."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, topo: Any, run_dir: str | Path | None = None, seed: int | None = None,
+                 controller_log_level: str = "info") -> None:
+        require_root()
+        self.topo = topo
+        self.seed = seed
+        RUN_ROOT.mkdir(parents=True, exist_ok=True)
+        # a folder we made ourselves is temporary: removed on stop unless STEALTH_MTD_KEEP=1
+        self.own_dir = run_dir is None and not os.environ.get("STEALTH_MTD_KEEP")
+        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(dir=RUN_ROOT,
+                                                                           prefix="run-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.description = describe(topo)
+        self.mgmt_path = str(self.run_dir / "mgmt.sock")
+        self.controller: subprocess.Popen | None = None
+        self.net: Any = None
+        self.procs: list[subprocess.Popen] = []
+        self.verbose = controller_log_level == "debug"
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> Testbed:
+        self._old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from topologies.net import start_network
+        from topologies.ovs import ensure
+
+        ensure()
+        t0 = time.monotonic()
+        topo_file = self.run_dir / "topology.json"
+        topo_file.write_text(json.dumps(self.description, indent=1))
+        port = free_port()
+        cmd = [sys.executable, "-m", "controllers", "--topology", str(topo_file),
+               "--mgmt", self.mgmt_path, "--port", str(port),
+               "--log", str(self.run_dir / "controller.log")]
+        if self.seed is not None:
+            cmd += ["--seed", str(self.seed)]
+        if self.verbose:
+            cmd.append("-v")
+        self.controller = subprocess.Popen(cmd, cwd=str(Path(__file__).resolve().parent.parent),
+                                           stdout=subprocess.DEVNULL,
+                                           stderr=open(self.run_dir / "controller.err", "w"),
+                                           start_new_session=True)
+        wait_listening(port, 20, self.controller)
+        self.timings["controller_s"] = time.monotonic() - t0
+        self.net = start_network(self.topo, controller_port=port)
+        self.timings["network_s"] = time.monotonic() - t0
+        self.wait_ready()
+        self.timings["ready_s"] = time.monotonic() - t0
+        log.info("testbed ready in %.1f s (%s)", self.timings["ready_s"], self.run_dir)
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        st: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if self.controller and self.controller.poll() is not None:
+                raise TestbedError(f"controller died: see {self.run_dir}/controller.err")
+            try:
+                st = call(self.mgmt_path, {"op": "status"}, timeout=5)
+                if st["ready"]:
+                    return st
+            except MgmtError:
+                pass
+            time.sleep(0.1)
+        raise TestbedError(f"controller not ready after {timeout:.0f} s: {st}")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            _terminate(p)
+        self.procs.clear()
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as exc:  # keep tearing down
+                log.warning("net.stop failed: %s (run `sudo stealth-mtd clean`)", exc)
+            self.net = None
+        if self.controller is not None:
+            _terminate(self.controller)
+            self.controller = None
+        try:
+            os.unlink(self.mgmt_path)
+        except FileNotFoundError:
+            pass
+        if self.own_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        if hasattr(self, "_old_term"):
+            signal.signal(signal.SIGTERM, self._old_term)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def mgmt(self, msg: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        return call(self.mgmt_path, msg, timeout=timeout)
+
+    def host(self, name: str) -> Any:
+        return self.net.get(name)
+
+    def ip(self, name: str) -> str:
+        return next(h["ip"] for h in self.description["hosts"] if h["name"] == name)
+
+    def popen(self, host: str, cmd: list[str], log_name: str | None = None,
+              **kw: Any) -> subprocess.Popen:
+        """Start a process inside a Mininet host; it is stopped with the testbed."""
+        out = open(self.run_dir / (log_name or f"{host}-{Path(cmd[0]).name}.log"), "ab")
+        p = self.host(host).popen(cmd, stdout=out, stderr=subprocess.STDOUT, **kw)
+        self.procs.append(p)
+        return p
+
+    def dump_flows(self, switch: str, cookie: int | None = None) -> list[str]:
+        """The switch's flow table as OVS reports it (``ovs-ofctl dump-flows``)."""
+        args = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch]
+        if cookie is not None:
+            args.append(f"cookie={cookie:#x}/-1")
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        return [line.strip() for line in out.splitlines() if "cookie=" in line]
+
+
+def _terminate(p: subprocess.Popen, grace: float = 3.0) -> None:
+    if p.poll() is not None:
+        return
+    try:
+        p.terminate()
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(2)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,70 @@
+"""Topology shapes and their description, without root."""
+
+import pytest
+
+from topologies import registry
+from topologies.base import attacker_ip, describe, host_ip, mac_for
+from topologies.fattree import FatTreeTopo
+from topologies.leafspine import LeafSpineTopo
+from topologies.linear import LinearTopo
+
+
+@pytest.mark.parametrize("k,switches,hosts,links",
+                         [(2, 5, 2, 6), (4, 20, 16, 48), (6, 45, 54, 162)])
+def test_fattree_sizes(k, switches, hosts, links):
+    t = FatTreeTopo(k)
+    assert len(t.switches()) == switches
+    assert len(t.tenant_hosts()) == hosts
+    assert len(t.links()) == links  # k^3/4 host links + 2 * k^3/4 fabric links
+    layers = list(t.layers.values())
+    assert layers.count("core") == (k // 2) ** 2
+    assert layers.count("edge") == layers.count("agg") == k * k // 2
+
+
+def test_fattree_rejects_odd_k():
+    with pytest.raises(ValueError, match="even"):
+        FatTreeTopo(3)
+
+
+def test_leafspine_and_linear():
+    t = LeafSpineTopo(3, 2, 2)
+    assert sorted(t.switches()) == ["l1", "l2", "l3", "s1", "s2"]
+    assert len(t.hosts()) == 6 and len(t.links()) == 3 * 2 + 6
+    t = LinearTopo(4, 2)
+    assert len(t.switches()) == 4 and len(t.hosts()) == 8 and len(t.links()) == 3 + 8
+
+
+def test_attackers_attach_to_named_switches():
+    t = FatTreeTopo(4, attackers="c1+e3")
+    d = describe(t)
+    xs = [h for h in d["hosts"] if h["attacker"]]
+    assert [(h["name"], h["switch"], h["ip"]) for h in xs] == [
+        ("x1", "c1", "10.0.250.1"), ("x2", "e3", "10.0.250.2")]
+    with pytest.raises(ValueError, match="no switch named"):
+        FatTreeTopo(4, attackers="nope")
+
+
+def test_describe_is_consistent():
+    d = describe(FatTreeTopo(4))
+    dpids = [s["dpid"] for s in d["switches"].values()]
+    assert len(set(dpids)) == len(dpids) == 20
+    # every switch port is used once
+    used = [(link["a"], link["a_port"]) for link in d["links"]]
+    used += [(link["b"], link["b_port"]) for link in d["links"]]
+    used += [(h["switch"], h["port"]) for h in d["hosts"]]
+    assert len(used) == len(set(used))
+    ips = [h["ip"] for h in d["hosts"]]
+    assert ips[:3] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"] and len(set(ips)) == 16
+    assert all(h["switch"].startswith("e") for h in d["hosts"])
+
+
+def test_addressing():
+    assert host_ip(1) == "10.0.0.1" and host_ip(250) == "10.0.0.250" and host_ip(251) == "10.0.1.1"
+    assert attacker_ip(3) == "10.0.250.3"
+    assert mac_for("10.0.0.17") == "02:00:0a:00:00:11"
+    with pytest.raises(ValueError):
+        host_ip(0)
+
+
+def test_registry_names():
+    assert set(registry()) == {"fattree", "leafspine", "linear"}
