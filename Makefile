@@ -1,0 +1,29 @@
+# The README's commands. Every target that runs something first runs the idempotent set-up step.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SMTD := $(VENV)/bin/stealth-mtd
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-unit demo bench clean lint
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup  ## all tests: unit, loopback and (as root) the real Mininet network
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## tests that need no root
+	$(PY) -m pytest -m "not root" $(PYTEST_ARGS)
+
+demo: setup
+	$(SMTD) demo
+
+bench: setup
+	$(SMTD) bench net
+	$(SMTD) bench protocol
+
+clean:
+	@if [ -x $(SMTD) ]; then $(SMTD) clean; else mn -c; fi
+
+lint: setup
+	$(VENV)/bin/ruff check .
