@@ -1,23 +1,49 @@
-"""The ``stealth-mtd`` command: run, demo, bench, clean.
+"""The ``stealth-mtd`` command: demo, bench, clean (and run, attack once those land).
 
-Each subcommand is a thin shell over a module that does the work.
+Each subcommand is a thin shell over the module that does the work; root is checked here, once,
+with a message that says what to do.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        print(f"stealth-mtd {what} runs Mininet and needs root: sudo stealth-mtd {what}",
+              file=sys.stderr)
+        raise SystemExit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stealth-mtd", description=__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="stealth-mtd", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("clean", help="remove what a killed run left behind (needs root)")
-    args = parser.parse_args(argv)
+    sub.add_parser("demo", help="bring up the testbed, relay real traffic, show what happened")
+    b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
+    b.add_argument("what", choices=["net", "protocol"])
+    args, rest = parser.parse_known_args(argv)
     if args.cmd == "clean":
         from experiments.clean import main as clean_main
 
         return clean_main()
+    if args.cmd == "demo":
+        _need_root("demo")
+        from experiments.demo import main as demo_main
+
+        return demo_main(rest)
+    if args.cmd == "bench":
+        if args.what == "net":
+            _need_root("bench net")
+            from experiments.bench_net import main as bench_main
+        else:
+            from hosts.bench import main as bench_main
+        return bench_main(rest)
     return 2
 
 

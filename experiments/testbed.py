@@ -80,6 +80,9 @@ class Testbed:
     def __init__(self, topo: Any, run_dir: str | Path | None = None, seed: int | None = None,
                  controller_log_level: str = "info") -> None:
         require_root()
+        from mininet.log import setLogLevel
+
+        setLogLevel("info" if controller_log_level == "debug" else "warning")
         self.topo = topo
         self.seed = seed
         RUN_ROOT.mkdir(parents=True, exist_ok=True)

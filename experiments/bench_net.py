@@ -1,0 +1,148 @@
+"""``sudo stealth-mtd bench net``: network figures, printed next to their reference, not asserted.
+
+- bring-up time of fat-tree k=4 and k=6 (controller start → every switch's rules confirmed);
+- relay install latency: management request → rules confirmed by an OpenFlow barrier on every
+  switch of the relay (median and p95 over repeated installs of a 5-hop relay), and removal;
+- iperf3 throughput between far hosts over ECMP forwarding and over a relay hop's exact-match
+  path, next to iperf3 over loopback on this machine (the ceiling without OVS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def iperf(tb: Any, client: str, server: str, dst_ip: str, port: int, seconds: float) -> float:
+    srv = tb.host(server).popen(["iperf3", "-s", "-1", "-p", str(port)])
+    try:
+        time.sleep(0.5)
+        out = tb.host(client).cmd(f"iperf3 -c {dst_ip} -p {port} -t {seconds} -J")
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def loopback_iperf(seconds: float) -> float:
+    srv = subprocess.Popen(["iperf3", "-s", "-1", "-p", "5299", "-B", "127.0.0.1"],
+                           stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", "5299", "-t", str(seconds),
+                              "-J"], capture_output=True, text=True).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def run(ks: list[int], relays: int, seconds: float) -> dict[str, Any]:
+    from experiments.testbed import Testbed
+    from topologies.fattree import FatTreeTopo
+
+    res: dict[str, Any] = {"bringup": {}, "relay": {}, "throughput": {}}
+    for k in ks:
+        t0 = time.monotonic()
+        with console.status(f"fat-tree k={k}: bringing up"):
+            tb = Testbed(FatTreeTopo(k), seed=1)
+            tb.__enter__()
+        try:
+            res["bringup"][f"k={k}"] = {"total_s": time.monotonic() - t0, **tb.timings,
+                                        "switches": len(tb.description["switches"]),
+                                        "hosts": len(tb.description["hosts"])}
+            console.log(f"fat-tree k={k} up in {res['bringup'][f'k={k}']['total_s']:.1f} s")
+            if k != ks[0]:
+                continue
+            hosts = [h["name"] for h in tb.description["hosts"]]
+            far = hosts[-1]
+            hops = [{"from": "h1", "to": "h5", "port": 9001}, {"from": "h1", "to": "h9",
+                                                               "port": 9002},
+                    {"from": "h5", "to": "h13", "port": 9100},
+                    {"from": "h9", "to": "h13", "port": 9100},
+                    {"from": "h13", "to": far, "port": 9200}]
+            inst, rem, rules = [], [], 0
+            for i in range(relays):
+                t = time.monotonic()
+                r = tb.mgmt({"op": "relay", "migration": f"bench-{i}", "hops": hops})
+                inst.append(time.monotonic() - t)
+                rules = r["rules"]
+                t = time.monotonic()
+                tb.mgmt({"op": "relay_remove", "migration": f"bench-{i}"})
+                rem.append(time.monotonic() - t)
+            res["relay"] = {"rules": rules, "n": relays,
+                            "install_median_ms": statistics.median(inst) * 1e3,
+                            "install_p95_ms": pct(inst, 0.95) * 1e3,
+                            "remove_median_ms": statistics.median(rem) * 1e3}
+            console.log(f"relay install median {res['relay']['install_median_ms']:.1f} ms")
+            with console.status("iperf3 h1 -> far host (ECMP forwarding)"):
+                ecmp = iperf(tb, "h1", far, tb.ip(far), 5201, seconds)
+            r = tb.mgmt({"op": "relay", "migration": "bench-tp",
+                         "hops": [{"from": "h1", "to": far, "port": 9500}]})
+            with console.status("iperf3 h1 -> far host (relay exact-match path)"):
+                relay = iperf(tb, "h1", far, tb.ip(far), 9500, seconds)
+            tb.mgmt({"op": "relay_remove", "migration": "bench-tp"})
+            res["throughput"] = {"ecmp_mbit_s": ecmp, "relay_mbit_s": relay,
+                                 "switch_hops": len(r["paths"][0]["switches"])}
+        finally:
+            tb.__exit__(None, None, None)
+    with console.status("iperf3 over loopback (reference)"):
+        res["throughput"]["loopback_mbit_s"] = loopback_iperf(seconds)
+    return res
+
+
+def show(res: dict[str, Any]) -> None:
+    t = Table(title="bench net: bring-up")
+    for c in ("topology", "switches", "hosts", "controller ready (s)", "all rules confirmed (s)"):
+        t.add_column(c, justify="right")
+    for k, b in res["bringup"].items():
+        t.add_row(f"fat-tree {k}", str(b["switches"]), str(b["hosts"]),
+                  f"{b['controller_s']:.2f}", f"{b['total_s']:.2f}")
+    console.print(t)
+    r = res["relay"]
+    if r:
+        t = Table(title=f"bench net: relay of 5 hops ({r['rules']} rules), {r['n']} installs")
+        for c in ("install median (ms)", "install p95 (ms)", "remove median (ms)"):
+            t.add_column(c, justify="right")
+        t.add_row(f"{r['install_median_ms']:.1f}", f"{r['install_p95_ms']:.1f}",
+                  f"{r['remove_median_ms']:.1f}")
+        console.print(t)
+    tp = res["throughput"]
+    t = Table(title="bench net: iperf3 throughput (Mbit/s)")
+    for c in ("path", "Mbit/s"):
+        t.add_column(c, justify="right")
+    if "ecmp_mbit_s" in tp:
+        t.add_row(f"h1 -> far host, ECMP ({tp['switch_hops']} switches, userspace OVS)",
+                  f"{tp['ecmp_mbit_s']:.0f}")
+        t.add_row("h1 -> far host, relay exact-match rules", f"{tp['relay_mbit_s']:.0f}")
+    t.add_row("reference: loopback, no OVS", f"{tp['loopback_mbit_s']:.0f}")
+    console.print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="stealth-mtd bench net", description=__doc__)
+    ap.add_argument("--k", type=int, nargs="+", default=[4, 6], help="fat-tree sizes")
+    ap.add_argument("--relays", type=int, default=20, help="relay installs to time")
+    ap.add_argument("--seconds", type=float, default=5, help="iperf3 duration")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args(argv)
+    res = run(args.k, args.relays, args.seconds)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        show(res)
+    return 0
