@@ -16,6 +16,7 @@ import os
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +88,7 @@ class MgmtServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     """A threaded Unix-socket server that answers each request line with ``handler(msg)``."""
 
     daemon_threads = True
+    request_queue_size = 128  # agents and runner may connect in bursts
 
     def __init__(self, path: str, handler: Handler) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -112,6 +114,19 @@ class MgmtServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             pass
 
 
+def _connect(s: socket.socket, path: str, timeout: float) -> None:
+    """Connect, retrying while the listen backlog is momentarily full (EAGAIN)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def call(path: str, msg: dict[str, Any], timeout: float = 10.0,
          check: bool = True) -> dict[str, Any]:
     """Send one request to the server at ``path`` and return its reply.
@@ -121,7 +136,7 @@ def call(path: str, msg: dict[str, Any], timeout: float = 10.0,
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(path)
+            _connect(s, path, timeout)
             s.sendall(encode(msg))
             buf = b""
             while not buf.endswith(b"\n"):
