@@ -1,0 +1,263 @@
+"""The per-host agent daemon: runs the host's VM (if any) and plays migration roles on command.
+
+One long-lived process per Mininet host (or per 127.0.0.x address on loopback)::
+
+    python -m hosts.agent --host NAME --ip IP --sock AGENT_SOCK [--mgmt CONTROLLER_SOCK]
+        [--workdir DIR] [--vm VMNAME --vm-mib N --dirty-pages-per-s R --vm-port 7000 --seed S]
+
+On start it makes an X25519 key pair, starts its VM, serves the commands below on ``AGENT_SOCK``
+(newline-delimited JSON, ``controllers.mgmt``) and, with ``--mgmt``, registers with the
+controller: ``{"op": "register", "host", "ip", "agent", "pubkey", "vm"}``. Roles report to the
+controller socket (``migration_done`` / ``migration_failed``); without ``--mgmt`` the reports are
+only logged and ``status`` tells the same.
+
+Commands (every reply has ``ok``; an error is ``{"ok": false, "error": ...}`` and never kills
+the agent):
+
+- ``{"op": "status"[, "migration": ID]}`` → host, ip, pubkey, vm (name, running, paused,
+  counter, service), rss_kib / peak_rss_kib, and the state of every role (or of one migration's
+  role: role, state, reason, stats).
+- ``{"op": "prepare", "view": {...}}`` → take the role in ``view["role"]`` for
+  ``view["migration"]`` (a view is ``MigrationPlan.view_for``); receivers listen before the
+  reply, which carries the bound ``port`` (port 0 in the view: any free port).
+- ``{"op": "start", "migration": ID}`` → the source starts sending (asynchronous).
+- ``{"op": "release", "migration": ID}`` → the migration is over: the source drops its VM copy
+  (refused unless its stream was fully sent), other roles free what they hold.
+- ``{"op": "abort", "migration": ID, "reason": R}`` → stop the role; a source resumes its VM.
+- ``{"op": "forget", "migration": ID}`` → drop a finished role's record.
+- ``{"op": "reset_peak"}`` → reset the peak RSS (/proc/self/clear_refs) before a measurement.
+- ``{"op": "shutdown"}`` → stop the VM and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from controllers.mgmt import MgmtServer, call
+from hosts.channel import public_hex
+from hosts.roles import ROLES, AgentContext, Role, RoleError
+from hosts.vm import VM
+
+log = logging.getLogger("hosts.agent")
+
+
+def memory_kib() -> dict[str, int]:
+    """Current and peak resident set size of this process, KiB."""
+    out = {"rss_kib": 0, "peak_rss_kib": 0}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    out["rss_kib"] = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    out["peak_rss_kib"] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+class Agent:
+    """The state of one host: its key, its VM, its roles by migration id."""
+
+    def __init__(
+        self,
+        host: str,
+        ip: str,
+        sock: str,
+        workdir: str,
+        mgmt: str | None = None,
+        vm_port: int = 7000,
+    ) -> None:
+        self.host = host
+        self.ip = ip
+        self.sock = sock
+        self.workdir = workdir
+        self.mgmt = mgmt
+        self.static = X25519PrivateKey.generate()
+        self.pubkey = public_hex(self.static)
+        self.vm: VM | None = None
+        self.roles: dict[str, Role] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.ctx = AgentContext(
+            host=host,
+            ip=ip,
+            static=self.static,
+            workdir=workdir,
+            vm_port=vm_port,
+            report=self.report,
+            get_vm=lambda: self.vm,
+            set_vm=self._set_vm,
+        )
+        os.makedirs(workdir, exist_ok=True)
+
+    def _set_vm(self, vm: VM | None) -> None:
+        self.vm = vm
+
+    def report(self, msg: dict[str, Any]) -> None:
+        log.info(
+            "host=%s event=report op=%s migration=%s",
+            self.host,
+            msg.get("op"),
+            msg.get("migration"),
+        )
+        if self.mgmt:
+            call(self.mgmt, msg, timeout=10.0, check=False)
+
+    def register(self) -> None:
+        if self.mgmt:
+            call(
+                self.mgmt,
+                {
+                    "op": "register",
+                    "host": self.host,
+                    "ip": self.ip,
+                    "agent": self.sock,
+                    "pubkey": self.pubkey,
+                    "vm": self.vm.name if self.vm else None,
+                },
+            )
+
+    def _role(self, msg: dict[str, Any]) -> Role:
+        mig = msg.get("migration")
+        with self.lock:
+            role = self.roles.get(str(mig))
+        if role is None:
+            raise RoleError(f"no role for migration {mig!r} on {self.host}")
+        return role
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg["op"]
+        if op == "status":
+            if msg.get("migration") is not None:
+                return self._role(msg).status()
+            with self.lock:
+                roles = {m: {"role": r.name, "state": r.state} for m, r in self.roles.items()}
+            return {
+                "host": self.host,
+                "ip": self.ip,
+                "pubkey": self.pubkey,
+                "vm": self.vm.info() if self.vm else None,
+                "roles": roles,
+                **memory_kib(),
+            }
+        if op == "prepare":
+            view = msg.get("view")
+            if not isinstance(view, dict) or view.get("role") not in ROLES:
+                raise RoleError("prepare needs a view with a role in " + ", ".join(ROLES))
+            mig = str(view["migration"])
+            with self.lock:
+                if mig in self.roles:
+                    raise RoleError(f"{self.host} already plays {self.roles[mig].name} in {mig}")
+                role = ROLES[view["role"]](self.ctx, view)
+                self.roles[mig] = role
+            try:
+                reply = role.prepare()
+            except Exception:
+                with self.lock:
+                    self.roles.pop(mig, None)
+                raise
+            role.log("prepared", **{k: v for k, v in reply.items()})
+            return reply
+        if op == "start":
+            self._role(msg).start()
+            return {}
+        if op == "release":
+            self._role(msg).release()
+            return {}
+        if op == "abort":
+            self._role(msg).abort(str(msg.get("reason", "aborted by the controller")))
+            return {}
+        if op == "forget":
+            with self.lock:
+                self.roles.pop(str(msg.get("migration")), None)
+            return {}
+        if op == "reset_peak":
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return memory_kib()
+        if op == "shutdown":
+            threading.Timer(0.1, self.stopped.set).start()
+            return {}
+        raise RoleError(f"unknown op {op!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hosts.agent", description=__doc__.split("\n")[0])
+    p.add_argument("--host", required=True)
+    p.add_argument("--ip", required=True)
+    p.add_argument("--sock", required=True, help="this agent's management socket")
+    p.add_argument("--mgmt", help="the controller's management socket")
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--vm")
+    p.add_argument("--vm-mib", type=int, default=64)
+    p.add_argument("--dirty-pages-per-s", type=float, default=100.0)
+    p.add_argument("--vm-port", type=int, default=7000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-level", default="INFO")
+    a = p.parse_args(argv)
+    workdir = a.workdir or f"/tmp/stealth-mtd/{a.host}"
+    os.makedirs(workdir, exist_ok=True)
+    logging.basicConfig(
+        level=a.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        handlers=[
+            logging.StreamHandler(sys.stderr),
+            logging.FileHandler(os.path.join(workdir, "agent.log")),
+        ],
+    )
+    agent = Agent(a.host, a.ip, a.sock, workdir, a.mgmt, a.vm_port)
+    if a.vm:
+        agent.vm = VM(
+            a.vm,
+            os.path.join(workdir, f"{a.vm}.mem"),
+            a.vm_mib,
+            host=a.host,
+            ip=a.ip,
+            port=a.vm_port,
+            dirty_pages_per_s=a.dirty_pages_per_s,
+            seed=a.seed,
+        )
+        agent.vm.start()
+    server = MgmtServer(a.sock, agent.handle)
+    server.start()
+    signal.signal(signal.SIGTERM, lambda *_: agent.stopped.set())
+    log.info(
+        "host=%s event=agent_up ip=%s sock=%s pubkey=%s vm=%s",
+        a.host,
+        a.ip,
+        a.sock,
+        agent.pubkey[:16],
+        a.vm,
+    )
+    try:
+        agent.register()
+    except Exception as exc:
+        log.warning("host=%s event=register_failed why=%s", a.host, exc)
+    try:
+        while not agent.stopped.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with agent.lock:
+            for role in agent.roles.values():
+                if role.state not in ("done", "released", "closed", "failed", "aborted"):
+                    role.abort("agent shutting down")
+        if agent.vm is not None:
+            agent.vm.stop()
+        server.close()
+        log.info("host=%s event=agent_down", a.host)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

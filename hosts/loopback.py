@@ -1,0 +1,167 @@
+"""A loopback testbed: one agent process per 127.0.0.x address and a stand-in controller.
+
+No root, no Mininet: the loopback tests and ``hosts.bench`` start real agents
+(``python -m hosts.agent``) on their own 127.0.0.x addresses, a real ``MgmtServer`` as the
+controller (it records ``register`` messages and forwards reports to a ``ReportRouter``), and
+run migrations with ``controllers.orchestration``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from controllers.mgmt import MgmtError, MgmtServer, call
+from controllers.orchestration import MigrationResult, ReportRouter, run_migration
+from hosts.plan import Endpoint, MigrationPlan
+
+
+class LoopbackBed:
+    """Agents on 127.0.0.x plus a stand-in controller, all under ``root``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.router = ReportRouter()
+        self.registered: dict[str, dict[str, Any]] = {}
+        self.reports: list[dict[str, Any]] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._cv = threading.Condition()
+        self.ctl_sock = os.path.join(root, "controller.sock")
+        self.ctl = MgmtServer(self.ctl_sock, self._handle)
+        self.ctl.start()
+
+    def _handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if msg["op"] == "register":
+            with self._cv:
+                self.registered[str(msg["host"])] = msg
+                self._cv.notify_all()
+            return {}
+        if msg["op"] in ("migration_done", "migration_failed"):
+            self.reports.append(msg)
+            self.router.on_report(msg)
+            return {}
+        return {"ok": False, "error": f"unknown op {msg['op']!r}"}
+
+    def add_agent(
+        self,
+        host: str,
+        ip: str,
+        vm: str | None = None,
+        vm_mib: int = 4,
+        dirty_pages_per_s: float = 100.0,
+        vm_port: int = 7000,
+        seed: int = 0,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """Start one agent process and wait for its register message."""
+        sock = os.path.join(self.root, f"{host}.sock")
+        cmd = [
+            sys.executable,
+            "-m",
+            "hosts.agent",
+            "--host",
+            host,
+            "--ip",
+            ip,
+            "--sock",
+            sock,
+            "--mgmt",
+            self.ctl_sock,
+            "--workdir",
+            os.path.join(self.root, host),
+            "--vm-port",
+            str(vm_port),
+        ]
+        if vm:
+            cmd += [
+                "--vm",
+                vm,
+                "--vm-mib",
+                str(vm_mib),
+                "--dirty-pages-per-s",
+                str(dirty_pages_per_s),
+                "--seed",
+                str(seed),
+            ]
+        logf = open(os.path.join(self.root, f"{host}.log"), "ab")  # noqa: SIM115
+        self.procs[host] = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        logf.close()
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while host not in self.registered:
+                if self.procs[host].poll() is not None:
+                    raise RuntimeError(f"agent {host} exited: see {self.root}/{host}.log")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"agent {host} did not register in {timeout}s")
+                self._cv.wait(0.2)
+        return self.registered[host]
+
+    def endpoint(self, host: str, port: int = 0) -> Endpoint:
+        r = self.registered[host]
+        return Endpoint(host, str(r["ip"]), str(r["agent"]), port, str(r["pubkey"]))
+
+    def plan(
+        self,
+        migration: str,
+        mode: str,
+        source: str,
+        destination: str,
+        intermediates: list[str] | None = None,
+        leader: str | None = None,
+        k: int = 2,
+        **kw: Any,
+    ) -> MigrationPlan:
+        inter = [self.endpoint(h) for h in intermediates or []]
+        return MigrationPlan(
+            migration=migration,
+            mode=mode,
+            source=self.endpoint(source),
+            destination=self.endpoint(destination),
+            intermediates=inter if mode == "stealth" else [],
+            leader=self.endpoint(leader) if leader and mode == "stealth" else None,
+            n=len(inter) if mode == "stealth" else 0,
+            k=k if mode == "stealth" else 0,
+            **kw,
+        )
+
+    def migrate(self, plan: MigrationPlan, timeout_s: float = 120.0) -> MigrationResult:
+        return run_migration(plan, router=self.router, timeout_s=timeout_s, poll_s=0.5)
+
+    def status(self, host: str, **kw: Any) -> dict[str, Any]:
+        return call(self.registered[host]["agent"], {"op": "status", **kw})
+
+    def kill(self, host: str) -> None:
+        p = self.procs.get(host)
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait(5)
+
+    def alive(self, host: str) -> bool:
+        p = self.procs.get(host)
+        return bool(p and p.poll() is None)
+
+    def close(self) -> None:
+        for host, p in self.procs.items():
+            if p.poll() is None:
+                try:
+                    call(self.registered[host]["agent"], {"op": "shutdown"}, timeout=2.0)
+                except (MgmtError, KeyError):
+                    pass
+        for p in self.procs.values():
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.ctl.close()

@@ -1,0 +1,368 @@
+"""The VM model: memory pages, device state, a running workload, a network service, pre-copy.
+
+A ``VM`` is ``mib`` MiB of 4 KiB pages held in a file in the agent's work directory (read and
+written with pread/pwrite, so the memory lives in the page cache, not in the agent's RSS),
+plus device state (a small JSON dict), plus a workload thread that dirties pages at
+``dirty_pages_per_s`` and a TCP service on ``(ip, port)`` that answers one JSON line
+``{"vm": NAME, "host": HOST, "counter": N, "ticks": T}`` per connection; the counter is device
+state, so it keeps counting across a migration.
+
+Migration traffic is real pre-copy (Clark et al., NSDI 2005): ``precopy_records`` yields all
+pages, then the pages dirtied during the previous round, until the dirty set is small or a
+round limit is hit, then pauses the VM and yields the rest plus the device state
+(stop-and-copy). ``StreamInstaller`` applies that byte stream at the destination. The records::
+
+    b"P" | count u32 | count page indices (u32) | count × 4096 bytes
+    b"D" | length u32 | device state JSON
+
+Used by the source and destination roles (``hosts.roles``) and by the agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+PAGE = 4096
+BATCH_PAGES = 64
+_REC = struct.Struct(">cI")
+
+log = logging.getLogger(__name__)
+
+
+class VMError(RuntimeError):
+    """The VM or its migration stream is in a state that does not allow the request."""
+
+
+def canonical(device: dict[str, Any]) -> bytes:
+    return json.dumps(device, sort_keys=True, separators=(",", ":")).encode()
+
+
+class VM:
+    """One VM: memory file, device state, workload and service. Thread-safe."""
+
+    def __init__(
+        self,
+        name: str,
+        mem_path: str,
+        mib: int,
+        host: str = "",
+        ip: str = "127.0.0.1",
+        port: int = 7000,
+        dirty_pages_per_s: float = 0.0,
+        seed: int = 0,
+        fill: bool = True,
+        device: dict[str, Any] | None = None,
+    ) -> None:
+        if mib <= 0:
+            raise VMError(f"a VM needs at least 1 MiB, got {mib}")
+        self.name = name
+        self.mem_path = mem_path
+        self.mib = mib
+        self.pages = mib * 256
+        self.size = self.pages * PAGE
+        self.host = host
+        self.ip = ip
+        self.port = port
+        self.dirty_pages_per_s = dirty_pages_per_s
+        self.seed = seed
+        self.device: dict[str, Any] = device or {
+            "name": name,
+            "counter": 0,
+            "ticks": 0,
+            "vcpu": {"rip": 0xFFF0, "rsp": 0x7000, "cr3": 0x1000},
+        }
+        self.dirty = np.zeros(self.pages, dtype=np.uint8)
+        self._lock = threading.Lock()  # held by every guest action: a pause takes it away
+        self._paused = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener: socket.socket | None = None
+        self.running = False
+        os.makedirs(os.path.dirname(mem_path) or ".", exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT
+        self.fd = os.open(mem_path, flags, 0o600)
+        if fill:
+            self._fill()
+        else:
+            os.ftruncate(self.fd, self.size)
+
+    # --- memory ---------------------------------------------------------------------
+    def _fill(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        block = 16 << 20
+        off = 0
+        while off < self.size:
+            n = min(block, self.size - off)
+            os.pwrite(self.fd, rng.bytes(n), off)
+            off += n
+        os.ftruncate(self.fd, self.size)
+
+    def read_pages(self, indices: np.ndarray) -> bytes:
+        """Concatenated contents of the given pages (runs of consecutive pages read at once)."""
+        out = bytearray()
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) == 0:
+            return b""
+        breaks = np.nonzero(np.diff(idx) != 1)[0] + 1
+        for run in np.split(idx, breaks):
+            out += os.pread(self.fd, len(run) * PAGE, int(run[0]) * PAGE)
+        return bytes(out)
+
+    def write_pages(self, indices: np.ndarray, data: bytes) -> None:
+        view = memoryview(data)
+        for i, p in enumerate(indices):
+            os.pwrite(self.fd, view[i * PAGE : (i + 1) * PAGE], int(p) * PAGE)
+
+    def take_dirty(self) -> np.ndarray:
+        """The pages dirtied since the last call, and clear them."""
+        idx = np.nonzero(self.dirty)[0]
+        self.dirty[idx] = 0
+        return idx.astype(np.uint32)
+
+    def digest(self) -> str:
+        """SHA-256 of memory then device state: the identity of the image."""
+        h = hashlib.sha256()
+        off = 0
+        while off < self.size:
+            block = os.pread(self.fd, min(8 << 20, self.size - off), off)
+            if not block:
+                break
+            h.update(block)
+            off += len(block)
+        h.update(canonical(self.device))
+        return h.hexdigest()
+
+    # --- life cycle -----------------------------------------------------------------
+    def start(self) -> None:
+        """Run the workload and the service."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((self.ip, self.port))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self._threads = [
+            threading.Thread(target=self._workload, name=f"vm:{self.name}:work", daemon=True),
+            threading.Thread(target=self._serve, name=f"vm:{self.name}:svc", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self.running = True
+        log.info(
+            "vm=%s event=running host=%s service=%s:%d", self.name, self.host, self.ip, self.port
+        )
+
+    def pause(self) -> None:
+        """Stop the guest (workload and service stall) until resume(); idempotent."""
+        if not self._paused.is_set():
+            self._lock.acquire()
+            self._paused.set()
+
+    def resume(self) -> None:
+        if self._paused.is_set():
+            self._paused.clear()
+            self._lock.release()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def stop(self) -> None:
+        """Stop workload and service (the image stays)."""
+        self._stop.set()
+        was_paused = self.paused
+        self.resume()
+        for t in self._threads:
+            t.join(timeout=2)
+        self._threads = []
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self.running = False
+        if was_paused:
+            self.pause()
+
+    def destroy(self) -> None:
+        """Stop and delete the image (the source's release)."""
+        self.stop()
+        self.resume()
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        try:
+            os.unlink(self.mem_path)
+        except FileNotFoundError:
+            pass
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mib": self.mib,
+            "running": self.running,
+            "paused": self.paused,
+            "counter": self.device.get("counter", 0),
+            "service": f"{self.ip}:{self.port}",
+        }
+
+    # --- the guest ------------------------------------------------------------------
+    def _workload(self) -> None:
+        rng = np.random.default_rng(self.seed + 1)
+        tick = 0.01
+        carry = 0.0
+        while not self._stop.is_set():
+            time.sleep(tick)
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self.device["ticks"] = int(self.device.get("ticks", 0)) + 1
+                carry += self.dirty_pages_per_s * tick
+                n = int(carry)
+                carry -= n
+                if n <= 0:
+                    continue
+                pages = rng.integers(0, self.pages, size=n)
+                noise = rng.bytes(64 * n)
+                for j, p in enumerate(pages):
+                    off = int(p) * PAGE + int(rng.integers(0, PAGE // 64)) * 64
+                    os.pwrite(self.fd, noise[j * 64 : (j + 1) * 64], off)
+                self.dirty[pages] = 1  # after the write: a racing copy re-sends next round
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        lst = self._listener
+        while not self._stop.is_set():
+            try:
+                conn, _ = lst.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                with self._lock:
+                    self.device["counter"] = int(self.device.get("counter", 0)) + 1
+                    reply = {
+                        "vm": self.name,
+                        "host": self.host,
+                        "counter": self.device["counter"],
+                        "ticks": self.device.get("ticks", 0),
+                    }
+                try:
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+                except OSError:
+                    pass
+
+
+def ask_service(ip: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
+    """One request to a VM's service (what an outside client sees)."""
+    with socket.create_connection((ip, port), timeout=timeout) as s:
+        buf = b""
+        while not buf.endswith(b"\n"):
+            part = s.recv(4096)
+            if not part:
+                break
+            buf += part
+    return json.loads(buf)
+
+
+# --- the migration stream -----------------------------------------------------------
+def page_records(vm: VM, indices: np.ndarray) -> Iterator[bytes]:
+    for i in range(0, len(indices), BATCH_PAGES):
+        batch = np.asarray(indices[i : i + BATCH_PAGES], dtype=np.uint32)
+        yield _REC.pack(b"P", len(batch)) + batch.astype(">u4").tobytes() + vm.read_pages(batch)
+
+
+def precopy_records(
+    vm: VM,
+    max_rounds: int = 8,
+    min_dirty_pages: int = 64,
+    on_pause: Callable[[float], None] | None = None,
+    stats: dict[str, Any] | None = None,
+) -> Iterator[bytes]:
+    """Pre-copy rounds, then stop-and-copy; the VM is paused when the generator ends.
+
+    ``stats`` is filled with ``rounds``, ``pages_per_round`` and ``paused_at`` (time.time()).
+    """
+    st = stats if stats is not None else {}
+    st["pages_per_round"] = []
+    vm.take_dirty()  # start tracking from a clean slate
+    todo = np.arange(vm.pages, dtype=np.uint32)
+    rnd = 0
+    while True:
+        st["pages_per_round"].append(int(len(todo)))
+        yield from page_records(vm, todo)
+        rnd += 1
+        todo = vm.take_dirty()
+        if len(todo) <= min_dirty_pages or rnd >= max_rounds:
+            break
+    vm.pause()
+    st["paused_at"] = time.time()
+    if on_pause:
+        on_pause(st["paused_at"])
+    todo = np.union1d(todo, vm.take_dirty()).astype(np.uint32)  # what the last round left too
+    st["pages_per_round"].append(int(len(todo)))
+    st["rounds"] = rnd + 1  # pre-copy rounds plus the stop-and-copy
+    yield from page_records(vm, todo)
+    dev = canonical(vm.device)
+    yield _REC.pack(b"D", len(dev)) + dev
+
+
+class StreamInstaller:
+    """Applies a migration stream to an incoming VM image at the destination (incremental)."""
+
+    def __init__(self, vm: VM) -> None:
+        self.vm = vm
+        self.buf = bytearray()
+        self.pages_written = 0
+        self.device: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            if len(self.buf) < _REC.size:
+                return
+            kind, n = _REC.unpack_from(self.buf)
+            if kind == b"P":
+                if n > BATCH_PAGES * 16:
+                    raise VMError(f"page record of {n} pages")
+                need = _REC.size + 4 * n + PAGE * n
+                if len(self.buf) < need:
+                    return
+                idx = np.frombuffer(bytes(self.buf[_REC.size : _REC.size + 4 * n]), dtype=">u4")
+                if n and int(idx.max()) >= self.vm.pages:
+                    raise VMError(f"page {int(idx.max())} beyond a {self.vm.pages}-page VM")
+                self.vm.write_pages(idx, bytes(self.buf[_REC.size + 4 * n : need]))
+                self.pages_written += n
+            elif kind == b"D":
+                if n > 1 << 20:
+                    raise VMError(f"device state of {n} bytes")
+                need = _REC.size + n
+                if len(self.buf) < need:
+                    return
+                try:
+                    self.device = json.loads(bytes(self.buf[_REC.size : need]))
+                except ValueError as exc:
+                    raise VMError(f"device state is not JSON: {exc}") from None
+            else:
+                raise VMError(f"unknown record kind {kind!r}")
+            del self.buf[:need]
+
+    def finish(self) -> None:
+        if self.buf:
+            raise VMError(f"{len(self.buf)} bytes of an unfinished record at the end of the stream")
+        if self.device is None:
+            raise VMError("the stream ended without the device state")
+        self.vm.device = self.device

@@ -1,0 +1,64 @@
+"""Traffic profiles and chunk policies: sizes from the profile, gaps within the rate budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from hosts.traffic import (
+    ChunkPolicy,
+    FixedChunkPolicy,
+    TrafficProfile,
+    from_packets,
+    from_pcap,
+    policy_from_settings,
+)
+
+
+def test_profile_from_packets() -> None:
+    a, b = ("10.0.0.1", 80, "10.0.0.2", 5000), ("10.0.0.3", 22, "10.0.0.2", 6000)
+    pkts = [(0.0, 1000, a), (0.01, 1000, a), (0.5, 200, b), (1.0, 1500, a)]
+    p = from_packets(pkts)
+    assert sorted(p.flow_sizes) == [200, 3500]
+    assert sorted(p.message_sizes) == [200, 1500, 2000]
+    assert p.rate_bps == pytest.approx(3700 / 1.0)
+    assert p.gaps_s == pytest.approx([0.5, 0.5])
+    assert TrafficProfile.from_dict(p.to_dict()) == p
+
+
+def test_policy_draws_profile_sizes_and_respects_budget() -> None:
+    prof = TrafficProfile(message_sizes=[2000, 8000, 50000], gaps_s=[0.0, 0.001])
+    pol = ChunkPolicy(prof, rate_budget_bps=1e6, seed=1)
+    sizes = {pol.next_size() for _ in range(200)}
+    assert sizes == {2000, 8000, 50000}
+    for s in (2000, 50000):
+        assert pol.next_gap(s) >= s / 1e6
+    total = sum(pol.next_size() for _ in range(1000))
+    gaps = sum(pol.next_gap(s) for s in [50000] * 10)
+    assert gaps >= 0.5 - 1e-9 and total > 0
+
+
+def test_fixed_policy_and_settings() -> None:
+    f = FixedChunkPolicy(4096)
+    assert f.next_size() == 4096 and f.next_gap(4096) == 0.0
+    p = policy_from_settings({"kind": "profile", "rate_budget_bps": 1000.0}, seed=2, share=0.5)
+    assert isinstance(p, ChunkPolicy) and p.rate_budget_bps == 500.0
+    with pytest.raises(ValueError):
+        policy_from_settings({"kind": "magic"})
+    with pytest.raises(ValueError):
+        FixedChunkPolicy(10)
+
+
+def test_profile_from_pcap(tmp_path) -> None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    pkts = []
+    for i in range(10):
+        p = IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=80, dport=4000) / Raw(b"x" * 100)
+        p.time = i * 0.1
+        pkts.append(p)
+    wrpcap(str(tmp_path / "n.pcap"), pkts)
+    prof = from_pcap(str(tmp_path / "n.pcap"))
+    assert len(prof.packet_sizes) == 10 and prof.flow_sizes == [1400]
+    assert prof.rate_bps == pytest.approx(1400 / 0.9)
