@@ -9,6 +9,7 @@ SIGTERM — stops the network, the controller and every process it started.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -28,6 +29,9 @@ from topologies.base import describe
 log = logging.getLogger(__name__)
 
 RUN_ROOT = Path("/tmp/stealth-mtd")
+# One testbed at a time per machine: switch-side interface names (e1-eth1, ...) live in the root
+# network namespace, so two networks would collide. The container test takes the same lock.
+LOCK_PATH = "/run/lock/stealth-mtd-testbed.lock"
 
 
 class TestbedError(RuntimeError):
@@ -112,10 +116,30 @@ class Testbed:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _lock(self, timeout: float = 1800.0) -> None:
+        os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
+        self._lock_fd = os.open(LOCK_PATH, os.O_CREAT | os.O_RDWR, 0o644)
+        deadline = time.monotonic() + timeout
+        warned = False
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if not warned:
+                    log.warning("another stealth-mtd network runs on this machine; waiting "
+                                "(lock %s)", LOCK_PATH)
+                    warned = True
+                if time.monotonic() > deadline:
+                    raise TestbedError(f"another stealth-mtd run holds {LOCK_PATH}; if none "
+                                       "runs, `sudo stealth-mtd clean`") from None
+                time.sleep(0.5)
+
     def start(self) -> None:
         from topologies.net import start_network
         from topologies.ovs import ensure
 
+        self._lock()
         ensure()
         t0 = time.monotonic()
         topo_file = self.run_dir / "topology.json"
@@ -172,6 +196,9 @@ class Testbed:
             os.unlink(self.mgmt_path)
         except FileNotFoundError:
             pass
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
         if self.own_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         if hasattr(self, "_old_term"):
