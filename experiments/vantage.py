@@ -1,0 +1,130 @@
+"""Attacker vantage points in the running network, and the captures they make.
+
+- ``switch:NAME`` — a compromised switch: an OVS port mirror on NAME copies every packet of every
+  port to an attacker host ``x<j>`` attached to that switch, and a capture runs inside that host
+  (DESIGN.md: mirrors work on the userspace datapath and the mirrored frames reach the host).
+- ``global`` — the global passive adversary: one capture in the root namespace on every switch
+  port at once (``tcpdump -i any``, Linux cooked headers); a packet appears once per link it
+  crosses, which the analysis de-duplicates.
+
+Captures are written by tcpdump (pcap files that Wireshark and scapy open; tcpdump keeps up with
+the userspace datapath where a Python sniffer would drop packets on 2 cores) with a small snap
+length (headers only). The live demo sniffs with scapy's AsyncSniffer instead
+(``attacks.capture.packet_record``). Each capture reports what it dropped, so a number is never
+silently computed from a lossy capture. Called by the runner and the root tests.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SNAPLEN = 128
+BPF = "ip or arp"
+
+
+@dataclass
+class Vantage:
+    """One attacker vantage point and its capture process."""
+
+    name: str  # 'switch-e1' or 'global'
+    kind: str  # 'switch' | 'global'
+    switch: str | None = None
+    attacker_host: str | None = None
+    pcap: Path | None = None
+    proc: subprocess.Popen | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``'switch:e1'`` → ('switch', 'e1'); ``'global'`` → ('global', None)."""
+    if spec == "global":
+        return "global", None
+    if spec.startswith("switch:") and len(spec) > 7:
+        return "switch", spec[7:]
+    raise ValueError(f"vantage point {spec!r}: use 'global' or 'switch:<switch name>'")
+
+
+def attacker_for(description: dict[str, Any], switch: str) -> str:
+    """The attacker host attached to ``switch`` (the topology must have one there)."""
+    for h in description["hosts"]:
+        if h["attacker"] and h["switch"] == switch:
+            return h["name"]
+    raise ValueError(f"no attacker host on switch {switch}: add it to the topology's attackers")
+
+
+def mirror_to(switch: str, out_intf: str) -> None:
+    """Mirror every packet of ``switch`` to its port ``out_intf`` (an OVS port mirror)."""
+    subprocess.run(
+        ["ovs-vsctl", "--", "--id=@out", "get", "Port", out_intf,
+         "--", "--id=@m", "create", "Mirror", f"name=smtd-{switch}", "select-all=true",
+         "output-port=@out", "--", "add", "Bridge", switch, "mirrors", "@m"],
+        check=True, capture_output=True, text=True)
+
+
+def start(tb: Any, spec: str, out_dir: Path, tag: str = "") -> Vantage:
+    """Set up the vantage point ``spec`` in testbed ``tb`` and start its capture."""
+    kind, switch = parse_spec(spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "global" if kind == "global" else f"switch-{switch}"
+    pcap = out_dir / f"{name}{tag}.pcap"
+    cmd = ["tcpdump", "-n", "-U", "-s", str(SNAPLEN), "-Z", "root", "-w", str(pcap)]
+    v = Vantage(name=name, kind=kind, switch=switch, pcap=pcap)
+    if kind == "global":
+        cmd[1:1] = ["-i", "any", "-y", "LINUX_SLL"]
+        v.proc = subprocess.Popen(cmd + [BPF], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, start_new_session=True)
+    else:
+        assert switch is not None
+        if switch not in tb.description["switches"]:
+            raise ValueError(f"no switch named {switch}")
+        attacker = attacker_for(tb.description, switch)
+        host = tb.host(attacker)
+        link = host.intf().link
+        sw_intf = link.intf1 if link.intf2.node is host else link.intf2
+        mirror_to(switch, sw_intf.name)
+        v.attacker_host = attacker
+        cmd[1:1] = ["-i", host.intf().name]
+        v.proc = host.popen(cmd + [BPF], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_started(v)
+    return v
+
+
+def _wait_started(v: Vantage, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if v.proc is not None and v.proc.poll() is not None:
+            err = v.proc.stderr.read().decode(errors="replace") if v.proc.stderr else ""
+            raise RuntimeError(f"capture at {v.name} failed to start: {err.strip()}")
+        if v.pcap is not None and v.pcap.exists() and v.pcap.stat().st_size >= 24:
+            time.sleep(0.2)  # the file header is written once the socket is open
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"capture at {v.name} did not start within {timeout:.0f} s")
+
+
+def stop(v: Vantage) -> dict[str, int]:
+    """Stop the capture and return tcpdump's counts (captured, dropped by kernel...)."""
+    if v.proc is None:
+        return v.stats
+    if v.proc.poll() is None:
+        v.proc.send_signal(signal.SIGINT)
+        try:
+            v.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            v.proc.kill()
+            v.proc.wait()
+    err = v.proc.stderr.read().decode(errors="replace") if v.proc.stderr else ""
+    for key, pat in (("captured", r"(\d+) packets captured"),
+                     ("received_by_filter", r"(\d+) packets received by filter"),
+                     ("dropped_by_kernel", r"(\d+) packets dropped by kernel")):
+        m = re.search(pat, err)
+        if m:
+            v.stats[key] = int(m.group(1))
+    v.proc = None
+    return v.stats
