@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from controllers.mgmt import MgmtServer, call
 from hosts.channel import public_hex
 from hosts.roles import ROLES, AgentContext, Role, RoleError
-from hosts.vm import VM
+from hosts.vm import VM, VMError
 
 log = logging.getLogger("hosts.agent")
 
@@ -135,6 +135,19 @@ class Agent:
         return role
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Answer one command; expected errors become ``ok: false`` replies."""
+        try:
+            return self._handle(msg)
+        except (RoleError, VMError, ValueError, KeyError, TypeError, OSError) as exc:
+            log.warning(
+                "host=%s event=command_refused op=%s why=%r",
+                self.host,
+                msg.get("op"),
+                f"{type(exc).__name__}: {exc}",
+            )
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    def _handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg["op"]
         if op == "status":
             if msg.get("migration") is not None:

@@ -16,13 +16,19 @@ MODES = ("stealth", "direct")
 
 @dataclass
 class Endpoint:
-    """One role's host: name, IP, agent socket, TCP port it listens on (0: any), X25519 key."""
+    """One role's host: name, IP, agent socket, TCP port it listens on (0: any), X25519 key.
+
+    ``listen_port`` (0: same as ``port``) is for when something between sender and receiver
+    changes the port (a NAT, a test's recording proxy): senders connect to ``port``, the role
+    listens on ``listen_port``.
+    """
 
     host: str
     ip: str
     agent: str
     port: int = 0
     pubkey: str = ""
+    listen_port: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,6 +41,7 @@ class Endpoint:
             agent=str(d["agent"]),
             port=int(d.get("port", 0)),
             pubkey=str(d.get("pubkey", "")),
+            listen_port=int(d.get("listen_port", 0)),
         )
 
 

@@ -183,7 +183,8 @@ class Role:
 
     # --- receivers ------------------------------------------------------------------------
     def _listen(self, ip: str, allowed: set[str]) -> int:
-        self._listener = listen(ip, int(self.me.get("port", 0)))
+        port = int(self.me.get("listen_port") or self.me.get("port", 0))
+        self._listener = listen(ip, port)
         self._listener.settimeout(0.5)
         port = self._listener.getsockname()[1]
         threading.Thread(
@@ -209,10 +210,16 @@ class Role:
     def _handshake(self, conn: socket.socket, addr: Any, allowed: set[str]) -> None:
         try:
             ch = Channel.accept(conn, self.ctx.static, allowed, self.mig, timeout=self.stall)
-            first = ch.recv()  # proves the sender holds its key
         except ChannelError as exc:
             self.reject(f"connection from {addr[0]}:{addr[1]}", exc)
             conn.close()
+            return
+        try:
+            first = ch.recv()  # proves the sender holds its key
+        except ChannelError as exc:
+            self.reject(f"connection from {addr[0]}:{addr[1]}", exc)
+            ch.close()
+            self.on_gone(ch.peer_key)
             return
         try:
             self.on_channel(ch, first)
@@ -222,6 +229,9 @@ class Role:
 
     def on_channel(self, ch: Channel, first: bytes) -> None:
         raise NotImplementedError
+
+    def on_gone(self, peer_key: str) -> None:
+        """An expected sender connected and vanished (or forged) before its first record."""
 
     def _count_sent(self, label: str, n: int) -> None:
         bs = self.stats["bytes_sent"]
@@ -376,6 +386,7 @@ class Leader(Role):
         self.k = int(view["k"])
         self.conns: list[Channel] = []
         self.live: set[int] = set()
+        self.seen_keys: set[str] = set()  # intermediates that connected, alive or not
         self.shares: dict[int, bytes] = {}  # connection id -> share
         self.buffer: dict[int, tuple[SealedChunk, Channel]] = {}
         self.next = 0
@@ -397,6 +408,7 @@ class Leader(Role):
             cid = len(self.conns)
             self.conns.append(ch)
             self.live.add(cid)
+            self.seen_keys.add(ch.peer_key)
             self.cond.notify_all()
         self.log("intermediate_connected", peer=ch.peer, conn=cid)
         raw: bytes | None = first
@@ -416,6 +428,11 @@ class Leader(Role):
             except FrameError as exc:
                 self.reject(f"frame from {ch.peer}", exc)
             raw = None
+
+    def on_gone(self, peer_key: str) -> None:
+        with self.cond:
+            self.seen_keys.add(peer_key)
+            self.cond.notify_all()
 
     def _take(self, cid: int, ch: Channel, fr: Frame) -> None:
         self.stats["bytes_received"] += len(fr.body)
@@ -468,15 +485,13 @@ class Leader(Role):
             with self.cond:
 
                 def ready() -> bool:
-                    possible = (
-                        len(self.shares)
-                        + len(self.live - set(self.shares))
-                        + (self.n - len(self.conns))
-                    )
+                    gone = len(self.seen_keys) - len(self.live)
+                    possible = len(self.shares) + len(self.live - set(self.shares))
+                    possible += self.n - len(self.seen_keys)
                     if possible < self.k:
                         raise RoleError(
                             f"not enough shares: got {len(self.shares)} of k={self.k}, "
-                            f"{len(self.conns) - len(self.live)} intermediates gone"
+                            f"{gone} intermediates gone"
                         )
                     combos = [
                         frozenset(c) for c in itertools.combinations(sorted(self.shares), self.k)
@@ -875,6 +890,9 @@ class Source(Role):
         sizes = policy_from_settings(settings, seed=self.seed)
         key = new_key()
         shares = shamir.split(key, k, n)
+        if self.fault.get("record_key"):  # test hook: lets a test look for the key on the wire
+            with open(self.fault["record_key"], "w") as f:
+                json.dump({"key": key.hex(), "shares": [s.hex() for s in shares]}, f)
         sealer = ChunkSealer(key, self.mig)
         del key
         for i, ep in enumerate(inters):
@@ -907,9 +925,9 @@ class Source(Role):
         with self.cond:
             self.total = sealer.next_index
             self._wait_locked(lambda: self.acked >= (self.total or 0), "the last acks")
+        self._sent()  # before closing: our ack readers then take the EOF as the end
         for hop in self.hops:
             hop.ch.close()
-        self._sent()
 
     def _wait_locked(self, ready: Callable[[], bool], what: str) -> None:
         while not ready():
@@ -1023,6 +1041,10 @@ class Source(Role):
 
     def release(self) -> None:
         """The destination runs the VM: drop this copy (only after migration_done)."""
+        with self.cond:  # the destination's confirmation may still be on its way to us
+            deadline = time.monotonic() + 10.0
+            while self.state == "sending" and time.monotonic() < deadline:
+                self.cond.wait(0.1)
         if self.state != "sent":
             raise RoleError(f"refusing to release the VM: source is {self.state}")
         self.vm.destroy()

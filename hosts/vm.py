@@ -126,8 +126,9 @@ class VM:
 
     def take_dirty(self) -> np.ndarray:
         """The pages dirtied since the last call, and clear them."""
-        idx = np.nonzero(self.dirty)[0]
-        self.dirty[idx] = 0
+        with self._lock:  # the workload thread marks pages under the same lock
+            idx = np.nonzero(self.dirty)[0]
+            self.dirty[idx] = 0
         return idx.astype(np.uint32)
 
     def digest(self) -> str:

@@ -1,0 +1,100 @@
+"""Fixtures of the loopback tests: agents as real processes on 127.0.0.x, a stand-in controller."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from hosts.loopback import LoopbackBed
+
+SOURCE_IP = "127.0.0.11"
+HOSTS = {
+    "h1": SOURCE_IP,
+    "h2": "127.0.0.12",
+    "h3": "127.0.0.13",
+    "h4": "127.0.0.14",
+    "h5": "127.0.0.15",
+    "h6": "127.0.0.16",
+    "h7": "127.0.0.17",
+}
+
+
+def free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def bed(tmp_path) -> Iterator[LoopbackBed]:
+    """h1 runs vm1 (4 MiB, 200 dirty pages/s); h2..h7 run no VM."""
+    b = LoopbackBed(str(tmp_path / "bed"))
+    try:
+        b.add_agent("h1", SOURCE_IP, vm="vm1", vm_mib=4, dirty_pages_per_s=200, seed=5)
+        for h, ip in HOSTS.items():
+            if h != "h1":
+                b.add_agent(h, ip)
+        yield b
+    finally:
+        b.close()
+        for h in HOSTS:
+            log = os.path.join(b.root, f"{h}.log")
+            if os.path.exists(log):
+                with open(log) as f:
+                    text = f.read()
+                assert "Traceback" not in text, f"{h} logged a traceback:\n{text[-3000:]}"
+
+
+class RecordingProxy:
+    """A TCP relay in front of one receiver that keeps every byte it passes, both ways."""
+
+    def __init__(self, ip: str, port: int, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, port))
+        self.sock.listen(8)
+        self.data = bytearray()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, addr = self.sock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(self.target, source_address=(addr[0], 0))
+            except OSError:
+                c.close()
+                continue
+            threading.Thread(target=self._pipe, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        while True:
+            try:
+                d = a.recv(65536)
+            except OSError:
+                d = b""
+            if not d:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+            with self.lock:
+                self.data += d
+            try:
+                b.sendall(d)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
