@@ -84,6 +84,7 @@ class VM:
         }
         self.dirty = np.zeros(self.pages, dtype=np.uint8)
         self._lock = threading.Lock()  # held by every guest action: a pause takes it away
+        self._dirty_lock = threading.Lock()  # guards the dirty bitmap only
         self._paused = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -126,7 +127,7 @@ class VM:
 
     def take_dirty(self) -> np.ndarray:
         """The pages dirtied since the last call, and clear them."""
-        with self._lock:  # the workload thread marks pages under the same lock
+        with self._dirty_lock:  # the workload thread marks pages concurrently
             idx = np.nonzero(self.dirty)[0]
             self.dirty[idx] = 0
         return idx.astype(np.uint32)
@@ -240,7 +241,8 @@ class VM:
                 for j, p in enumerate(pages):
                     off = int(p) * PAGE + int(rng.integers(0, PAGE // 64)) * 64
                     os.pwrite(self.fd, noise[j * 64 : (j + 1) * 64], off)
-                self.dirty[pages] = 1  # after the write: a racing copy re-sends next round
+                with self._dirty_lock:  # after the write: a racing copy re-sends next round
+                    self.dirty[pages] = 1
 
     def _serve(self) -> None:
         assert self._listener is not None
