@@ -8,7 +8,8 @@ attackers listen. Requests arrive over the management socket (``controllers.mgmt
 threads; each waits on OpenFlow barriers, so a reply means the rules are in the switches.
 
 Management operations: ``status``, ``register``, ``relay``, ``relay_remove``, ``flows``; the
-migration operations are added by ``controllers.migrations``.
+migration operations (``migrate``, ``anomaly``, ``migration_status``, reports) are added by
+``controllers.migrations``.
 Started by ``python -m controllers`` (see ``controllers/__main__.py``).
 """
 
@@ -74,7 +75,9 @@ class StealthController(app_manager.OSKenApp):
         self.ops = {"status": self.op_status, "register": self.op_register,
                     "relay": self.op_relay, "relay_remove": self.op_relay_remove,
                     "flows": self.op_flows}
-        self.extensions: list[Any] = []
+        from controllers.migrations import Migrations
+
+        self.migrations = Migrations(self, SETTINGS.seed)
         self.mgmt = MgmtServer(SETTINGS.mgmt, self.handle)
         self.mgmt.start()
         log.info("event=started switches=%d hosts=%d mgmt=%s", len(self.topo["switches"]),
@@ -193,7 +196,9 @@ class StealthController(app_manager.OSKenApp):
         n = len(self.topo["switches"])
         return {"ready": len(self.ready) == n, "switches_ready": len(self.ready),
                 "switches_expected": n, "relays": sorted(self.relays),
-                "agents": sorted(self.agents), "openflow_errors": self.errors[-20:]}
+                "agents": sorted(self.agents),
+                "vms": {a["vm"]: h for h, a in self.agents.items() if a.get("vm")},
+                "openflow_errors": self.errors[-20:]}
 
     def op_register(self, msg: dict[str, Any]) -> dict[str, Any]:
         host = msg["host"]

@@ -1,0 +1,212 @@
+"""Alg 2, the controller's part of a migration: pick the roles, install the relay, drive it.
+
+``Migrations`` adds management operations to the controller app:
+
+- ``migrate``: ``{source, mode: stealth|direct, n, k, chunk_policy, precopy, hide_destination,
+  seed, destination?, leader?, intermediates?, timeout_s?}`` — picks the roles among the
+  registered agents at random (seeded) unless named, gives every receiver a TCP port from
+  ``RELAY_PORTS``, installs the relay's rules (a fresh equal-cost path per hop, the destination
+  optionally behind a virtual address), then runs ``controllers.orchestration`` in a thread and
+  removes the rules when it ends, done or aborted. Replies at once with the plan's public part.
+- ``anomaly``: ``{host, kind?, score?}`` from the monitor (Alg 1) → a ``migrate`` of that host's
+  VM with the defaults set by ``defaults``.
+- ``migration_status``: ``{migration}`` → state (running | done | aborted) and the result.
+- ``migration_done`` / ``migration_failed``: the roles' reports, forwarded to the orchestration.
+
+Pure bookkeeping around the app's ``install_relay``/``remove_relay``; no OpenFlow here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+from controllers.orchestration import MigrationResult, ReportRouter, run_migration
+from hosts.plan import Endpoint, MigrationPlan
+
+log = logging.getLogger("stealth_mtd.migrations")
+
+RELAY_PORTS = range(8090, 8100)  # next to the tenants' service ports (8080-8089)
+DEFAULTS: dict[str, Any] = {"mode": "stealth", "n": 3, "k": 2, "hide_destination": True,
+                            "chunk_policy": {"kind": "profile", "sniff_s": 3.0},
+                            "timeout_s": 600.0}
+
+
+class Migrations:
+    """The migration operations of one controller."""
+
+    def __init__(self, app: Any, seed: int | None = None) -> None:
+        self.app = app
+        self.rng = random.Random(seed)
+        self.router = ReportRouter()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.defaults = dict(DEFAULTS)
+        self.count = 0
+        self.lock = threading.Lock()
+        app.ops.update({"migrate": self.op_migrate, "anomaly": self.op_anomaly,
+                        "migration_status": self.op_status, "defaults": self.op_defaults,
+                        "migration_done": self.op_report, "migration_failed": self.op_report})
+
+    # -- role choice (pure) -------------------------------------------------------------------
+    @staticmethod
+    def choose_roles(agents: dict[str, dict[str, Any]], source: str, mode: str, n: int,
+                     rng: random.Random, destination: str | None = None,
+                     leader: str | None = None,
+                     intermediates: list[str] | None = None) -> dict[str, Any]:
+        """Pick destination (a host without a VM), leader and n intermediates, all distinct."""
+        if source not in agents:
+            raise ValueError(f"source {source} has no registered agent")
+        if not agents[source].get("vm"):
+            raise ValueError(f"source {source} runs no VM")
+        taken = {source}
+        free = sorted(h for h in agents if h not in taken)
+        if destination is None:
+            spare = [h for h in free if not agents[h].get("vm")]
+            if not spare:
+                raise ValueError("no registered host without a VM to be the destination")
+            destination = rng.choice(spare)
+        elif destination not in agents or agents[destination].get("vm"):
+            raise ValueError(f"destination {destination} is not a registered host without a VM")
+        taken.add(destination)
+        roles: dict[str, Any] = {"destination": destination, "leader": None,
+                                 "intermediates": []}
+        if mode == "direct":
+            return roles
+        pool = [h for h in free if h not in taken]
+        if leader is None:
+            if not pool:
+                raise ValueError("no host left to lead")
+            leader = rng.choice(pool)
+        if leader in taken or leader not in agents:
+            raise ValueError(f"leader {leader} is not a free registered host")
+        taken.add(leader)
+        pool = [h for h in pool if h not in taken]
+        if intermediates is None:
+            if len(pool) < n:
+                raise ValueError(f"need {n} intermediates, only {len(pool)} hosts are free")
+            intermediates = rng.sample(pool, n)
+        if len(set(intermediates)) != len(intermediates) or set(intermediates) & taken:
+            raise ValueError("intermediates must be distinct and not play another role")
+        roles.update(leader=leader, intermediates=list(intermediates))
+        return roles
+
+    # -- operations ---------------------------------------------------------------------------
+    def endpoint(self, host: str, port: int) -> Endpoint:
+        a = self.app.agents[host]
+        return Endpoint(host=host, ip=a["ip"], agent=a["agent"], port=port, pubkey=a["pubkey"])
+
+    def op_defaults(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.defaults.update({k: v for k, v in msg.items() if k != "op"})
+        return {"defaults": self.defaults}
+
+    def op_anomaly(self, msg: dict[str, Any]) -> dict[str, Any]:
+        host = str(msg["host"])
+        log.info("event=anomaly host=%s kind=%s score=%s", host, msg.get("kind"),
+                 msg.get("score"))
+        for rec in self.records.values():
+            if rec["state"] == "running" and host in rec["hosts"]:
+                return {"migration": rec["migration"], "already": True}
+        return self.op_migrate({**self.defaults, "source": host, "trigger": msg})
+
+    def op_migrate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        source = str(msg["source"])
+        mode = str(msg.get("mode", self.defaults["mode"]))
+        n = int(msg.get("n", self.defaults["n"]))
+        k = int(msg.get("k", self.defaults["k"]))
+        seed = int(msg["seed"]) if msg.get("seed") is not None else self.rng.randrange(1 << 30)
+        rng = random.Random(seed)
+        with self.lock:
+            busy = {h for r in self.records.values() if r["state"] == "running"
+                    for h in r["hosts"]}
+            agents = {h: a for h, a in self.app.agents.items() if h not in busy or h == source}
+            if source in busy:
+                raise ValueError(f"{source} is already migrating")
+            roles = self.choose_roles(agents, source, mode, n, rng, msg.get("destination"),
+                                      msg.get("leader"), msg.get("intermediates"))
+            self.count += 1
+            mid = str(msg.get("migration") or f"m{self.count}-{seed % 100000}")
+            if mid in self.records:
+                raise ValueError(f"migration {mid} exists")
+            hosts = [source, roles["destination"]] + ([roles["leader"]] if roles["leader"]
+                                                      else []) + roles["intermediates"]
+            self.records[mid] = {"migration": mid, "state": "installing", "hosts": hosts}
+        try:
+            ports = {h: rng.choice(RELAY_PORTS) for h in hosts[1:]}
+            dst = self.endpoint(roles["destination"], ports[roles["destination"]])
+            hide = bool(msg.get("hide_destination", self.defaults["hide_destination"]))
+            if mode == "stealth":
+                inter = [self.endpoint(h, ports[h]) for h in roles["intermediates"]]
+                lead = self.endpoint(roles["leader"], ports[roles["leader"]])
+                hops = [{"from": source, "to": e.host, "port": e.port} for e in inter]
+                hops += [{"from": e.host, "to": lead.host, "port": lead.port} for e in inter]
+                hops.append({"from": lead.host, "to": dst.host, "port": dst.port,
+                             "hidden": hide})
+            else:
+                inter, lead = [], None
+                hops = [{"from": source, "to": dst.host, "port": dst.port, "hidden": hide}]
+            relay = self.app.install_relay(mid, hops, seed)
+            vip = next((p["virtual_ip"] for p in relay["paths"] if p["virtual_ip"]), None)
+            policy = dict(msg.get("chunk_policy") or self.defaults["chunk_policy"])
+            if policy.get("kind") == "profile" and not (
+                    policy.get("profile") or policy.get("pcap") or policy.get("sniff_iface")):
+                # measure the source's own normal traffic (Mininet names it <host>-eth0)
+                policy["sniff_iface"] = f"{source}-eth0"
+            plan = MigrationPlan(
+                migration=mid, mode=mode, source=self.endpoint(source, 0), destination=dst,
+                intermediates=inter, leader=lead, n=len(inter), k=k if mode == "stealth" else 0,
+                dest_address=vip or dst.ip, dest_port=dst.port,
+                chunk_policy=policy,
+                precopy=dict(msg.get("precopy") or {}), seed=seed,
+                faults=dict(msg.get("faults") or {}))
+        except Exception:
+            with self.lock:
+                self.records.pop(mid, None)
+            if mid in self.app.relays:
+                self.app.remove_relay(mid)
+            raise
+        rec = self.records[mid]
+        rec.update(state="running", mode=mode, roles=roles, paths=relay["paths"],
+                   virtual_ip=vip, cookie=relay["cookie"], seed=seed, requested=time.time(),
+                   install_s=relay["install_s"], result=None)
+        timeout = float(msg.get("timeout_s", self.defaults["timeout_s"]))
+        threading.Thread(target=self._run, args=(plan, timeout), name=f"migration-{mid}",
+                         daemon=True).start()
+        log.info("event=migration_started migration=%s mode=%s source=%s roles=%s", mid, mode,
+                 source, roles)
+        return {k: rec[k] for k in ("migration", "mode", "roles", "paths", "virtual_ip",
+                                    "cookie", "seed", "install_s")}
+
+    def _run(self, plan: MigrationPlan, timeout: float) -> None:
+        mid = plan.migration
+        try:
+            result = run_migration(plan, self.router, timeout_s=timeout)
+        except Exception as exc:  # the thread must always end with a record
+            log.exception("migration=%s crashed", mid)
+            result = MigrationResult(mid, plan.mode, status="aborted", reason=f"crash: {exc}")
+        try:
+            removed = self.app.remove_relay(mid)
+        except Exception as exc:
+            removed = {"removed": False, "error": str(exc)}
+            log.error("migration=%s event=relay_remove_failed error=%s", mid, exc)
+        rec = self.records[mid]
+        if result.ok:  # the VM now lives at the destination
+            vm = self.app.agents.get(plan.source.host, {}).get("vm")
+            self.app.agents[plan.source.host]["vm"] = None
+            self.app.agents[plan.destination.host]["vm"] = vm
+        rec.update(state=result.status, result=result.to_dict(), relay_removed=removed)
+        log.info("event=migration_%s migration=%s reason=%r", result.status, mid, result.reason)
+
+    def op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
+        mid = str(msg["migration"])
+        if mid not in self.records:
+            raise ValueError(f"no migration {mid}")
+        return dict(self.records[mid])
+
+    def op_report(self, msg: dict[str, Any]) -> dict[str, Any]:
+        taken = self.router.on_report(msg)
+        log.info("event=report op=%s migration=%s host=%s taken=%s", msg["op"],
+                 msg.get("migration"), msg.get("host"), taken)
+        return {"taken": taken}

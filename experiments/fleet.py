@@ -1,0 +1,93 @@
+"""The VMs' side of a running testbed: a role agent in every tenant host, the VM on the source,
+and the normal-traffic workload. Thin glue over ``hosts.agent`` and ``hosts.workload``; the
+processes live inside the Mininet hosts and are stopped with the testbed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from controllers.mgmt import MgmtError
+
+SERVICE_PORT = 8080  # the tenants' request/response service
+
+
+@dataclass
+class VMSpec:
+    """The VM that starts on ``host``."""
+
+    host: str
+    name: str = "vm1"
+    mib: int = 32
+    dirty_pages_per_s: float = 200.0
+    port: int = 7000
+    seed: int = 0
+
+
+def tenants(tb: Any) -> list[dict[str, Any]]:
+    return [h for h in tb.description["hosts"] if not h["attacker"]]
+
+
+def start_agents(tb: Any, vm: VMSpec | None, timeout: float = 60.0) -> dict[str, str]:
+    """An agent in every tenant host (the VM on ``vm.host``); wait until all registered."""
+    socks = {}
+    (tb.run_dir / "agents").mkdir(exist_ok=True)
+    for h in tenants(tb):
+        name = h["name"]
+        sock = str(tb.run_dir / "agents" / f"{name}.sock")
+        cmd = [sys.executable, "-m", "hosts.agent", "--host", name, "--ip", h["ip"],
+               "--sock", sock, "--mgmt", tb.mgmt_path,
+               "--workdir", str(tb.run_dir / "work" / name)]
+        if vm is not None and vm.host == name:
+            cmd += ["--vm", vm.name, "--vm-mib", str(vm.mib), "--dirty-pages-per-s",
+                    str(vm.dirty_pages_per_s), "--vm-port", str(vm.port), "--seed", str(vm.seed)]
+        tb.popen(name, cmd, log_name=f"agent-{name}.log")
+        socks[name] = sock
+    deadline = time.monotonic() + timeout
+    want = set(socks)
+    while time.monotonic() < deadline:
+        try:
+            got = set(tb.mgmt({"op": "status"})["agents"])
+        except MgmtError:
+            got = set()
+        if want <= got:
+            return socks
+        time.sleep(0.2)
+    raise RuntimeError(f"agents not registered after {timeout:.0f} s: missing "
+                       f"{sorted(want - got)}; see {tb.run_dir}/agent-*.log")
+
+
+def start_workload(tb: Any, seed: int, flows_per_s: float, cdf: str = "websearch",
+                   cap_bytes: int = 2 << 20, bulk_per_min: float = 0.5,
+                   duration: float = 3600) -> None:
+    """The normal-traffic service and client in every tenant host."""
+    hosts = tenants(tb)
+    ips = ",".join(h["ip"] for h in hosts)
+    for h in hosts:
+        tb.popen(h["name"], [sys.executable, "-m", "hosts.workload", "serve", "--ip", h["ip"],
+                             "--port", str(SERVICE_PORT)], log_name=f"serve-{h['name']}.log")
+    time.sleep(0.5)
+    for i, h in enumerate(hosts):
+        tb.popen(h["name"], [sys.executable, "-m", "hosts.workload", "client", "--ip", h["ip"],
+                             "--peers", ips, "--port", str(SERVICE_PORT),
+                             "--seed", str(seed * 1000 + i), "--flows-per-s", str(flows_per_s),
+                             "--cdf", cdf, "--cap-bytes", str(cap_bytes),
+                             "--bulk-per-min", str(bulk_per_min), "--duration", str(duration)],
+                 log_name=f"client-{h['name']}.log")
+
+
+def wait_migration(tb: Any, mid: str, timeout: float = 600.0,
+                   on_tick: Any = None) -> dict[str, Any]:
+    """Poll the controller until the migration ends; returns its record."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = tb.mgmt({"op": "migration_status", "migration": mid})
+        if on_tick:
+            on_tick(rec)
+        if rec["state"] not in ("running", "installing"):
+            return rec
+        time.sleep(0.25)
+    raise TimeoutError(f"migration {mid} still running after {timeout:.0f} s")
