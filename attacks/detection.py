@@ -1,0 +1,267 @@
+"""Migration detectors: a score for every time window, from the features in ``attacks.features``.
+
+Two detectors, both blind to ground truth when they score a trial:
+
+- **change** (unsupervised): the per-window statistic is the largest robust z-score among the
+  volume/flow features that a bulk transfer moves (``CHANGE_FEATURES``); a one-sided CUSUM over that
+  statistic (drift ``k``, threshold ``h``) raises the alarms. ``scores`` is the statistic itself, so
+  the ROC over windows is not smeared by the CUSUM's memory; ``alarms`` come from the CUSUM.
+- **classifier** (supervised, scikit-learn random forest): trained on labelled windows of *other*
+  trials (leave-one-trial-out), fed each window's robust z-scores plus those of its two neighbours.
+  Its alarm threshold is the 99th percentile of the scores the training negatives get from models
+  that did not see their trial, so the expected false-alarm rate is about 1 % without looking at
+  the scored trial's labels.
+
+Labels (only for training and scoring): a window is positive when it overlaps the migration's span.
+Also here: two-sample KS tests of packet sizes and gaps, migration windows against normal ones.
+
+Callers: ``attacks.pipeline`` (offline analysis of a run), ``attacks.live`` (the change detector,
+incrementally), the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from attacks.features import FEATURE_NAMES, Windows, make_windows, robust_z, window_features
+
+# (feature, sign): a bulk transfer raises volumes and packs packets closer together
+CHANGE_FEATURES = [
+    ("bytes", 1.0),
+    ("top_flow_bytes", 1.0),
+    ("top_pair_bytes", 1.0),
+    ("max_host_out", 1.0),
+    ("max_host_in", 1.0),
+    ("max_host_net_in", 1.0),
+    ("gap_mean_log", -1.0),
+]
+CUSUM_DRIFT = 1.5
+CUSUM_THRESHOLD = 2.0
+TARGET_FPR = 0.01
+
+
+@dataclass
+class WindowFeatures:
+    """One attacker's view of one trial, cut into windows."""
+
+    window_starts: np.ndarray
+    window_s: float
+    X: np.ndarray  # raw features, FEATURE_NAMES columns
+    Z: np.ndarray  # robust z against the same trial's windows
+    windows: Windows | None = None
+
+
+@dataclass
+class Detection:
+    """A detector's output for one trial: a score and an alarm flag for every window."""
+
+    detector: str
+    window_starts: np.ndarray
+    window_s: float
+    scores: np.ndarray
+    alarms: np.ndarray
+    threshold: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "detector": self.detector,
+            "window_s": self.window_s,
+            "window_starts": [round(float(t), 6) for t in self.window_starts],
+            "scores": [round(float(s), 6) for s in self.scores],
+            "alarms": [bool(a) for a in self.alarms],
+            "threshold": float(self.threshold),
+            "notes": self.notes,
+        }
+
+
+def trial_features(
+    packets: np.ndarray, window_s: float = 1.0, t0: float | None = None, t1: float | None = None
+) -> WindowFeatures:
+    """Cut one capture into windows and compute raw and robust-z features."""
+    w = make_windows(packets, window_s, t0, t1)
+    X = window_features(packets, w)
+    return WindowFeatures(window_starts=w.starts, window_s=window_s, X=X, Z=robust_z(X), windows=w)
+
+
+def label_windows(
+    window_starts: np.ndarray, window_s: float, start: float | None, end: float | None
+) -> np.ndarray:
+    """True for windows overlapping ``[start, end]`` (all False when there is no migration)."""
+    if start is None or end is None:
+        return np.zeros(len(window_starts), dtype=bool)
+    return (window_starts + window_s > start) & (window_starts <= end)
+
+
+def change_statistic(Z: np.ndarray) -> np.ndarray:
+    """Per window: the largest signed z-score among ``CHANGE_FEATURES`` (0 when nothing rises)."""
+    M = np.column_stack([sign * Z[:, FEATURE_NAMES.index(n)] for n, sign in CHANGE_FEATURES])
+    return np.clip(M.max(axis=1), 0, None)
+
+
+def cusum(stat: np.ndarray, drift: float = CUSUM_DRIFT) -> np.ndarray:
+    """One-sided CUSUM: ``S_t = max(0, S_{t-1} + stat_t - drift)``."""
+    s = np.zeros(len(stat))
+    acc = 0.0
+    for i, x in enumerate(stat):
+        acc = max(0.0, acc + float(x) - drift)
+        s[i] = acc
+    return s
+
+
+def calibrate_cusum(
+    negative_stats: list[np.ndarray], drift: float = CUSUM_DRIFT, fpr: float = TARGET_FPR
+) -> float:
+    """The smallest CUSUM threshold whose alarm rate over the negative windows is ≤ ``fpr``."""
+    sums = np.concatenate([cusum(s, drift) for s in negative_stats]) if negative_stats else []
+    if len(sums) == 0:
+        return CUSUM_THRESHOLD
+    return max(float(np.quantile(sums, 1 - fpr)), 1e-9)
+
+
+def detect_change(
+    wf: WindowFeatures, drift: float = CUSUM_DRIFT, threshold: float = CUSUM_THRESHOLD
+) -> Detection:
+    """The unsupervised change detector on one trial's windows."""
+    stat = change_statistic(wf.Z)
+    s = cusum(stat, drift)
+    return Detection(
+        detector="change",
+        window_starts=wf.window_starts,
+        window_s=wf.window_s,
+        scores=stat,
+        alarms=s > threshold,
+        threshold=threshold,
+        notes=[f"cusum drift={drift} threshold={threshold:.3g}"],
+    )
+
+
+def context_matrix(wf: WindowFeatures) -> np.ndarray:
+    """Each window's raw features and z-scores, next to the z-scores of the previous and the next
+    window. Raw features let the model learn absolute levels (runs of one scenario share a
+    background load); z-scores carry over between loads."""
+    Z = np.clip(wf.Z, -50, 50)
+    prev = np.vstack([Z[:1], Z[:-1]])
+    nxt = np.vstack([Z[1:], Z[-1:]])
+    return np.hstack([wf.X, Z, prev, nxt, change_statistic(Z)[:, None]])
+
+
+def _forest(seed: int, n_estimators: int = 60):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(
+        n_estimators=n_estimators,
+        min_samples_leaf=5,
+        class_weight="balanced_subsample",
+        random_state=seed,
+        n_jobs=1,
+    )
+
+
+def train_classifier(
+    train: list[WindowFeatures],
+    labels: list[np.ndarray],
+    seed: int = 0,
+    fpr: float = TARGET_FPR,
+    calibration_folds: int = 3,
+):
+    """Fit a random forest on labelled windows; returns ``(model, alarm_threshold)``.
+
+    The threshold is the ``1 - fpr`` quantile of scores that the training negatives get from
+    models that did not see their trial (trials split into ``calibration_folds`` groups): scores
+    on a new trial, not in-sample or out-of-bag ones, which flatter the model.
+    """
+    mats = [context_matrix(wf) for wf in train]
+    X = np.vstack(mats)
+    y = np.concatenate(labels).astype(int)
+    model = _forest(seed).fit(X, y)
+    groups = np.concatenate([np.full(len(m), i % calibration_folds) for i, m in enumerate(mats)])
+    held: list[np.ndarray] = []
+    for g in range(min(calibration_folds, len(mats))):
+        fit, out = groups != g, groups == g
+        if len(set(y[fit].tolist())) < 2 or not (out & (y == 0)).any():
+            continue
+        inner = _forest(seed + 1 + g, n_estimators=30).fit(X[fit], y[fit])
+        held.append(inner.predict_proba(X[out & (y == 0)])[:, 1])
+    neg = np.concatenate(held) if held else np.zeros(0)
+    thr = float(np.quantile(neg, 1 - fpr)) if len(neg) else 0.5
+    return model, max(thr, 1e-6)
+
+
+def classify(model, threshold: float, wf: WindowFeatures) -> Detection:
+    """Score one trial's windows with a trained model."""
+    X = context_matrix(wf)
+    p = model.predict_proba(X)
+    scores = p[:, list(model.classes_).index(1)] if 1 in model.classes_ else np.zeros(len(X))
+    return Detection(
+        detector="classifier",
+        window_starts=wf.window_starts,
+        window_s=wf.window_s,
+        scores=scores,
+        alarms=scores > threshold,
+        threshold=threshold,
+    )
+
+
+def leave_one_trial_out(
+    views: list[WindowFeatures], labels: list[np.ndarray], seed: int = 0
+) -> list[Detection | None]:
+    """For each trial, a classifier trained on all the other trials; None where it cannot train
+    (the other trials hold no positive or no negative window)."""
+    out: list[Detection | None] = []
+    for i in range(len(views)):
+        train = [v for j, v in enumerate(views) if j != i]
+        ys = [y for j, y in enumerate(labels) if j != i]
+        if not ys or not any(y.any() for y in ys) or all(y.all() for y in ys):
+            out.append(None)
+            continue
+        model, thr = train_classifier(train, ys, seed=seed)
+        det = classify(model, thr, views[i])
+        det.notes.append(f"trained on {len(train)} other trials")
+        out.append(det)
+    return out
+
+
+def loto_change(
+    views: list[WindowFeatures], labels: list[np.ndarray], drift: float = CUSUM_DRIFT
+) -> list[Detection]:
+    """The change detector with its CUSUM threshold calibrated on the other trials' negatives."""
+    out = []
+    for i, wf in enumerate(views):
+        negs = [
+            change_statistic(v.Z)[~y]
+            for j, (v, y) in enumerate(zip(views, labels, strict=True))
+            if j != i
+        ]
+        negs = [n for n in negs if len(n)]
+        thr = calibrate_cusum(negs, drift) if negs else CUSUM_THRESHOLD
+        out.append(detect_change(wf, drift, thr))
+    return out
+
+
+def ks_tests(packets: np.ndarray, windows: Windows, positive: np.ndarray) -> dict:
+    """Two-sample KS of packet sizes and of inter-packet gaps: migration windows vs the others.
+
+    Returns ``{"sizes": {"statistic", "pvalue", "n_mig", "n_norm"}, "gaps": {...}}``; entries are
+    None when one side has fewer than 5 packets.
+    """
+    from scipy.stats import ks_2samp
+
+    in_pos = positive[windows.index]
+    gaps = np.diff(packets["ts"], prepend=packets["ts"][:1])
+    out: dict = {}
+    for name, values in (("sizes", packets["length"].astype(float)), ("gaps", gaps)):
+        a, b = values[in_pos], values[~in_pos]
+        if len(a) < 5 or len(b) < 5:
+            out[name] = None
+            continue
+        r = ks_2samp(a, b)
+        out[name] = {
+            "statistic": float(r.statistic),
+            "pvalue": float(r.pvalue),
+            "n_mig": int(len(a)),
+            "n_norm": int(len(b)),
+        }
+    return out

@@ -1,0 +1,383 @@
+"""Path tracing: which hosts relay whose bytes, chained into a reconstructed relay graph.
+
+A relay (intermediate or leader) receives a chunk and sends it on soon after, about the same size
+give or take a header. Two pieces of evidence, both over what crosses the wire only:
+
+1. **transfer matching** (sizes and timing): every data-carrying connection, or every burst of
+   one (persistent hop connections carry one chunk per burst), is a *transfer* (endpoints, start,
+   end, payload bytes). For each host ``h`` an incoming transfer ``a→h`` matches an outgoing
+   ``h→b`` (``b ≠ a``) that starts between the incoming one's start and ``max_delay_s`` after its
+   end, with a payload within ``size_tol`` (fraction) or ``size_slack`` bytes of it. Matches are
+   counted per triple ``(a, h, b)`` and compared with the count obtained when the outgoing
+   transfers are shifted in time by one to two seconds, past ``max_delay_s`` but short enough
+   that flows which merely overlap still overlap (what coincidence alone produces).
+2. **binned cross-correlation** (byte-count time series with a lag search): the series ``a→h`` and
+   ``h→b`` binned at ``bin_s`` are correlated at lags ``0..max_lag_s``; a streaming relay that
+   re-sends one long flow shows a high peak at a positive lag with similar volumes.
+
+A triple that passes either test adds edges ``a→h`` and ``h→b``. The graph keeps the part reachable
+from the attacker's top-ranked source; when no relay is found (a direct migration) it is the single
+edge top source → top destination. ``RelayGraph.edges`` are host-level directed edges (IPs).
+
+Callers: ``attacks.pipeline``, the tests.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from attacks.capture import int_to_ip
+from attacks.features import flow_ids
+
+TRANSFER_DTYPE = np.dtype(
+    [
+        ("src", "u4"),
+        ("dst", "u4"),
+        ("sport", "u2"),
+        ("dport", "u2"),
+        ("start", "f8"),
+        ("end", "f8"),
+        ("bytes", "f8"),
+    ]
+)
+
+
+@dataclass
+class RelayEvidence:
+    """Why a triple ``a → relay → b`` was believed."""
+
+    a: str
+    relay: str
+    b: str
+    matches: int
+    chance: float
+    xcorr: float
+    lag_s: float
+    bytes: float = 0.0  # bytes the relay passed on along this triple
+    t_first: float = 0.0  # when the relaying was seen, epoch seconds
+    t_last: float = 0.0
+
+
+@dataclass
+class RelayGraph:
+    """The reconstructed relay graph: directed host-level edges plus the evidence for them."""
+
+    edges: list[tuple[str, str]]
+    evidence: list[RelayEvidence] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "edges": [list(e) for e in self.edges],
+            "evidence": [vars(e) for e in self.evidence],
+        }
+
+
+def transfers(
+    packets: np.ndarray, min_bytes: int = 1, burst_gap_s: float | None = None
+) -> np.ndarray:
+    """Data-carrying *transfers*: one row per connection direction, or, with ``burst_gap_s``, one
+    row per burst of it (a pause longer than ``burst_gap_s`` starts a new one). Persistent hop
+    connections carry one chunk per burst, so bursts are what a relay re-sends."""
+    data = packets[packets["plen"] > 0]
+    if not len(data):
+        return np.zeros(0, dtype=TRANSFER_DTYPE)
+    fid, _ = flow_ids(data)
+    order = np.lexsort([data["ts"], fid])
+    data, fid = data[order], fid[order]
+    new = np.ones(len(data), dtype=bool)
+    new[1:] = fid[1:] != fid[:-1]
+    if burst_gap_s is not None:
+        new[1:] |= np.diff(data["ts"]) > burst_gap_s
+    bid = np.cumsum(new) - 1
+    n = int(bid[-1]) + 1
+    first = np.nonzero(new)[0]
+    last = np.concatenate([first[1:] - 1, [len(data) - 1]])
+    out = np.zeros(n, dtype=TRANSFER_DTYPE)
+    for f in ("src", "dst", "sport", "dport"):
+        out[f] = data[f][first]
+    out["start"] = data["ts"][first]
+    out["end"] = data["ts"][last]
+    out["bytes"] = np.bincount(bid, weights=data["plen"].astype(float), minlength=n)
+    out = out[out["bytes"] >= min_bytes]
+    return out[np.argsort(out["start"], kind="stable")]
+
+
+def _match_counts(
+    tin: np.ndarray,
+    tout: np.ndarray,
+    shift: float,
+    max_delay: float,
+    tol: float,
+    slack: float,
+    extent: dict[tuple[int, int], list[float]] | None = None,
+) -> dict[tuple[int, int], int]:
+    """Greedy one-to-one matching of incoming to outgoing transfers of one host; ``extent``
+    collects ``[bytes, first, last]`` of the matched transfers per (from, to) pair."""
+    counts: dict[tuple[int, int], int] = defaultdict(int)
+    if not len(tin) or not len(tout):
+        return counts
+    o_start = tout["start"] + shift
+    order = np.argsort(o_start, kind="stable")
+    o_start, o_bytes, o_dst = o_start[order], tout["bytes"][order], tout["dst"][order]
+    used = np.zeros(len(order), dtype=bool)
+    for src, start, end, nbytes in zip(
+        tin["src"].tolist(),
+        tin["start"].tolist(),
+        tin["end"].tolist(),
+        tin["bytes"].tolist(),
+        strict=True,
+    ):
+        lo = np.searchsorted(o_start, start, side="left")
+        hi = np.searchsorted(o_start, end + max_delay, side="right")
+        if lo >= hi:
+            continue
+        cand = np.arange(lo, hi)
+        ok = (~used[cand]) & (o_dst[cand] != src)
+        ok &= np.abs(o_bytes[cand] - nbytes) <= max(tol * nbytes, slack)
+        cand = cand[ok]
+        if not len(cand):
+            continue
+        best = cand[np.argmin(np.abs(o_start[cand] - end))]
+        used[best] = True
+        key = (src, int(o_dst[best]))
+        counts[key] += 1
+        if extent is not None:
+            e = extent.setdefault(key, [0.0, start, end])
+            e[0] += float(o_bytes[best])
+            e[1], e[2] = min(e[1], start), max(e[2], float(o_start[best]))
+    return counts
+
+
+def _bursts(x: np.ndarray, min_share: float = 0.05) -> int:
+    """Separate runs of non-empty bins holding at least ``min_share`` of the bytes each: one long
+    flow is one burst whatever its shape, and a few stray small flows do not count."""
+    if not len(x) or x.sum() <= 0:
+        return 0
+    on = x > 0
+    run = np.cumsum(np.concatenate([[on[0]], on[1:] & ~on[:-1]])) * on  # run number, 0 = off
+    sums = np.bincount(run, weights=x)[1:]
+    return int(np.count_nonzero(sums >= min_share * x.sum()))
+
+
+def _xcorr_peak(x: np.ndarray, y: np.ndarray, max_lag: int) -> tuple[float, int]:
+    """Largest Pearson correlation of ``y`` shifted back by 0..max_lag bins against ``x``."""
+    best, best_lag = 0.0, 0
+    for lag in range(0, max_lag + 1):
+        xa = x[: len(x) - lag] if lag else x
+        ya = y[lag:]
+        if xa.std() == 0 or ya.std() == 0:
+            continue
+        r = float(np.corrcoef(xa, ya)[0, 1])
+        if r > best:
+            best, best_lag = r, lag
+    return best, best_lag
+
+
+def _matched_triples(
+    tr: np.ndarray,
+    max_delay: float,
+    tol: float,
+    slack: float,
+    min_matches: int,
+    shifts: tuple[float, ...],
+) -> dict[tuple[int, int, int], RelayEvidence]:
+    found: dict[tuple[int, int, int], RelayEvidence] = {}
+    hosts = np.union1d(tr["src"], tr["dst"]) if len(tr) else []
+    for h in hosts:
+        tin, tout = tr[tr["dst"] == h], tr[tr["src"] == h]
+        if not len(tin) or not len(tout):
+            continue
+        extent: dict[tuple[int, int], list[float]] = {}
+        real = _match_counts(tin, tout, 0.0, max_delay, tol, slack, extent)
+        if not real:
+            continue
+        chance: dict[tuple[int, int], float] = defaultdict(float)
+        for s in shifts:
+            for k, v in _match_counts(tin, tout, s, max_delay, tol, slack).items():
+                chance[k] += v / len(shifts)
+        for (a, b), m in real.items():
+            e = chance.get((a, b), 0.0)
+            # well above coincidence: 3 sigma (Poisson) and at least twice the chance count
+            if m >= min_matches and m > e + 3.0 * np.sqrt(e) + 1.0 and m >= 2.0 * e + 1.0:
+                nbytes, first, last = extent[(a, b)]
+                found[(a, int(h), b)] = RelayEvidence(
+                    int_to_ip(a),
+                    int_to_ip(h),
+                    int_to_ip(b),
+                    m,
+                    round(e, 3),
+                    0.0,
+                    0.0,
+                    nbytes,
+                    first,
+                    last,
+                )
+    return found
+
+
+def _lagged(x: np.ndarray, lag: int) -> np.ndarray:
+    """``x`` delayed by ``lag`` bins (zeros shifted in)."""
+    return np.concatenate([np.zeros(lag), x[: len(x) - lag]]) if lag else x
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> float:
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _xcorr_triples(
+    packets: np.ndarray,
+    bin_s: float,
+    max_lag_s: float,
+    min_xcorr: float,
+    min_bytes: float,
+    size_tol: float,
+    min_bursts: int,
+    skip: set[tuple[int, int, int]],
+) -> dict[tuple[int, int, int], RelayEvidence]:
+    """Relays whose output series is explained by one or several lagged input series (a leader
+    merges the streams of all intermediates into one)."""
+    found: dict[tuple[int, int, int], RelayEvidence] = {}
+    data = packets[packets["plen"] > 0]
+    if not len(data):
+        return found
+    t0 = float(data["ts"].min())
+    nb = int((float(data["ts"].max()) - t0) / bin_s) + 1
+    idx = ((data["ts"] - t0) / bin_s).astype(np.int64)
+    pair = data["src"].astype(np.uint64) << np.uint64(32) | data["dst"].astype(np.uint64)
+    uniq, inv = np.unique(pair, return_inverse=True)
+    inv = inv.ravel()
+    totals = np.bincount(inv, weights=data["plen"].astype(float))
+    series: dict[tuple[int, int], np.ndarray] = {}
+    for k in np.nonzero(totals >= min_bytes)[0]:
+        m = inv == k
+        key = (int(uniq[k] >> np.uint64(32)), int(uniq[k] & np.uint64(0xFFFFFFFF)))
+        series[key] = np.bincount(idx[m], weights=data["plen"][m].astype(float), minlength=nb)
+    bursty = {k for k, v in series.items() if _bursts(v) >= min_bursts}
+    max_lag = int(round(max_lag_s / bin_s))
+    for (h, b), y in series.items():
+        if (h, b) not in bursty:
+            continue
+        cands = []
+        for (a, h2), x in series.items():
+            if h2 != h or a == b or (a, h2) not in bursty:
+                continue
+            r, lag = _xcorr_peak(x, y, max_lag)
+            if r > 0.2:
+                cands.append((r, lag, a, x))
+        cands.sort(key=lambda c: -c[0])
+        agg, chosen, best = np.zeros(nb), [], 0.0
+        for r, lag, a, x in cands:  # greedy: add inputs while they explain the output better
+            trial = agg + _lagged(x, lag)
+            c = _corr(trial, y)
+            if c > best + 0.02:
+                agg, best = trial, c
+                chosen.append((a, r, lag))
+        if not chosen or best < min_xcorr:
+            continue
+        ratio = y.sum() / max(agg.sum(), 1.0)
+        if not 1 - size_tol <= ratio <= 1 + size_tol:
+            continue
+        for a, _r, lag in chosen:
+            if (a, h, b) not in skip:
+                on = np.nonzero(y)[0]
+                found[(a, h, b)] = RelayEvidence(
+                    int_to_ip(a),
+                    int_to_ip(h),
+                    int_to_ip(b),
+                    0,
+                    0.0,
+                    round(best, 3),
+                    round(lag * bin_s, 3),
+                    float(y.sum()),
+                    t0 + on[0] * bin_s,
+                    t0 + (on[-1] + 1) * bin_s,
+                )
+    return found
+
+
+def trace_relays(
+    packets: np.ndarray,
+    max_delay_s: float = 0.5,
+    size_tol: float = 0.05,
+    size_slack: float = 256.0,
+    min_bytes: int = 3000,
+    min_matches: int = 3,
+    burst_gaps_s: tuple[float | None, ...] = (None, 0.005, 0.05),
+    shifts_s: tuple[float, ...] = (-2.3, -1.7, -1.1, 1.1, 1.7, 2.3),
+    bin_s: float = 0.1,
+    max_lag_s: float = 2.0,
+    min_xcorr: float = 0.8,
+    min_xcorr_bytes: float = 200e3,
+    xcorr_size_tol: float = 0.15,
+    min_bursts: int = 3,
+) -> list[RelayEvidence]:
+    """All triples ``a → h → b`` for which ``h`` looks like a relay (see the module docstring).
+
+    Transfers are matched at several burst granularities (whole connections, and bursts split at
+    each of ``burst_gaps_s``): a chunk may travel as its own connection or as a burst inside a
+    persistent one.
+    """
+    found: dict[tuple[int, int, int], RelayEvidence] = {}
+    for gap in burst_gaps_s:
+        tr = transfers(packets, min_bytes=min_bytes, burst_gap_s=gap)
+        for k, ev in _matched_triples(
+            tr, max_delay_s, size_tol, size_slack, min_matches, shifts_s
+        ).items():
+            if k not in found or ev.matches > found[k].matches:
+                found[k] = ev
+    found.update(
+        _xcorr_triples(
+            packets,
+            bin_s,
+            max_lag_s,
+            min_xcorr,
+            min_xcorr_bytes,
+            xcorr_size_tol,
+            min_bursts,
+            set(found),
+        )
+    )
+    return list(found.values())
+
+
+def relay_span(evidence: list[RelayEvidence]) -> tuple[float, float] | None:
+    """When relaying was seen: ``(first, last)`` over all evidence, or None without any."""
+    if not evidence:
+        return None
+    return min(e.t_first for e in evidence), max(e.t_last for e in evidence)
+
+
+def relay_graph(
+    evidence: list[RelayEvidence], source: str | None, destination: str | None
+) -> RelayGraph:
+    """Chain relay triples into a graph rooted at the attacker's source guess.
+
+    Only edges reachable from the source that lead *away* from it (to a node first reached at a
+    deeper breadth-first level) are kept: acks relayed back towards the source are relaying too,
+    but not the migration's path. With no triple touching the source, the graph is the direct
+    edge source → destination.
+    """
+    edges: set[tuple[str, str]] = set()
+    for ev in evidence:
+        edges |= {(ev.a, ev.relay), (ev.relay, ev.b)}
+    if source is not None and edges:
+        level = {source: 0}
+        frontier = [source]
+        while frontier:
+            nxt = []
+            for n in frontier:
+                for a, b in sorted(edges):
+                    if a == n and b not in level:
+                        level[b] = level[n] + 1
+                        nxt.append(b)
+            frontier = nxt
+        edges = {(a, b) for a, b in edges if a in level and b in level and level[b] > level[a]}
+        evidence = [ev for ev in evidence if (ev.a, ev.relay) in edges or (ev.relay, ev.b) in edges]
+    if not edges and source is not None and destination is not None and source != destination:
+        edges = {(source, destination)}
+    return RelayGraph(edges=sorted(edges), evidence=evidence)
