@@ -158,8 +158,10 @@ class Orchestration:
 
     def _outcome(self) -> tuple[str, str, dict[str, Any]] | None:
         for msg in self.reports:
-            if msg["op"] == "migration_failed":
-                return "failed", f"{msg.get('host')} ({msg.get('role')}): {msg.get('reason')}", msg
+            # an intermediate giving up is not fatal: the source re-sends through the others
+            if msg["op"] == "migration_failed" and msg.get("role") != "intermediate":
+                why = f"{msg.get('host')} ({msg.get('role')}): {msg.get('reason')}"
+                return "failed", self._diagnose(why), msg
         for msg in self.reports:
             if msg["op"] == "migration_done":
                 return "done", "", msg
@@ -175,11 +177,23 @@ class Orchestration:
                 ):
                     return "failed", f"{ep.host} ({role}) unreachable: {exc}", {}
                 continue
-            if st.get("state") == "failed":
-                return "failed", f"{ep.host} ({role}): {st.get('reason')}", {}
+            if st.get("state") == "failed" and role != "intermediate":
+                return "failed", self._diagnose(f"{ep.host} ({role}): {st.get('reason')}"), {}
             if role == "destination" and st.get("state") == "done":
                 return "done", "", st.get("stats", {})
         return None
+
+    def _diagnose(self, why: str) -> str:
+        """Put roles whose agent no longer answers in front of the first reported reason."""
+        dead = []
+        for role, ep in self._prepared:
+            if role == "intermediate":
+                continue
+            try:
+                self.call(ep.agent, {"op": "status"}, timeout=2.0)
+            except mgmt.MgmtError:
+                dead.append(f"{ep.host} ({role}) is unreachable")
+        return "; ".join([*dead, why])
 
     def _abort(self, reason: str) -> MigrationResult:
         res = self.result

@@ -32,6 +32,7 @@ the agent):
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     server = MgmtServer(a.sock, agent.handle)
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: agent.stopped.set())
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` dumps every thread's stack
     log.info(
         "host=%s event=agent_up ip=%s sock=%s pubkey=%s vm=%s",
         a.host,

@@ -58,8 +58,9 @@ class LoopbackBed:
         vm_port: int = 7000,
         seed: int = 0,
         timeout: float = 60.0,
+        wait: bool = True,
     ) -> dict[str, Any]:
-        """Start one agent process and wait for its register message."""
+        """Start one agent process and (unless ``wait`` is false) wait for it to register."""
         sock = os.path.join(self.root, f"{host}.sock")
         cmd = [
             sys.executable,
@@ -97,15 +98,22 @@ class LoopbackBed:
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
         logf.close()
+        if not wait:
+            return {}
+        self.wait_registered([host], timeout)
+        return self.registered[host]
+
+    def wait_registered(self, hosts: list[str], timeout: float = 60.0) -> None:
+        """Wait until every agent in ``hosts`` has registered."""
         deadline = time.monotonic() + timeout
         with self._cv:
-            while host not in self.registered:
-                if self.procs[host].poll() is not None:
-                    raise RuntimeError(f"agent {host} exited: see {self.root}/{host}.log")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"agent {host} did not register in {timeout}s")
-                self._cv.wait(0.2)
-        return self.registered[host]
+            for host in hosts:
+                while host not in self.registered:
+                    if self.procs[host].poll() is not None:
+                        raise RuntimeError(f"agent {host} exited: see {self.root}/{host}.log")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"agent {host} did not register in {timeout}s")
+                    self._cv.wait(0.2)
 
     def endpoint(self, host: str, port: int = 0) -> Endpoint:
         r = self.registered[host]

@@ -319,7 +319,7 @@ class Intermediate(Role):
         elif fr.type == FrameType.CHUNK:
             chunk = parse_chunk(fr.body)
             body = fr.body
-            if self.fault.get("forge_chunk") == chunk.index:
+            if self.fault.get("forge_chunk") == self.stats["chunks"] + 1:  # its n-th chunk
                 body = body[:-1] + bytes([body[-1] ^ 1])
                 self.log("fault_forged_chunk", index=chunk.index)
             # Alg 4: mark the chunk as a data segment and send it to the leader
@@ -818,7 +818,13 @@ class Source(Role):
                 size = sizes()
         if buf:
             yield bytes(buf), False
+        self.log(
+            "stop_and_copy_sent",
+            paused_at=f"{self.precopy['paused_at']:.3f}",
+            pages_per_round=",".join(map(str, self.precopy["pages_per_round"])),
+        )
         digest = self.vm.digest()
+        self.log("image_hashed", sha256=digest[:16])
         self.stats.update(
             rounds=self.precopy.get("rounds"),
             sha256=digest,
@@ -1001,14 +1007,17 @@ class Source(Role):
                             self.cond.notify_all()
                 elif fr.type == FrameType.ABORT:
                     reason = parse_text(fr.body)
-                    self.fail(reason if reason.startswith("leader") else f"{hop.host}: {reason}")
+                    if reason.startswith("leader:"):  # the leader gave up: so do we
+                        self.fail(reason)
+                    else:  # this intermediate lost the leader: re-send through the others
+                        self._hop_dead(hop, reason)
                     return
                 else:
                     raise FrameError(f"unexpected {fr.type.name} from an intermediate")
             except FrameError as exc:
                 self.reject(f"frame from {hop.host}", exc)
 
-    def _hop_dead(self, hop: _Hop, exc: Exception) -> None:
+    def _hop_dead(self, hop: _Hop, exc: Exception | str) -> None:
         with self.cond:
             if not hop.alive:
                 return
@@ -1027,7 +1036,7 @@ class Source(Role):
         )
         hop.ch.close()
         if alive == 0:
-            self.fail("every intermediate is gone")
+            self.fail(f"every intermediate is gone (last: {hop.host}: {exc})")
 
     # --- end ------------------------------------------------------------------------------
     def on_fail(self, reason: str) -> None:

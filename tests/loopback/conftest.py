@@ -11,15 +11,15 @@ import pytest
 
 from hosts.loopback import LoopbackBed
 
-SOURCE_IP = "127.0.0.11"
+SOURCE_IP = "127.0.77.11"
 HOSTS = {
     "h1": SOURCE_IP,
-    "h2": "127.0.0.12",
-    "h3": "127.0.0.13",
-    "h4": "127.0.0.14",
-    "h5": "127.0.0.15",
-    "h6": "127.0.0.16",
-    "h7": "127.0.0.17",
+    "h2": "127.0.77.12",
+    "h3": "127.0.77.13",
+    "h4": "127.0.77.14",
+    "h5": "127.0.77.15",
+    "h6": "127.0.77.16",
+    "h7": "127.0.77.17",
 }
 
 
@@ -34,10 +34,11 @@ def bed(tmp_path) -> Iterator[LoopbackBed]:
     """h1 runs vm1 (4 MiB, 200 dirty pages/s); h2..h7 run no VM."""
     b = LoopbackBed(str(tmp_path / "bed"))
     try:
-        b.add_agent("h1", SOURCE_IP, vm="vm1", vm_mib=4, dirty_pages_per_s=200, seed=5)
+        b.add_agent("h1", SOURCE_IP, vm="vm1", vm_mib=4, dirty_pages_per_s=200, seed=5, wait=False)
         for h, ip in HOSTS.items():
             if h != "h1":
-                b.add_agent(h, ip)
+                b.add_agent(h, ip, wait=False)
+        b.wait_registered(list(HOSTS))
         yield b
     finally:
         b.close()

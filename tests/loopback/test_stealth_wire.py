@@ -1,0 +1,170 @@
+"""What crosses the wire: no hop carries the key, a share, the destination address or a VM page,
+and receivers shrug off junk connections, unexpected senders and a forging intermediate."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+
+from controllers.mgmt import MgmtError
+from hosts.loopback import LoopbackBed
+from hosts.vm import PAGE, ask_service
+
+from .conftest import HOSTS, SOURCE_IP, RecordingProxy, free_port
+
+
+def pages_found(capture: bytes, image: bytes) -> int:
+    """How many pages of ``image`` appear whole, at any alignment, in ``capture``."""
+    pages = [image[i : i + PAGE] for i in range(0, len(image), PAGE)]
+    heads = {int.from_bytes(p[:8], "little"): p for p in pages}
+    keys = np.fromiter(heads, dtype=np.uint64)
+    arr = np.frombuffer(capture, dtype=np.uint8)
+    found = set()
+    for off in range(8):
+        n = (len(arr) - off) // 8
+        words = arr[off : off + 8 * n].view("<u8")
+        for j in np.nonzero(np.isin(words, keys))[0]:
+            start = off + 8 * int(j)
+            page = heads[int(words[j])]
+            if capture[start : start + PAGE] == page:
+                found.add(start)
+    return len(found)
+
+
+def test_page_finder_finds_pages_in_the_clear() -> None:
+    image = os.urandom(8 * PAGE)
+    capture = os.urandom(1001) + image[3 * PAGE : 5 * PAGE] + os.urandom(77)
+    assert pages_found(capture, image) == 2
+    assert pages_found(os.urandom(100000), image) == 0
+
+
+def test_hops_carry_no_key_address_or_page(bed: LoopbackBed, tmp_path) -> None:
+    keyfile = str(tmp_path / "key.json")
+    plan = bed.plan(
+        "m-wire",
+        "stealth",
+        "h1",
+        "h6",
+        ["h2", "h3", "h4"],
+        "h5",
+        k=2,
+        faults={"h1": {"record_key": keyfile}},
+        chunk_policy={"kind": "profile", "rate_budget_bps": 0, "max_size": 65536},
+    )
+    proxies: dict[str, RecordingProxy] = {}
+    for ep in [*plan.intermediates, plan.leader]:
+        assert ep is not None
+        ep.listen_port = free_port(ep.ip)
+        ep.port = free_port(ep.ip)
+        proxies[ep.host] = RecordingProxy(ep.ip, ep.port, (ep.ip, ep.listen_port))
+    plan.destination.port = free_port(plan.destination.ip)
+    plan.dest_port = free_port(plan.destination.ip)
+    proxies["h6"] = RecordingProxy(
+        plan.destination.ip, plan.dest_port, (plan.destination.ip, plan.destination.port)
+    )
+    with open(os.path.join(bed.root, "h1", "vm1.mem"), "rb") as f:
+        image = f.read()
+    res = bed.migrate(plan)
+    assert res.ok, res.reason
+    assert ask_service(HOSTS["h6"], 7000)["vm"] == "vm1"
+    with open(keyfile) as f:
+        secret = json.load(f)
+    key = bytes.fromhex(secret["key"])
+    shares = [bytes.fromhex(s) for s in secret["shares"]]
+    total = 0
+    for host, proxy in proxies.items():
+        cap = bytes(proxy.data)
+        proxy.close()
+        total += len(cap)
+        assert len(cap) > 1000, host
+        assert key not in cap and secret["key"].encode() not in cap, host
+        for s in shares:
+            assert s not in cap and s[:-1] not in cap, host
+        assert b"127.0.77.16" not in cap, host
+        assert b"dest_address" not in cap and b'"vm1"' not in cap, host
+        assert pages_found(cap, image) == 0, host
+    assert total > 2 * len(image)  # the captures did see the whole migration
+
+
+def _junk(ip: str, port: int, pubkey_hex: str) -> None:
+    """Garbage, an unexpected sender, a claimed sender without its key, a truncated record."""
+    attempts = [
+        os.urandom(500),
+        (64).to_bytes(4, "big") + os.urandom(64),
+        (64).to_bytes(4, "big")
+        + os.urandom(32)
+        + bytes.fromhex(pubkey_hex)
+        + (100).to_bytes(4, "big")
+        + os.urandom(100),
+        (64).to_bytes(4, "big")
+        + os.urandom(32)
+        + bytes.fromhex(pubkey_hex)
+        + (5000).to_bytes(4, "big")
+        + os.urandom(10),
+    ]
+    for data in attempts:
+        try:
+            with socket.create_connection((ip, port), timeout=2) as s:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(2)
+                try:
+                    s.recv(10)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+
+
+def test_receivers_survive_junk_and_a_forging_intermediate(bed: LoopbackBed) -> None:
+    before = ask_service(SOURCE_IP, 7000)["counter"]
+    plan = bed.plan(
+        "m-junk",
+        "stealth",
+        "h1",
+        "h6",
+        ["h2", "h3", "h4"],
+        "h5",
+        k=2,
+        chunk_policy={"kind": "fixed", "size": 16384, "gap_s": 0.02},  # ~2 s
+        faults={"h3": {"forge_chunk": 10}},
+    )
+    for ep in [*plan.intermediates, plan.leader, plan.destination]:
+        assert ep is not None
+        ep.port = free_port(ep.ip)
+    plan.dest_port = plan.destination.port
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(res=bed.migrate(plan)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # junk while the relay is busy
+        try:
+            if bed.status("h5", migration="m-junk")["stats"].get("chunks", 0) >= 5:
+                break
+        except MgmtError:
+            pass
+        time.sleep(0.02)
+    assert plan.leader is not None
+    src_key = plan.source.pubkey
+    inter_key = plan.intermediates[0].pubkey
+    _junk(plan.leader.ip, plan.leader.port, inter_key)
+    _junk(plan.intermediates[0].ip, plan.intermediates[0].port, src_key)
+    _junk(plan.destination.ip, plan.destination.port, plan.leader.pubkey)
+    assert t.is_alive()  # the junk arrived during the migration
+    t.join(60)
+    res = out["res"]
+    assert res.ok, res.reason
+    assert ask_service(HOSTS["h6"], 7000)["counter"] == before + 1
+    stats = res.role_stats
+    assert stats["leader:h5"]["rejected"] >= 4 + 1  # the junk and the forged chunk
+    assert stats["intermediate:h2"]["rejected"] >= 4
+    assert stats["destination:h6"]["rejected"] >= 4
+    assert "h3" in res.failed_intermediates  # dropped for forging, its chunks re-sent
+    with open(os.path.join(bed.root, "h5.log")) as f:
+        log = f.read()
+    assert "event=reject" in log and "authentication failed" in log
