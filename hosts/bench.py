@@ -135,13 +135,14 @@ def bench_migration(mode: str, vm_mib: int, dirty: float, root: str) -> dict[str
         bed.wait_registered(list(roles), timeout=600)
         for h in roles:
             call(bed.registered[h]["agent"], {"op": "reset_peak"})
+        stealth = mode == "stealth"
         plan = bed.plan(
             f"bench-{mode}",
             mode,
             "h1",
             "h6",
-            ["h2", "h3", "h4"],
-            "h5",
+            ["h2", "h3", "h4"] if stealth else [],
+            "h5" if stealth else None,
             k=2,
             chunk_policy={"kind": "fixed", "size": CHUNK},
             stall_timeout_s=60.0,

@@ -104,9 +104,14 @@ def from_packets(packets: Iterable[tuple[float, int, tuple[Any, ...]]]) -> Traff
 
 def _scapy_triples(pkts: Iterable[Any]) -> list[tuple[float, int, tuple[Any, ...]]]:
     from scapy.layers.inet import IP, TCP, UDP  # lazy: scapy is heavy
+    from scapy.layers.l2 import Ether
 
     out = []
     for p in pkts:
+        if IP not in p:  # e.g. Linux "lo", which scapy cannot type: re-read as Ethernet
+            q = Ether(bytes(p))
+            q.time = p.time
+            p = q
         if IP not in p:
             continue
         ip = p[IP]

@@ -14,6 +14,7 @@ round limit is hit, then pauses the VM and yields the rest plus the device state
 
     b"P" | count u32 | count page indices (u32) | count × 4096 bytes
     b"D" | length u32 | device state JSON
+    b"R" | round u32                           (end of a pre-copy round)
 
 Used by the source and destination roles (``hosts.roles``) and by the agent.
 """
@@ -35,6 +36,7 @@ import numpy as np
 
 PAGE = 4096
 BATCH_PAGES = 64
+BLOCK_PAGES = 256  # 1 MiB: the unit of the incremental image hash
 _REC = struct.Struct(">cI")
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,9 @@ class VM:
             "vcpu": {"rip": 0xFFF0, "rsp": 0x7000, "cr3": 0x1000},
         }
         self.dirty = np.zeros(self.pages, dtype=np.uint8)
+        nblocks = -(-self.pages // BLOCK_PAGES)
+        self._hashes = [b""] * nblocks
+        self._stale = np.ones(nblocks, dtype=bool)
         self._lock = threading.Lock()  # held by every guest action: a pause takes it away
         self._dirty_lock = threading.Lock()  # guards the dirty bitmap only
         self._paused = threading.Event()
@@ -121,9 +126,16 @@ class VM:
         return bytes(out)
 
     def write_pages(self, indices: np.ndarray, data: bytes) -> None:
+        """Write pages (runs of consecutive pages in one call)."""
         view = memoryview(data)
-        for i, p in enumerate(indices):
-            os.pwrite(self.fd, view[i * PAGE : (i + 1) * PAGE], int(p) * PAGE)
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) == 0:
+            return
+        start = 0
+        for brk in [*(np.nonzero(np.diff(idx) != 1)[0] + 1).tolist(), len(idx)]:
+            os.pwrite(self.fd, view[start * PAGE : brk * PAGE], int(idx[start]) * PAGE)
+            start = brk
+        self._stale[idx // BLOCK_PAGES] = True
 
     def take_dirty(self) -> np.ndarray:
         """The pages dirtied since the last call, and clear them."""
@@ -132,16 +144,24 @@ class VM:
             self.dirty[idx] = 0
         return idx.astype(np.uint32)
 
+    def refresh_hashes(self) -> int:
+        """Re-hash the 1 MiB blocks written since their last hash; returns how many."""
+        todo = np.nonzero(self._stale)[0]
+        for b in todo.tolist():
+            self._stale[b] = False  # before reading: a racing write marks it again
+            off = b * BLOCK_PAGES * PAGE
+            data = os.pread(self.fd, min(BLOCK_PAGES * PAGE, self.size - off), off)
+            self._hashes[b] = hashlib.sha256(data).digest()
+        return len(todo)
+
     def digest(self) -> str:
-        """SHA-256 of memory then device state: the identity of the image."""
+        """The identity of the image: SHA-256 over the SHA-256 of every 1 MiB block of memory,
+        then the device state. Blocks are hashed incrementally (``refresh_hashes``) so the
+        hash at the pause costs only the blocks written since the last refresh."""
+        self.refresh_hashes()
         h = hashlib.sha256()
-        off = 0
-        while off < self.size:
-            block = os.pread(self.fd, min(8 << 20, self.size - off), off)
-            if not block:
-                break
-            h.update(block)
-            off += len(block)
+        for x in self._hashes:
+            h.update(x)
         h.update(canonical(self.device))
         return h.hexdigest()
 
@@ -243,6 +263,7 @@ class VM:
                     os.pwrite(self.fd, noise[j * 64 : (j + 1) * 64], off)
                 with self._dirty_lock:  # after the write: a racing copy re-sends next round
                     self.dirty[pages] = 1
+                    self._stale[pages // BLOCK_PAGES] = True
 
     def _serve(self) -> None:
         assert self._listener is not None
@@ -307,10 +328,12 @@ def precopy_records(
     while True:
         st["pages_per_round"].append(int(len(todo)))
         yield from page_records(vm, todo)
+        yield _REC.pack(b"R", rnd)  # end of a round: the destination hashes what it has
         rnd += 1
         todo = vm.take_dirty()
         if len(todo) <= min_dirty_pages or rnd >= max_rounds:
             break
+    vm.refresh_hashes()  # hash what is unchanged while the VM still runs
     vm.pause()
     st["paused_at"] = time.time()
     if on_pause:
@@ -349,6 +372,9 @@ class StreamInstaller:
                     raise VMError(f"page {int(idx.max())} beyond a {self.vm.pages}-page VM")
                 self.vm.write_pages(idx, bytes(self.buf[_REC.size + 4 * n : need]))
                 self.pages_written += n
+            elif kind == b"R":
+                need = _REC.size
+                self.vm.refresh_hashes()
             elif kind == b"D":
                 if n > 1 << 20:
                     raise VMError(f"device state of {n} bytes")

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from hosts.vm import VM, StreamInstaller, VMError, ask_service, precopy_records
@@ -74,3 +75,17 @@ def test_installer_rejects_bad_records(tmp_path) -> None:
     inst.feed(b"P\0\0\0\1\0\0")
     with pytest.raises(VMError):
         inst.finish()
+
+
+def test_incremental_hash_tracks_every_write(tmp_path) -> None:
+    vm = VM("v", str(tmp_path / "v.mem"), 3, fill=True, seed=1)
+    first = vm.digest()
+    assert vm.refresh_hashes() == 0  # nothing written since
+    page = vm.read_pages(np.array([300]))
+    vm.write_pages(np.array([300]), page[:-1] + bytes([page[-1] ^ 1]))
+    assert vm.refresh_hashes() == 1
+    assert vm.digest() != first
+    vm.write_pages(np.array([300]), page)
+    assert vm.digest() == first
+    vm.device["counter"] = 5
+    assert vm.digest() != first
