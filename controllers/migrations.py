@@ -109,7 +109,10 @@ class Migrations:
         for rec in self.records.values():
             if rec["state"] == "running" and host in rec["hosts"]:
                 return {"migration": rec["migration"], "already": True}
-        return self.op_migrate({**self.defaults, "source": host, "trigger": msg})
+        req = {**self.defaults, "source": host, "trigger": msg}
+        if msg.get("seed") is not None:
+            req["seed"] = msg["seed"]
+        return self.op_migrate(req)
 
     def op_migrate(self, msg: dict[str, Any]) -> dict[str, Any]:
         source = str(msg["source"])
@@ -160,6 +163,7 @@ class Migrations:
                 dest_address=vip or dst.ip, dest_port=dst.port,
                 chunk_policy=policy,
                 precopy=dict(msg.get("precopy") or {}), seed=seed,
+                stall_timeout_s=float(msg.get("stall_timeout_s", 30.0)),
                 faults=dict(msg.get("faults") or {}))
         except Exception:
             with self.lock:

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("clean", help="remove what a killed run left behind (needs root)")
     sub.add_parser("demo", help="bring up the testbed, relay real traffic, show what happened")
+    sub.add_parser("run", help="run a scenario: trials x modes, attackers, results folder",
+                   add_help=False)
     b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
     b.add_argument("what", choices=["net", "protocol"])
     args, rest = parser.parse_known_args(argv)
@@ -32,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.clean import main as clean_main
 
         return clean_main()
+    if args.cmd == "run":
+        _need_root("run")
+        from experiments.runner import main as run_main
+
+        return run_main(rest)
     if args.cmd == "demo":
         _need_root("demo")
         from experiments.demo import main as demo_main

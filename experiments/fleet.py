@@ -62,21 +62,20 @@ def start_agents(tb: Any, vm: VMSpec | None, timeout: float = 60.0) -> dict[str,
 
 def start_workload(tb: Any, seed: int, flows_per_s: float, cdf: str = "websearch",
                    cap_bytes: int = 2 << 20, bulk_per_min: float = 0.5,
-                   duration: float = 3600) -> None:
+                   duration: float = 3600, bulk_max_bytes: int = 8 << 20) -> None:
     """The normal-traffic service and client in every tenant host."""
     hosts = tenants(tb)
     ips = ",".join(h["ip"] for h in hosts)
-    for h in hosts:
-        tb.popen(h["name"], [sys.executable, "-m", "hosts.workload", "serve", "--ip", h["ip"],
-                             "--port", str(SERVICE_PORT)], log_name=f"serve-{h['name']}.log")
-    time.sleep(0.5)
-    for i, h in enumerate(hosts):
-        tb.popen(h["name"], [sys.executable, "-m", "hosts.workload", "client", "--ip", h["ip"],
+    for i, h in enumerate(hosts):  # one process per host: the service and the client
+        tb.popen(h["name"], [sys.executable, "-m", "hosts.workload", "client", "--serve",
+                             "--ip", h["ip"],
                              "--peers", ips, "--port", str(SERVICE_PORT),
                              "--seed", str(seed * 1000 + i), "--flows-per-s", str(flows_per_s),
                              "--cdf", cdf, "--cap-bytes", str(cap_bytes),
-                             "--bulk-per-min", str(bulk_per_min), "--duration", str(duration)],
-                 log_name=f"client-{h['name']}.log")
+                             "--bulk-per-min", str(bulk_per_min),
+                             "--bulk-max-bytes", str(bulk_max_bytes),
+                             "--duration", str(duration)],
+                 log_name=f"workload-{h['name']}.log")
 
 
 def wait_migration(tb: Any, mid: str, timeout: float = 600.0,

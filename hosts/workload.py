@@ -167,7 +167,12 @@ def run_client(ip: str, peers: list[tuple[str, int]], seed: int, flows_per_s: fl
             slots.release()
 
     total_rate = flows_per_s + bulk_rate
+    next_report = time.monotonic() + 10.0
     while not stop.is_set() and time.monotonic() < end:
+        if time.monotonic() >= next_report:
+            next_report += 10.0
+            log.info("event=progress ip=%s flows=%d failed=%d bytes=%d bulk=%d", ip,
+                     stats.flows, stats.failed, stats.bytes, stats.bulk)
         stop.wait(rng.expovariate(total_rate))
         if stop.is_set() or time.monotonic() >= end:
             break
@@ -190,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve")
     s.add_argument("--ip", required=True)
     s.add_argument("--port", type=int, default=8080)
-    c = sub.add_parser("client")
+    c = sub.add_parser("client", help="the client; with --serve also the service (one process)")
+    c.add_argument("--serve", action="store_true", help="also serve on --ip/--port")
     c.add_argument("--ip", required=True)
     c.add_argument("--peers", required=True, help="comma-separated IPs (port from --port)")
     c.add_argument("--port", type=int, default=8080)
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--cdf", default="websearch", choices=sorted(CDFS))
     c.add_argument("--cap-bytes", type=int, default=4 << 20)
     c.add_argument("--bulk-per-min", type=float, default=0.5)
+    c.add_argument("--bulk-max-bytes", type=int, default=16 << 20)
     c.add_argument("--duration", type=float, default=3600)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -211,14 +218,23 @@ def main(argv: list[str] | None = None) -> int:
             pass
         srv.shutdown()
         return 0
+    srv = serve(args.ip, args.port) if args.serve else None
+    if srv is not None:
+        stop.wait(1.0)  # let the peers' services come up before the first request
     peers = [(p, args.port) for p in args.peers.split(",") if p and p != args.ip]
     if not peers:
         print("workload client: no peers", file=sys.stderr)
         return 2
     stats = run_client(args.ip, peers, args.seed, args.flows_per_s,
                        flow_sizes(args.cdf, args.cap_bytes), args.duration,
-                       args.bulk_per_min, stop=stop)
+                       args.bulk_per_min,
+                       bulk_bytes=(min(args.bulk_max_bytes // 4, 4 << 20), args.bulk_max_bytes),
+                       stop=stop)
     print(json.dumps(stats.__dict__))
+    if srv is not None:
+        while not stop.wait(1.0):  # keep serving the others until told to stop
+            pass
+        srv.shutdown()
     return 0
 
 

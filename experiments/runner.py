@@ -1,0 +1,170 @@
+"""``sudo stealth-mtd run SCENARIO``: trials × modes in the real network, then the attackers.
+
+For every mode and trial: a fresh testbed (controller + Mininet), a role agent in every host
+with the VM on the source, the normal-traffic workload, captures at every vantage point, a
+warm-up, the migration (through the monitor's report path: an ``anomaly`` to the controller),
+a cool-down, teardown — also on Ctrl-C or an error. Then the attackers analyse the pcaps
+(``attacks.pipeline``, which sees the ground truth only when scoring) and the run folder gets
+``ground_truth.json``, ``pcaps/``, ``logs/``, ``metrics.json``, ``metrics.csv``, plots and
+``report.md`` (see ``experiments.report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from experiments import vantage
+from experiments.fleet import VMSpec, start_agents, start_workload, wait_migration
+from experiments.scenario import Scenario, ScenarioError, load
+
+console = Console()
+log = logging.getLogger("stealth_mtd.runner")
+
+
+def trial_seed(sc: Scenario, trial: int) -> int:
+    """Trial ``t`` of both modes shares a seed: the same destination, comparable paths."""
+    return sc.seed * 1000 + trial
+
+
+def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
+              status: Any = None) -> dict[str, Any]:
+    """One migration with background traffic and captures; returns its ground-truth record."""
+    from experiments.testbed import Testbed
+
+    seed = trial_seed(sc, trial)
+    logs = run_dir / "logs" / f"{mode}-{trial}"
+    say = status or (lambda text: None)
+    say("bringing up the network")
+    with Testbed(sc.build_topology(), run_dir=logs, seed=seed) as tb:
+        say("starting agents and the VM")
+        start_agents(tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib, sc.vm.dirty_pages_per_s,
+                                seed=seed))
+        bg = sc.background
+        start_workload(tb, seed, bg.flows_per_s, bg.cdf, bg.cap_bytes, bg.bulk_per_min,
+                       bulk_max_bytes=bg.bulk_max_bytes)
+        vps = [vantage.start(tb, spec, run_dir / "pcaps", tag=f"-{mode}-{trial}")
+               for spec in sc.attackers.vantage]
+        try:
+            t_end = time.monotonic() + bg.warmup_s
+            while time.monotonic() < t_end:
+                say(f"normal traffic only (warm-up, {t_end - time.monotonic():.0f} s left)")
+                time.sleep(0.5)
+            tb.mgmt({"op": "defaults", "mode": mode, "n": sc.stealth.n, "k": sc.stealth.k,
+                     "hide_destination": sc.stealth.hide_destination and mode == "stealth",
+                     "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s})
+            say("anomaly reported: controller starts the migration")
+            r = tb.mgmt({"op": "anomaly", "host": sc.vm.host, "kind": "scenario",
+                         "seed": seed})
+            rec = wait_migration(tb, r["migration"], timeout=sc.timeout_s + 30,
+                                 on_tick=lambda m: say(f"{mode} migration {m['state']}"))
+            t_end = time.monotonic() + bg.cooldown_s
+            while time.monotonic() < t_end:
+                say(f"cool-down ({t_end - time.monotonic():.0f} s left)")
+                time.sleep(0.5)
+        finally:
+            drops = {v.name: vantage.stop(v) for v in vps}
+        hosts = {h["name"]: h["ip"] for h in tb.description["hosts"]}
+    shutil.rmtree(logs / "work", ignore_errors=True)  # the VMs' memory images
+    for sock in logs.glob("**/*.sock"):
+        sock.unlink(missing_ok=True)
+    res = rec["result"] or {}
+    roles = rec["roles"]
+
+    def who(h: str | None) -> dict[str, str] | None:
+        return {"host": h, "ip": hosts[h]} if h else None
+
+    return {
+        "trial": trial_id, "mode": mode, "trial_in_mode": trial, "seed": seed,
+        "migration": rec["migration"], "status": rec["state"], "reason": res.get("reason", ""),
+        "migration_start": res.get("start_time"), "migration_end": res.get("end_time"),
+        "source": who(sc.vm.host), "intermediates": [who(h) for h in roles["intermediates"]],
+        "leader": who(roles["leader"]), "destination": who(roles["destination"]),
+        "virtual_ip": rec.get("virtual_ip"),
+        "paths": [{"from": p["from"], "to": p["to"], "port": p["port"],
+                   "switches": p["switches"], "virtual_ip": p["virtual_ip"]}
+                  for p in rec["paths"]],
+        "hosts": [{"host": h, "ip": ip} for h, ip in hosts.items()],
+        "pcaps": {v.name: str(v.pcap.relative_to(run_dir)) for v in vps if v.pcap},
+        "capture_stats": drops,
+        "result": res,
+    }
+
+
+def run(sc: Scenario, out: Path) -> dict[str, Any]:
+    """All trials of all modes, then the analysis; returns the metrics."""
+    from experiments import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenario.json").write_text(json.dumps(_asdict(sc), indent=1))
+    truths: list[dict[str, Any]] = []
+    jobs = [(m, t) for m in sc.modes for t in range(sc.trials)]
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  TextColumn("{task.fields[step]}"), console=console) as prog:
+        task = prog.add_task(sc.name, total=len(jobs), step="")
+        for i, (mode, trial) in enumerate(jobs):
+            prog.update(task, description=f"{sc.name}: {mode} trial {trial + 1}/{sc.trials}")
+            gt = run_trial(sc, mode, trial, i, out,
+                           status=lambda s: prog.update(task, step=s))
+            truths.append(gt)
+            (out / "ground_truth.json").write_text(json.dumps({"trials": truths}, indent=1))
+            r = gt["result"]
+            console.log(f"{mode} trial {trial + 1}: {gt['status']} in "
+                        f"{r.get('migration_time_s', 0):.1f} s to {gt['destination']['host']}"
+                        + (f" ({gt['reason']})" if gt["status"] != "done" else ""))
+            prog.advance(task)
+    with console.status("attackers analysing the captures"):
+        metrics = report.analyze(out, sc, truths)
+    with console.status("writing plots and report"):
+        report.write(out, sc, truths, metrics)
+    return metrics
+
+
+def _asdict(sc: Scenario) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(sc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="stealth-mtd run", description=__doc__)
+    ap.add_argument("scenario", help="a scenario TOML (or the name of a shipped one)")
+    ap.add_argument("--out", default=None, help="run folder (default results/<name>-<time>)")
+    ap.add_argument("--trials", type=int, default=None, help="override the scenario's trials")
+    ap.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        sc = load(args.scenario)
+    except ScenarioError as exc:
+        console.print(f"[red]scenario error:[/] {exc}")
+        return 2
+    if args.trials:
+        sc.trials = args.trials
+    if args.seed is not None:
+        sc.seed = args.seed
+    out = Path(args.out or f"results/{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        metrics = run(sc, out)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: network torn down; partial results in {out}")
+        return 130
+    from experiments.report import comparison_table
+
+    console.print(comparison_table(metrics))
+    console.print(f"run folder: [bold]{out}[/] (report.md, metrics.json, plots/, pcaps/)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
