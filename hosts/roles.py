@@ -324,6 +324,9 @@ class Intermediate(Role):
                 self.log("fault_forged_chunk", index=chunk.index)
             # Alg 4: mark the chunk as a data segment and send it to the leader
             n = self.downstream.send(build_frame(FrameType.SEGMENT, body, pad_to=len(raw)))
+            if self.fault.get("replay_chunk") == self.stats["chunks"] + 1:  # test hook
+                self.log("fault_replayed_chunk", index=chunk.index)
+                n += self.downstream.send(build_frame(FrameType.SEGMENT, body, pad_to=len(raw)))
             self.stats["chunks"] += 1
             self._maybe_die("die_after_chunks", self.stats["chunks"])
         else:
@@ -452,8 +455,8 @@ class Leader(Role):
             while chunk.index >= self.next + self.window and not self.closing.is_set():
                 self.cond.wait(0.5)
             if chunk.index < self.next or chunk.index in self.buffer:
-                self.stats["duplicates"] += 1
-                self.log("duplicate", logging.DEBUG, index=chunk.index)
+                self.stats["duplicates"] += 1  # a re-send after a hop died, or a replay
+                self.log("duplicate_dropped", index=chunk.index, peer=ch.peer)
                 return
             self.buffer[chunk.index] = (chunk, ch)
             self.stats["peak_buffer"] = max(self.stats["peak_buffer"], len(self.buffer))

@@ -132,7 +132,7 @@ def test_receivers_survive_junk_and_a_forging_intermediate(bed: LoopbackBed) -> 
         "h5",
         k=2,
         chunk_policy={"kind": "fixed", "size": 16384, "gap_s": 0.02},  # ~2 s
-        faults={"h3": {"forge_chunk": 10}},
+        faults={"h3": {"forge_chunk": 10}, "h4": {"replay_chunk": 5}},
     )
     for ep in [*plan.intermediates, plan.leader, plan.destination]:
         assert ep is not None
@@ -165,6 +165,7 @@ def test_receivers_survive_junk_and_a_forging_intermediate(bed: LoopbackBed) -> 
     assert stats["intermediate:h2"]["rejected"] >= 4
     assert stats["destination:h6"]["rejected"] >= 4
     assert "h3" in res.failed_intermediates  # dropped for forging, its chunks re-sent
+    assert stats["leader:h5"]["duplicates"] >= 1  # h4's replay, dropped
     with open(os.path.join(bed.root, "h5.log")) as f:
         log = f.read()
     assert "event=reject" in log and "authentication failed" in log
