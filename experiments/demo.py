@@ -1,99 +1,196 @@
-"""``sudo stealth-mtd demo``: the testbed end to end in about a minute.
+"""``sudo stealth-mtd demo``: attacker versus defender, live, in a few minutes.
 
-Brings up the default topology (fat-tree k=4) with the os-ken controller, asks the controller
-for one migration relay (source → two intermediates → leader → hidden destination), sends real
-TCP traffic over every hop, prints what the switches counted on the relay's rules, removes the
-relay and tears everything down. The experiments issue replaces this with the
-attacker-versus-defender demo.
+Runs the demo scenario (``experiments/scenarios/demo.toml``): with background traffic on a k=4
+fat-tree, one direct migration (today's live migration) and one stealth migration of the same VM.
+While each runs, the screen shows which step of Algorithms 1-6 is running, the chunks each role
+has handled, and the live attacker's current guess (scapy on the compromised edge switch's
+mirror port). At the end: the attackers' scores side by side, the costs, and the paths of the
+report and plots. Everything is torn down afterwards, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
 from rich.table import Table
+
+from controllers.mgmt import MgmtError, call
+from experiments.runner import Hooks, run_trial
+from experiments.scenario import Scenario, ScenarioError, load
 
 console = Console()
 
+STEPS = [("1", "Monitor", "detects the anomalous VM, reports it to the controller"),
+         ("2", "Controller", "picks intermediates, leader, destination; installs relay rules"),
+         ("3", "VM_anomalous", "encrypts data + destination, splits the key, sends chunks"),
+         ("4", "VM_available", "marks each chunk as a data segment, forwards it to the leader"),
+         ("5", "VM_leader", "rebuilds the key from k shares, decrypts, sends to destination"),
+         ("6", "VM_destination", "installs, checks the hash, runs the VM, tells the controller")]
 
-def hop_traffic(tb: Any, hop: dict[str, Any], seconds: float) -> float:
-    """iperf3 over one hop (to the virtual address when the destination is hidden)."""
-    dst_ip = hop.get("virtual_ip") or tb.ip(hop["to"])
-    srv = tb.host(hop["to"]).popen(["iperf3", "-s", "-1", "-p", str(hop["port"])])
-    try:
-        time.sleep(0.4)
-        out = tb.host(hop["from"]).cmd(
-            f"iperf3 -c {dst_ip} -p {hop['port']} -t {seconds} -J")
-        return json.loads(out)["end"]["sum_received"]["bytes"]
-    finally:
-        srv.kill()
-        srv.wait()
+
+class LiveView(Hooks):
+    """Polls the controller, the role agents and the live attacker; renders one panel."""
+
+    def __init__(self, live: Live, mode: str, sc: Scenario, run_dir: Path) -> None:
+        self.live, self.mode, self.sc, self.run_dir = live, mode, sc, run_dir
+        self.text = "starting"
+        self.rec: dict[str, Any] = {}
+        self.roles: dict[str, dict[str, Any]] = {}
+        self.guess: dict[str, Any] = {}
+        self.guess_file = run_dir / f"live-attacker-{mode}.jsonl"
+        self.names: dict[str, str] = {}
+        self.tb: Any = None
+        self.last = 0.0
+
+    def phase(self, text: str) -> None:
+        self.text = text
+        self._read_guess()
+        self.refresh()
+
+    def up(self, tb: Any) -> None:
+        self.tb = tb
+        self.names = {h["ip"]: h["name"] for h in tb.description["hosts"]}
+        x = next(h["name"] for h in tb.description["hosts"] if h["attacker"])
+        self.guess_file.unlink(missing_ok=True)
+        tb.popen(x, [sys.executable, "-m", "experiments.live_attacker", "--iface", f"{x}-eth0",
+                     "--out", str(self.guess_file)], log_name=f"live-attacker-{self.mode}.log")
+
+    def migrating(self, tb: Any, rec: dict[str, Any]) -> None:
+        self.rec = rec
+        if time.monotonic() - self.last < 0.5:
+            return
+        self.last = time.monotonic()
+        roles = rec.get("roles") or {}
+        hosts = {"source": self.sc.vm.host, "destination": roles.get("destination"),
+                 "leader": roles.get("leader")}
+        for i, h in enumerate(roles.get("intermediates") or []):
+            hosts[f"intermediate {i + 1}"] = h
+        for role, h in hosts.items():
+            if not h:
+                continue
+            try:
+                st = call(str(tb.run_dir / "agents" / f"{h}.sock"),
+                          {"op": "status", "migration": rec["migration"]}, timeout=1.0)
+                self.roles[role] = {"host": h, "state": st.get("state"),
+                                    "chunks": st.get("stats", {}).get("chunks")}
+            except MgmtError:
+                self.roles[role] = {"host": h, "state": "unreachable", "chunks": None}
+        self._read_guess()
+        self.refresh()
+
+    def _read_guess(self) -> None:
+        try:
+            lines = self.guess_file.read_text().splitlines()
+        except FileNotFoundError:
+            return
+        if lines:
+            try:
+                self.guess = json.loads(lines[-1])
+            except json.JSONDecodeError:
+                pass
+
+    def step_rows(self) -> list[tuple[str, str, str, str]]:
+        st = self.rec.get("state")
+        r = self.roles
+        src, dst = r.get("source", {}), r.get("destination", {})
+        inter = [v for k, v in r.items() if k.startswith("intermediate")]
+        lead = r.get("leader", {})
+        direct = self.mode == "direct"
+
+        def mark(done: bool, active: bool) -> str:
+            return "[green]done[/]" if done else ("[yellow]running[/]" if active else "·")
+
+        rows = [mark(bool(self.rec), False),
+                mark(bool(self.rec), False)]
+        rows.append(mark(src.get("state") in ("sent", "released"),
+                         src.get("state") == "sending"))
+        rows.append("n/a (direct)" if direct else mark(
+            bool(inter) and all(i.get("state") in ("closed", "done") for i in inter),
+            any(i.get("state") == "relaying" for i in inter)))
+        rows.append("n/a (direct)" if direct else mark(lead.get("state") in ("done", "closed"),
+                                                       bool(lead.get("state") == "prepared"
+                                                            and src.get("chunks"))))
+        rows.append(mark(st == "done", dst.get("state") == "receiving"))
+        detail = [f"anomaly on {self.sc.vm.host}" if self.rec else "",
+                  (f"{len(self.rec.get('paths', []))} hops, cookie {self.rec.get('cookie', 0):#x}"
+                   if self.rec else ""),
+                  f"{src.get('chunks') or 0} chunks from {src.get('host', '?')}",
+                  ", ".join(f"{i['host']}: {i.get('chunks') or 0}" for i in inter),
+                  f"{lead.get('host', '')} {lead.get('state') or ''}",
+                  f"{dst.get('host', '?')} {dst.get('state') or ''}"]
+        return [(n, who, rows[i], detail[i]) for i, (n, who, _) in enumerate(STEPS)]
+
+    def name(self, ip: str | None) -> str:
+        return self.names.get(ip or "", ip or "?")
+
+    def render(self) -> Panel:
+        t = Table(expand=True, show_edge=False)
+        for c in ("alg", "who", "status", "progress"):
+            t.add_column(c)
+        for n, who, status, detail in self.step_rows():
+            t.add_row(n, who, status, detail)
+        g = self.guess
+        if g:
+            alarm = "[red]ALARM[/]" if g.get("alarm") else "[green]quiet[/]"
+            guess = (f"attacker at the edge switch's mirror: {alarm}  score {g['score']:.1f}  "
+                     f"guess source {self.name(g.get('source'))}, destination "
+                     f"{self.name(g.get('destination'))}  ({g['packets']} packets seen)")
+        else:
+            guess = "attacker at the edge switch's mirror: warming up"
+        truth = ""
+        roles = self.rec.get("roles") or {}
+        if roles.get("destination"):
+            truth = f"[dim]ground truth: destination {roles['destination']}[/]"
+        return Panel(Group(f"[bold]{self.mode}[/] migration — {self.text}", t, guess, truth),
+                     title="stealth-mtd demo: attacker versus defender")
+
+    def refresh(self) -> None:
+        self.live.update(self.render())
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="stealth-mtd demo", description=__doc__)
-    ap.add_argument("--k", type=int, default=4, help="fat-tree size")
-    ap.add_argument("--seed", type=int, default=None, help="seed for the relay's paths")
-    ap.add_argument("--seconds", type=float, default=1.0, help="traffic per hop")
+    ap.add_argument("--scenario", default="demo", help="scenario (default: the demo's)")
+    ap.add_argument("--out", default=None, help="run folder (default results/demo-<time>)")
     args = ap.parse_args(argv)
-
-    from experiments.testbed import Testbed
-    from topologies.fattree import FatTreeTopo
-
-    with console.status(f"bringing up fat-tree k={args.k} with the os-ken controller"):
-        tb = Testbed(FatTreeTopo(args.k), seed=args.seed)
-        tb.__enter__()
     try:
-        d = tb.description
-        console.print(f"[bold]testbed up[/] in {tb.timings['ready_s']:.1f} s: "
-                      f"{len(d['switches'])} OVS switches ({_dp()}), {len(d['hosts'])} hosts")
-        with console.status("pinging all hosts"):
-            loss = tb.net.pingAll(timeout=1)
-        console.print(f"all-pairs ping: {loss:.0f}% loss")
-        hosts = [h["name"] for h in d["hosts"]]
-        src, i1, i2, leader, dst = hosts[0], hosts[4], hosts[8], hosts[12], hosts[-1]
-        hops = [{"from": src, "to": i1, "port": 9001}, {"from": src, "to": i2, "port": 9002},
-                {"from": i1, "to": leader, "port": 9100},
-                {"from": i2, "to": leader, "port": 9100},
-                {"from": leader, "to": dst, "port": 9200, "hidden": True}]
-        r = tb.mgmt({"op": "relay", "migration": "demo", "hops": hops, "seed": args.seed})
-        console.print(f"relay installed: {r['rules']} rules on {len(r['switches'])} switches, "
-                      f"confirmed in {r['install_s'] * 1e3:.1f} ms (cookie {r['cookie']:#x})")
-        table = Table(title="relay hops: path and traffic")
-        for c in ("hop", "port", "switch path", "bytes sent"):
-            table.add_column(c)
-        for hop in r["paths"]:
-            with console.status(f"traffic {hop['from']} -> {hop['to']}"):
-                sent = hop_traffic(tb, hop, args.seconds)
-            shown = f"{hop['to']} (as {hop['virtual_ip']})" if hop["virtual_ip"] else hop["to"]
-            table.add_row(f"{hop['from']} -> {shown}", str(hop["port"]),
-                          " > ".join(hop["switches"]), f"{sent / 1e6:.1f} MB")
-        console.print(table)
-        counters = Table(title="what the switches counted on the relay's rules")
-        for c in ("switch", "rules", "packets", "bytes"):
-            counters.add_column(c, justify="right")
-        for sw in r["switches"]:
-            lines = tb.dump_flows(sw, r["cookie"])
-            pk = sum(int(re.search(r"n_packets=(\d+)", x).group(1)) for x in lines)
-            by = sum(int(re.search(r"n_bytes=(\d+)", x).group(1)) for x in lines)
-            counters.add_row(sw, str(len(lines)), str(pk), str(by))
-        console.print(counters)
-        tb.mgmt({"op": "relay_remove", "migration": "demo"})
-        left = sum(len(tb.dump_flows(sw, r["cookie"])) for sw in r["switches"])
-        console.print(f"relay removed: {left} rules with its cookie left")
-    finally:
-        with console.status("tearing down"):
-            tb.__exit__(None, None, None)
-    console.print("[bold green]done[/]: network, controller and processes stopped")
+        sc = load(args.scenario)
+    except ScenarioError as exc:
+        console.print(f"[red]scenario error:[/] {exc}")
+        return 2
+    out = Path(args.out or f"results/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    truths = []
+    try:
+        for i, mode in enumerate(sc.modes):
+            with Live(console=console, refresh_per_second=4) as live:
+                view = LiveView(live, mode, sc, out)
+                gt = run_trial(sc, mode, 0, i, out, hooks=view)
+            truths.append(gt)
+            (out / "ground_truth.json").write_text(json.dumps({"trials": truths}, indent=1))
+            r = gt["result"]
+            console.print(f"{mode}: {gt['status']} in {r.get('migration_time_s', 0):.1f} s, "
+                          f"{sc.vm.host} → {gt['destination']['host']}"
+                          + (f" ({gt['reason']})" if gt["status"] != "done" else ""))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: everything torn down")
+        return 130
+    from experiments import report
+
+    with console.status("attackers analysing the captures"):
+        metrics = report.analyze(out, sc, truths)
+        report.write(out, sc, truths, metrics)
+    console.print(report.comparison_table(metrics))
+    console.print(report.cost_table(metrics))
+    console.print(f"report: {out / 'report.md'}")
+    for p in sorted((out / "plots").glob("*.png")):
+        console.print(f"plot:   {p}")
     return 0
-
-
-def _dp() -> str:
-    from topologies.ovs import datapath_type
-
-    return "userspace datapath" if datapath_type() == "user" else "kernel datapath"

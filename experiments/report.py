@@ -310,3 +310,22 @@ def report_md(sc: Scenario, truths: list[dict[str, Any]], metrics: dict[str, Any
     lines += ["", "Definitions of every metric: `attacks/scoring.py`. Files: `ground_truth.json`, "
               "`pcaps/`, `logs/`, `metrics.json`, `metrics.csv`, `costs.csv`.", ""]
     return "\n".join(lines)
+
+
+def write_sweep(out: Path, done: list[tuple[str, dict[str, Any]]]) -> None:
+    """One table over a sweep's variants: each mode's global-attacker scores and costs."""
+    head = ["variant", "mode", "attacker", "detection AUC", "dest top-1", "chance",
+            "path recall", "migration time (s)", "bytes on wire (MB)"]
+    rows = []
+    for label, m in done:
+        for mode, e in m["modes"].items():
+            for att, a in sorted(e["attackers"].items()):
+                rows.append([label, mode, att, _fmt(a.get("detection_auc")),
+                             _fmt(a.get("destination_top1")), _fmt(a.get("destination_chance")),
+                             _fmt(a.get("path_recall")), _fmt(e["migration_time_s"]),
+                             _fmt(_mb(e["bytes_on_wire"]))])
+    lines = ["# Sweep summary", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    (out / "sweep.json").write_text(json.dumps({label: m for label, m in done}, indent=1,
+                                               default=float))

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from experiments import vantage
 from experiments.fleet import VMSpec, start_agents, start_workload, wait_migration
-from experiments.scenario import Scenario, ScenarioError, load
+from experiments.scenario import Scenario, ScenarioError, expand, load
 
 console = Console()
 log = logging.getLogger("stealth_mtd.runner")
@@ -36,15 +36,41 @@ def trial_seed(sc: Scenario, trial: int) -> int:
     return sc.seed * 1000 + trial
 
 
+class Hooks:
+    """What a caller (the runner's progress bar, the demo's live view) sees of a trial."""
+
+    def phase(self, text: str) -> None:
+        """A short line saying what happens now."""
+
+    def up(self, tb: Any) -> None:
+        """The network, agents, workload and captures run; migration not yet triggered."""
+
+    def migrating(self, tb: Any, rec: dict[str, Any]) -> None:
+        """Called about four times a second while the migration runs."""
+
+    def down(self) -> None:
+        """The trial is over (also on errors)."""
+
+
 def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
-              status: Any = None) -> dict[str, Any]:
+              hooks: Hooks | None = None) -> dict[str, Any]:
     """One migration with background traffic and captures; returns its ground-truth record."""
     from experiments.testbed import Testbed
 
     seed = trial_seed(sc, trial)
     logs = run_dir / "logs" / f"{mode}-{trial}"
-    say = status or (lambda text: None)
+    hooks = hooks or Hooks()
+    say = hooks.phase
     say("bringing up the network")
+    try:
+        return _trial(sc, mode, trial, trial_id, run_dir, logs, seed, hooks, Testbed)
+    finally:
+        hooks.down()
+
+
+def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, logs: Path,
+           seed: int, hooks: Hooks, Testbed: Any) -> dict[str, Any]:  # noqa: N803
+    say = hooks.phase
     with Testbed(sc.build_topology(), run_dir=logs, seed=seed) as tb:
         say("starting agents and the VM")
         start_agents(tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib, sc.vm.dirty_pages_per_s,
@@ -55,6 +81,7 @@ def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
         vps = [vantage.start(tb, spec, run_dir / "pcaps", tag=f"-{mode}-{trial}")
                for spec in sc.attackers.vantage]
         try:
+            hooks.up(tb)
             t_end = time.monotonic() + bg.warmup_s
             while time.monotonic() < t_end:
                 say(f"normal traffic only (warm-up, {t_end - time.monotonic():.0f} s left)")
@@ -66,7 +93,8 @@ def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
             r = tb.mgmt({"op": "anomaly", "host": sc.vm.host, "kind": "scenario",
                          "seed": seed})
             rec = wait_migration(tb, r["migration"], timeout=sc.timeout_s + 30,
-                                 on_tick=lambda m: say(f"{mode} migration {m['state']}"))
+                                 on_tick=lambda m: (say(f"{mode} migration {m['state']}"),
+                                                    hooks.migrating(tb, m)))
             t_end = time.monotonic() + bg.cooldown_s
             while time.monotonic() < t_end:
                 say(f"cool-down ({t_end - time.monotonic():.0f} s left)")
@@ -114,8 +142,7 @@ def run(sc: Scenario, out: Path) -> dict[str, Any]:
         task = prog.add_task(sc.name, total=len(jobs), step="")
         for i, (mode, trial) in enumerate(jobs):
             prog.update(task, description=f"{sc.name}: {mode} trial {trial + 1}/{sc.trials}")
-            gt = run_trial(sc, mode, trial, i, out,
-                           status=lambda s: prog.update(task, step=s))
+            gt = run_trial(sc, mode, trial, i, out, hooks=_ProgressHooks(prog, task))
             truths.append(gt)
             (out / "ground_truth.json").write_text(json.dumps({"trials": truths}, indent=1))
             r = gt["result"]
@@ -128,6 +155,14 @@ def run(sc: Scenario, out: Path) -> dict[str, Any]:
     with console.status("writing plots and report"):
         report.write(out, sc, truths, metrics)
     return metrics
+
+
+class _ProgressHooks(Hooks):
+    def __init__(self, prog: Progress, task: Any) -> None:
+        self.prog, self.task = prog, task
+
+    def phase(self, text: str) -> None:
+        self.prog.update(self.task, step=text)
 
 
 def _asdict(sc: Scenario) -> dict[str, Any]:
@@ -154,14 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         sc.seed = args.seed
     out = Path(args.out or f"results/{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from experiments.report import comparison_table, cost_table, write_sweep
+
+    variants = expand(sc)
+    done: list[tuple[str, dict[str, Any]]] = []
     try:
-        metrics = run(sc, out)
+        for i, (label, variant) in enumerate(variants):
+            if label:
+                console.rule(f"sweep {i + 1}/{len(variants)}: {label}")
+            metrics = run(variant, out / label if label else out)
+            done.append((label, metrics))
+            console.print(comparison_table(metrics))
+            console.print(cost_table(metrics))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: network torn down; partial results in {out}")
         return 130
-    from experiments.report import comparison_table
-
-    console.print(comparison_table(metrics))
+    if len(variants) > 1:
+        write_sweep(out, done)
+        console.print(f"sweep summary: [bold]{out / 'sweep.md'}[/]")
     console.print(f"run folder: [bold]{out}[/] (report.md, metrics.json, plots/, pcaps/)")
     return 0
 

@@ -84,6 +84,7 @@ class Scenario:
     background: BackgroundSettings = field(default_factory=BackgroundSettings)
     attackers: AttackerSettings = field(default_factory=AttackerSettings)
     timeout_s: float = 600.0
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
     source_file: str = ""
 
     def chunk_policy(self, mode: str = "stealth") -> dict[str, Any]:
@@ -132,6 +133,9 @@ def from_dict(data: dict[str, Any], source: str = "") -> Scenario:
         data["name"] = Path(source).stem if source else "scenario"
     sc = _build(Scenario, {**data, **kw, "source_file": source}, "top level")
     validate(sc)
+    _check_sweep(sc)
+    for _, variant in expand(sc):
+        validate(variant)
     return sc
 
 
@@ -158,6 +162,41 @@ def validate(sc: Scenario) -> None:
             if v[7:] not in sc.topology.attackers:
                 raise ScenarioError(f"attackers.vantage {v!r} needs an attacker host on that "
                                     f"switch: add {v[7:]!r} to topology.attackers")
+
+
+def expand(sc: Scenario) -> list[tuple[str, Scenario]]:
+    """A sweep's variants: the Cartesian product of ``[sweep]`` (keys like
+    ``"stealth.n"`` or ``"background.flows_per_s"``), each a complete scenario with a label.
+    Without a sweep: the scenario itself, labelled ''."""
+    import copy
+    import itertools
+
+    if not sc.sweep:
+        return [("", sc)]
+    keys = sorted(sc.sweep)
+    out = []
+    for values in itertools.product(*(sc.sweep[k] for k in keys)):
+        v = copy.deepcopy(sc)
+        v.sweep = {}
+        for key, value in zip(keys, values, strict=True):
+            section, _, name = key.partition(".")
+            setattr(getattr(v, section), name, value)
+        validate(v)
+        label = "_".join(f"{k.split('.')[-1]}={val}" for k, val in zip(keys, values, strict=True))
+        v.name = f"{sc.name}-{label}"
+        out.append((label, v))
+    return out
+
+
+def _check_sweep(sc: Scenario) -> None:
+    for key, values in sc.sweep.items():
+        section, _, name = key.partition(".")
+        part = getattr(sc, section, None)
+        if part is None or not name or not hasattr(part, name) or section in (
+                "name", "seed", "trials"):
+            raise ScenarioError(f"sweep key {key!r}: use '<section>.<field>', e.g. 'stealth.n'")
+        if not isinstance(values, list) or not values:
+            raise ScenarioError(f"sweep {key!r}: a non-empty list of values")
 
 
 def load(path: str | Path) -> Scenario:

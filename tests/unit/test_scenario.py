@@ -44,3 +44,20 @@ def test_missing_file_lists_the_shipped_ones(tmp_path):
     bad.write_text("name = \n")
     with pytest.raises(ScenarioError, match="bad.toml"):
         load(bad)
+
+
+def test_sweep_expands_to_the_cartesian_product():
+    from experiments.scenario import expand
+
+    sc = load("paper")
+    variants = expand(sc)
+    assert len(variants) == 8
+    labels = [label for label, _ in variants]
+    assert len(set(labels)) == 8
+    for _, v in variants:
+        assert v.stealth.policy in ("profile", "fixed") and v.stealth.n in (3, 5)
+        assert not v.sweep
+    with pytest.raises(ScenarioError, match="sweep key"):
+        from_dict({"name": "x", "sweep": {"nope": [1]}})
+    with pytest.raises(ScenarioError, match="k=2"):  # each variant is validated
+        from_dict({"name": "x", "stealth": {"k": 2}, "sweep": {"stealth.n": [1, 3]}})
