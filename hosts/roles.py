@@ -40,6 +40,8 @@ from hosts.stream import ChunkOpener, ChunkSealer, StreamError, new_key
 from hosts.traffic import Pacer, policy_from_settings
 from hosts.vm import VM, StreamInstaller, VMError, precopy_records
 from hosts.wire import (
+    CHUNK_HEAD,
+    HEADER,
     Frame,
     FrameError,
     FrameType,
@@ -56,6 +58,10 @@ from hosts.wire import (
 )
 
 log = logging.getLogger("hosts.roles")
+
+TAG = 16  # AES-GCM tag of a hop record
+# record length of a CHUNK = plaintext + frame header + chunk header + chunk tag + hop tag
+CHUNK_RECORD_OVERHEAD = HEADER.size + CHUNK_HEAD.size + TAG + TAG
 
 
 @dataclass
@@ -915,7 +921,9 @@ class Source(Role):
                     self.mig,
                     timeout=self.stall,
                 )
-                n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=sizes.next_size()))
+                # a share travels in a record of a size drawn like any chunk's
+                pad = max(sizes.next_size() - TAG, len(shares[i]) + HEADER.size)
+                n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
                 self._count_sent(ep["host"], n_sent)
                 self.hops.append(_Hop(ep["host"], ch))
             except (OSError, ChannelError) as exc:
@@ -929,7 +937,12 @@ class Source(Role):
             threading.Thread(target=self._sender, args=(hop, pol), daemon=True).start()
             threading.Thread(target=self._acks, args=(hop,), daemon=True).start()
         self._emit(sealer, self._manifest(), False)
-        for pt, last in self._stream(sizes.next_size):
+
+        # each CHUNK record on the wire is exactly the size the policy drew
+        def plaintext_size() -> int:
+            return max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
+
+        for pt, last in self._stream(plaintext_size):
             self._emit(sealer, pt, last)
         with self.cond:
             self.total = sealer.next_index

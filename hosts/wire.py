@@ -32,7 +32,7 @@ VERSION = 1
 HEADER = struct.Struct(">2sBBBI")  # magic, version, type, flags, body_len
 MAX_BODY = 16 << 20
 PREFIX_BYTES = 7
-_CHUNK_HEAD = struct.Struct(">IB7s")
+CHUNK_HEAD = struct.Struct(">IB7s")
 
 
 class FrameError(ValueError):
@@ -99,17 +99,17 @@ def parse_frame(data: bytes) -> Frame:
 
 
 def chunk_body(c: SealedChunk) -> bytes:
-    return _CHUNK_HEAD.pack(c.index, 1 if c.last else 0, c.prefix) + c.sealed
+    return CHUNK_HEAD.pack(c.index, 1 if c.last else 0, c.prefix) + c.sealed
 
 
 def parse_chunk(body: bytes) -> SealedChunk:
     """Body of a CHUNK or SEGMENT frame; raises FrameError."""
-    if len(body) < _CHUNK_HEAD.size + 16:
+    if len(body) < CHUNK_HEAD.size + 16:
         raise FrameError(f"chunk body of {len(body)} bytes is too short")
-    index, last, prefix = _CHUNK_HEAD.unpack_from(body)
+    index, last, prefix = CHUNK_HEAD.unpack_from(body)
     if last not in (0, 1):
         raise FrameError(f"last flag {last} is not 0 or 1")
-    return SealedChunk(index, bool(last), prefix, bytes(body[_CHUNK_HEAD.size :]))
+    return SealedChunk(index, bool(last), prefix, bytes(body[CHUNK_HEAD.size :]))
 
 
 def ack_body(next_expected: int) -> bytes:

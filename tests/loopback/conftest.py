@@ -59,7 +59,8 @@ class RecordingProxy:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((ip, port))
         self.sock.listen(8)
-        self.data = bytearray()
+        self.data = bytearray()  # everything, both ways
+        self.streams: list[tuple[str, bytearray]] = []  # ("up" | "down", bytes) per connection
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -74,10 +75,12 @@ class RecordingProxy:
             except OSError:
                 c.close()
                 continue
-            threading.Thread(target=self._pipe, args=(c, u), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+            up, down = bytearray(), bytearray()
+            self.streams += [("up", up), ("down", down)]
+            threading.Thread(target=self._pipe, args=(c, u, up), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, down), daemon=True).start()
 
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, buf: bytearray) -> None:
         while True:
             try:
                 d = a.recv(65536)
@@ -92,6 +95,7 @@ class RecordingProxy:
                 return
             with self.lock:
                 self.data += d
+                buf += d
             try:
                 b.sendall(d)
             except OSError:

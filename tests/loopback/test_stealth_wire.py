@@ -169,3 +169,47 @@ def test_receivers_survive_junk_and_a_forging_intermediate(bed: LoopbackBed) -> 
     with open(os.path.join(bed.root, "h5.log")) as f:
         log = f.read()
     assert "event=reject" in log and "authentication failed" in log
+
+
+def record_lengths(stream: bytes) -> list[int]:
+    """The length fields of the hop records in one direction of a captured connection."""
+    out, off = [], 0
+    while off + 4 <= len(stream):
+        n = int.from_bytes(stream[off : off + 4], "big")
+        out.append(n)
+        off += 4 + n
+    return out
+
+
+def test_chunk_records_follow_the_profile_within_the_budget(bed: LoopbackBed) -> None:
+    sizes = [3000, 9000, 20000]
+    budget = 8e6  # bytes/s for the whole migration, shared by the three hops
+    plan = bed.plan(
+        "m-shape",
+        "stealth",
+        "h1",
+        "h6",
+        ["h2", "h3", "h4"],
+        "h5",
+        k=2,
+        chunk_policy={
+            "kind": "profile",
+            "profile": {"message_sizes": sizes, "gaps_s": [0.0005]},
+            "rate_budget_bps": budget,
+        },
+    )
+    ep = plan.intermediates[0]
+    ep.listen_port, ep.port = free_port(ep.ip), free_port(ep.ip)
+    proxy = RecordingProxy(ep.ip, ep.port, (ep.ip, ep.listen_port))
+    res = bed.migrate(plan)
+    proxy.close()
+    assert res.ok, res.reason
+    sent = sum(v for k, v in res.bytes_per_hop.items() if k.startswith("h1->"))
+    assert res.migration_time_s >= 0.9 * sent / budget  # paced within the rate budget
+    up = [bytes(b) for d, b in proxy.streams if d == "up"]
+    assert len(up) == 1
+    lengths = record_lengths(up[0])[1:]  # after the hello
+    assert len(lengths) > 50
+    drawn = sum(n in sizes for n in lengths)
+    assert drawn >= len(lengths) - 4  # all but manifest, last chunk and trailer
+    assert {n for n in lengths if n in sizes} == set(sizes)
