@@ -51,6 +51,7 @@ class WindowFeatures:
     X: np.ndarray  # raw features, FEATURE_NAMES columns
     Z: np.ndarray  # robust z against the same trial's windows
     windows: Windows | None = None
+    extra: np.ndarray | None = None  # more per-window evidence (e.g. relayed bytes), raw
 
 
 @dataclass
@@ -145,7 +146,10 @@ def context_matrix(wf: WindowFeatures) -> np.ndarray:
     Z = np.clip(wf.Z, -50, 50)
     prev = np.vstack([Z[:1], Z[:-1]])
     nxt = np.vstack([Z[1:], Z[-1:]])
-    return np.hstack([wf.X, Z, prev, nxt, change_statistic(Z)[:, None]])
+    parts = [wf.X, Z, prev, nxt, change_statistic(Z)[:, None]]
+    if wf.extra is not None:
+        parts.append(np.log1p(np.clip(wf.extra, 0, None)).reshape(len(Z), -1))
+    return np.hstack(parts)
 
 
 def _forest(seed: int, n_estimators: int = 60):
@@ -239,6 +243,20 @@ def loto_change(
         thr = calibrate_cusum(negs, drift) if negs else CUSUM_THRESHOLD
         out.append(detect_change(wf, drift, thr))
     return out
+
+
+def detect_relay(wf: WindowFeatures) -> Detection:
+    """Windows in which relaying was seen (``wf.extra``: relayed bytes per window): the score is
+    ``log1p`` of those bytes, every window with any is an alarm."""
+    act = np.zeros(len(wf.window_starts)) if wf.extra is None else wf.extra.reshape(-1)
+    return Detection(
+        detector="relay",
+        window_starts=wf.window_starts,
+        window_s=wf.window_s,
+        scores=np.log1p(act),
+        alarms=act > 0,
+        threshold=0.0,
+    )
 
 
 def ks_tests(packets: np.ndarray, windows: Windows, positive: np.ndarray) -> dict:

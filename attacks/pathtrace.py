@@ -59,6 +59,12 @@ class RelayEvidence:
     bytes: float = 0.0  # bytes the relay passed on along this triple
     t_first: float = 0.0  # when the relaying was seen, epoch seconds
     t_last: float = 0.0
+    events: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (time, bytes)
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in vars(self).items() if k != "events"}
+        d["t_first"], d["t_last"] = float(self.t_first), float(self.t_last)
+        return d
 
 
 @dataclass
@@ -71,7 +77,7 @@ class RelayGraph:
     def to_json(self) -> dict:
         return {
             "edges": [list(e) for e in self.edges],
-            "evidence": [vars(e) for e in self.evidence],
+            "evidence": [e.to_json() for e in self.evidence],
         }
 
 
@@ -112,10 +118,10 @@ def _match_counts(
     max_delay: float,
     tol: float,
     slack: float,
-    extent: dict[tuple[int, int], list[float]] | None = None,
+    extent: dict[tuple[int, int], list] | None = None,
 ) -> dict[tuple[int, int], int]:
     """Greedy one-to-one matching of incoming to outgoing transfers of one host; ``extent``
-    collects ``[bytes, first, last]`` of the matched transfers per (from, to) pair."""
+    collects ``[bytes, first, last, [(time, bytes), ...]]`` of the matches per (from, to)."""
     counts: dict[tuple[int, int], int] = defaultdict(int)
     if not len(tin) or not len(tout):
         return counts
@@ -145,9 +151,10 @@ def _match_counts(
         key = (src, int(o_dst[best]))
         counts[key] += 1
         if extent is not None:
-            e = extent.setdefault(key, [0.0, start, end])
+            e = extent.setdefault(key, [0.0, start, end, []])
             e[0] += float(o_bytes[best])
             e[1], e[2] = min(e[1], start), max(e[2], float(o_start[best]))
+            e[3] += [(start, nbytes), (float(o_start[best]), float(o_bytes[best]))]
     return counts
 
 
@@ -190,7 +197,7 @@ def _matched_triples(
         tin, tout = tr[tr["dst"] == h], tr[tr["src"] == h]
         if not len(tin) or not len(tout):
             continue
-        extent: dict[tuple[int, int], list[float]] = {}
+        extent: dict[tuple[int, int], list] = {}
         real = _match_counts(tin, tout, 0.0, max_delay, tol, slack, extent)
         if not real:
             continue
@@ -202,7 +209,7 @@ def _matched_triples(
             e = chance.get((a, b), 0.0)
             # well above coincidence: 3 sigma (Poisson) and at least twice the chance count
             if m >= min_matches and m > e + 3.0 * np.sqrt(e) + 1.0 and m >= 2.0 * e + 1.0:
-                nbytes, first, last = extent[(a, b)]
+                nbytes, first, last, events = extent[(a, b)]
                 found[(a, int(h), b)] = RelayEvidence(
                     int_to_ip(a),
                     int_to_ip(h),
@@ -214,6 +221,7 @@ def _matched_triples(
                     nbytes,
                     first,
                     last,
+                    events,
                 )
     return found
 
@@ -296,6 +304,7 @@ def _xcorr_triples(
                     float(y.sum()),
                     t0 + on[0] * bin_s,
                     t0 + (on[-1] + 1) * bin_s,
+                    [(t0 + i * bin_s, float(y[i])) for i in on],
                 )
     return found
 
@@ -343,6 +352,22 @@ def trace_relays(
         )
     )
     return list(found.values())
+
+
+def relay_activity(
+    evidence: list[RelayEvidence], window_starts: np.ndarray, window_s: float
+) -> np.ndarray:
+    """Bytes seen being relayed in each window (each matched transfer counted where it starts)."""
+    out = np.zeros(len(window_starts))
+    if not len(window_starts):
+        return out
+    t0 = float(window_starts[0])
+    for ev in evidence:
+        for t, b in ev.events:
+            i = int((t - t0) // window_s)
+            if 0 <= i < len(out):
+                out[i] += b
+    return out
 
 
 def relay_span(evidence: list[RelayEvidence]) -> tuple[float, float] | None:

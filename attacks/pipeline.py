@@ -5,8 +5,11 @@ The order matters for honesty:
 1. ``build_view``: what one attacker holds for one trial, from its vantage point's capture(s):
    virtual addresses resolved where the vantage point allows it (``attacks.aliases``), copies of a
    packet seen at several switches counted once, features per window.
-2. ``detect``: the change detector on every trial, and the classifier trained leave-one-trial-out
-   (ground-truth labels of the *other* trials only, as an attacker who rehearsed on its own runs).
+2. ``detect``: the change detector and the relay detector (windows in which the path tracer saw
+   bytes being relayed) on every trial, and the classifier trained leave-one-trial-out on the
+   window features plus the relayed bytes (ground-truth labels of the *other* trials only, as an
+   attacker who rehearsed on its own runs). The classifier is the primary detector when it can be
+   trained, else the change detector; all three are scored (``detection_auc_<name>``).
 3. ``analyze``: host rankings and the relay graph, from the packets and the detection only.
 4. ``score``: only now the ground truth of the trial itself (``attacks.scoring``).
 
@@ -24,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from attacks.aliases import apply_aliases, resolve_aliases
-from attacks.capture import Capture, dedupe_packets, int_to_ip, merge_captures
+from attacks.capture import Capture, dedupe_packets, int_to_ip, ip_to_int, merge_captures
 from attacks.detection import (
     Detection,
     WindowFeatures,
     detect_change,
+    detect_relay,
     ks_tests,
     label_windows,
     leave_one_trial_out,
@@ -36,7 +40,14 @@ from attacks.detection import (
     trial_features,
 )
 from attacks.identify import HostRanking, rank_hosts, suspect_windows
-from attacks.pathtrace import RelayGraph, relay_graph, relay_span, trace_relays
+from attacks.pathtrace import (
+    RelayEvidence,
+    RelayGraph,
+    relay_activity,
+    relay_graph,
+    relay_span,
+    trace_relays,
+)
 from attacks.scoring import (
     aggregate,
     detection_metrics,
@@ -57,6 +68,7 @@ class AttackerView:
     packets: np.ndarray
     aliases: dict[int, int]
     features: WindowFeatures
+    evidence: list[RelayEvidence] = field(default_factory=list)
 
 
 @dataclass
@@ -96,7 +108,10 @@ def build_view(
     if aliases:
         packets = apply_aliases(packets, aliases)
     packets = dedupe_packets(packets)
-    return AttackerView(attacker, trial, packets, aliases, trial_features(packets, window_s))
+    features = trial_features(packets, window_s)
+    evidence = trace_relays(packets)
+    features.extra = relay_activity(evidence, features.window_starts, window_s)[:, None]
+    return AttackerView(attacker, trial, packets, aliases, features, evidence)
 
 
 def _labels(view: AttackerView, truth: dict | None) -> np.ndarray:
@@ -122,8 +137,8 @@ def detect(
     change = loto_change(feats, labels) if truths else [detect_change(f) for f in feats]
     cls = leave_one_trial_out(feats, labels, seed=seed) if truths else [None] * len(feats)
     out = []
-    for c, k in zip(change, cls, strict=True):
-        d = {"change": c}
+    for f, c, k in zip(feats, change, cls, strict=True):
+        d = {"change": c, "relay": detect_relay(f)}
         if k is not None:
             d["classifier"] = k
         out.append(d)
@@ -135,18 +150,33 @@ def _promote(ranked: list[tuple[str, float]], first: set[str]) -> list[tuple[str
     return [r for r in ranked if r[0] in first] + [r for r in ranked if r[0] not in first]
 
 
+def _depths(edges: list[tuple[str, str]], root: str) -> dict[str, int]:
+    """Breadth-first depth of every node reachable from ``root``."""
+    depth, frontier = {root: 0}, [root]
+    while frontier:
+        nxt = []
+        for n in frontier:
+            for a, b in edges:
+                if a == n and b not in depth:
+                    depth[b] = depth[n] + 1
+                    nxt.append(b)
+        frontier = nxt
+    return depth
+
+
 def analyze(
     view: AttackerView, detections: dict[str, Detection], candidates: set[int] | None = None
 ) -> AttackResult:
     """Rank hosts and trace the relay for one view, using only its packets and detections.
 
     When relaying is seen, its time span (not only the detector's alarms) marks the windows in
-    which bytes are counted, and the hosts of the relay come first in both rankings (the source
-    is the relay host that lost the most bytes, the destination the one that gained the most).
+    which bytes are counted and the hosts of the relay come first in the source ranking (the one
+    that lost the most bytes first). The relay graph is rooted there; its hosts lead the
+    destination ranking, deepest first (the end of the chain), ties by bytes gained.
     """
     primary = detections.get("classifier") or detections["change"]
     windows = view.features.windows
-    evidence = trace_relays(view.packets)
+    evidence = view.evidence
     span = relay_span(evidence)
     if span is not None:
         suspect = label_windows(view.features.window_starts, view.features.window_s, *span)
@@ -159,6 +189,17 @@ def analyze(
     src = ranking.source[0][0] if ranking.source else None
     dst = ranking.destination[0][0] if ranking.destination else None
     graph = relay_graph(evidence, src, dst)
+    if evidence and graph.edges and src is not None:
+        depth = _depths(graph.edges, src)
+        gained = dict(ranking.destination)
+        chain = sorted((n for n in depth if n != src), key=lambda n: (-depth[n], -gained.get(n, 0)))
+        if candidates is not None:
+            chain = [n for n in chain if ip_to_int(n) in candidates]
+        first = [(n, gained.get(n, 0.0)) for n in chain]
+        ranking = HostRanking(
+            ranking.source,
+            first + [r for r in ranking.destination if r[0] not in depth or r[0] == src],
+        )
     return AttackResult(
         attacker=view.attacker,
         trial=view.trial,

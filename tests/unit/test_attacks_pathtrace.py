@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.capture import Capture, ip_to_int, read_pcap
+from attacks.detection import label_windows
 from attacks.pathtrace import relay_graph, trace_relays, transfers
 from attacks.pipeline import analyze, build_view, detect
 from attacks.scoring import path_metrics
@@ -29,6 +30,12 @@ def test_relay_path_is_recovered_from_a_pcap():
     assert got == _truth_edges(st.truth)
     assert res.ranking.source[0][0] == st.truth["source"]["ip"]
     assert res.ranking.destination[0][0] == st.truth["destination"]["ip"]
+    # the relay detector flags the windows in which chunks were relayed, and only those
+    rel = res.detections["relay"]
+    y = label_windows(
+        rel.window_starts, rel.window_s, st.truth["migration_start"], st.truth["migration_end"]
+    )
+    assert rel.alarms[y].mean() >= 0.7 and not rel.alarms[~y].any()
     # the leader relays: it is neither the source nor the destination guess
     leader = st.truth["leader"]["ip"]
     assert leader not in (res.ranking.source[0][0], res.ranking.destination[0][0])
