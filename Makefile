@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SMTD := $(VENV)/bin/stealth-mtd
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit demo bench clean lint
+.PHONY: setup test test-unit demo bench clean lint container-test
 
 setup:
 	@bash scripts/setup.sh
@@ -27,3 +27,6 @@ clean:
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+container-test:  ## the Dockerfile built and `make test` run in it (debootstrap + buildah; slow, not in .ci/run)
+	@PYTEST_ARGS='$(PYTEST_ARGS)' bash scripts/container-test.sh

@@ -3,6 +3,10 @@
 # .ci/run and the Dockerfile. Installs the Debian packages, builds .venv on Debian's Python
 # (Mininet's module lives there), installs the project, and makes sure Open vSwitch runs.
 # A second run only checks, and takes seconds.
+#
+# STEALTH_MTD_SETUP_BUILD=1 (used by the Dockerfile's build step, which runs without privileges):
+# install the packages and the venv only; skip the network-namespace probe and the start of Open
+# vSwitch, which need the privileged run. `make test` in the running container does them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,10 +42,15 @@ fi
 "$PY" -c 'import mininet.net' 2>/dev/null || fail "Debian's python3 cannot import mininet: reinstall the 'mininet' package"
 
 # --- network namespaces ------------------------------------------------------------------------
-if ! ip netns add stealth-mtd-probe 2>/dev/null; then
-    fail "cannot create a network namespace: Mininet needs them. In a container, run it with --privileged"
+BUILD_ONLY="${STEALTH_MTD_SETUP_BUILD:-0}"
+if [ "$BUILD_ONLY" = 1 ]; then
+    say "build mode (STEALTH_MTD_SETUP_BUILD=1): no namespace probe, no Open vSwitch start"
+else
+    if ! ip netns add stealth-mtd-probe 2>/dev/null; then
+        fail "cannot create a network namespace: Mininet needs them. In a container, run it with --privileged"
+    fi
+    ip netns del stealth-mtd-probe
 fi
-ip netns del stealth-mtd-probe
 
 # --- venv ----------------------------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -64,5 +73,9 @@ else
 fi
 
 # --- Open vSwitch ----------------------------------------------------------------------------
+if [ "$BUILD_ONLY" = 1 ]; then
+    say "installed: $VENV/bin/stealth-mtd (Open vSwitch starts on the first privileged run)"
+    exit 0
+fi
 "$VENV/bin/python" -m topologies.ovs ensure || fail "Open vSwitch did not start: see the message above"
 say "ready: $VENV/bin/stealth-mtd"
