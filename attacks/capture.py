@@ -61,6 +61,7 @@ LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
+LINKTYPE_LINUX_SLL2 = 276  # what tcpdump -i any writes with libpcap >= 1.10
 
 _ETH_IPV4, _ETH_ARP, _ETH_VLAN, _ETH_QINQ = 0x0800, 0x0806, 0x8100, 0x88A8
 _CHUNK = 65536
@@ -102,7 +103,8 @@ class Capture:
 def parse_frame(data: bytes, linktype: int) -> tuple | None:
     """One captured frame → a row tuple without ``ts``/``vp``, ``("arp", sender)``, or None.
 
-    Handles Ethernet (with 802.1Q/802.1ad tags), Linux cooked capture and raw IPv4. Truncated
+    Handles Ethernet (with 802.1Q/802.1ad tags), Linux cooked captures (v1 and v2, as
+    ``tcpdump -i any`` writes) and raw IPv4. Truncated
     frames (a small snap length) are fine as long as the IP and TCP/UDP headers are present.
     """
     off = 0
@@ -119,6 +121,11 @@ def parse_frame(data: bytes, linktype: int) -> tuple | None:
             return None
         (ethertype,) = struct.unpack_from("!H", data, 14)
         off = 16
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if len(data) < 20:
+            return None
+        (ethertype,) = struct.unpack_from("!H", data, 0)
+        off = 20
     elif linktype in (LINKTYPE_RAW, LINKTYPE_IPV4):
         ethertype = _ETH_IPV4 if data and data[0] >> 4 == 4 else 0
     else:
@@ -262,6 +269,8 @@ def packet_record(pkt: object, vp: int = 0) -> tuple | None:
         linktype = LINKTYPE_RAW
     elif name in ("CookedLinux",):
         linktype = LINKTYPE_LINUX_SLL
+    elif name in ("CookedLinuxV2",):
+        linktype = LINKTYPE_LINUX_SLL2
     parsed = parse_frame(data, linktype)
     if parsed is None or parsed[0] == "arp":
         return parsed

@@ -50,6 +50,22 @@ def test_read_pcap_full_frames_of_several_kinds(tmp_path):
     assert cap.arp_hosts == {ip_to_int("10.0.0.4")}
 
 
+def test_tcpdump_any_cooked_v2_capture(tmp_path):
+    """``tcpdump -i any`` (libpcap >= 1.10) writes Linux cooked v2 frames, link type 276."""
+    from scapy.layers.l2 import CookedLinuxV2
+
+    p = CookedLinuxV2(proto=0x0800) / IP(src="10.0.0.3", dst="10.0.0.4") / UDP(dport=9)
+    p.time = 7.0
+    arp = CookedLinuxV2(proto=0x0806) / ARP(psrc="10.0.0.3")
+    arp.time = 7.5
+    path = tmp_path / "any.pcap"
+    wrpcap(str(path), [p, arp], linktype=276)
+    cap = read_pcap(path)
+    assert len(cap.packets) == 1 and int_to_ip(cap.packets[0]["dst"]) == "10.0.0.4"
+    assert cap.arp_hosts == {ip_to_int("10.0.0.3")}
+    assert packet_record(p)[2] == ip_to_int("10.0.0.4")
+
+
 def test_cooked_and_scapy_packet_records():
     cooked = CookedLinux(proto=0x0800) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP()
     cooked.time = 5.0
