@@ -77,6 +77,7 @@ class Orchestration:
         self._event = threading.Event()
         self.result = MigrationResult(plan.migration, plan.mode)
         self._prepared: list[tuple[str, Endpoint]] = []
+        self._silent: dict[str, int] = {}
 
     # --- reports from the controller ----------------------------------------------------------
     def on_report(self, msg: dict[str, Any]) -> bool:
@@ -172,11 +173,12 @@ class Orchestration:
                     ep.agent, {"op": "status", "migration": self.plan.migration}, timeout=5.0
                 )
             except mgmt.MgmtError as exc:
-                if role in ("source", "destination") or (
-                    role == "leader" and self.plan.mode == "stealth"
-                ):
+                # three silent polls in a row: that agent is gone (one may be a busy moment)
+                n = self._silent[ep.host] = self._silent.get(ep.host, 0) + 1
+                if role != "intermediate" and n >= 3:
                     return "failed", f"{ep.host} ({role}) unreachable: {exc}", {}
                 continue
+            self._silent[ep.host] = 0
             if st.get("state") == "failed" and role != "intermediate":
                 return "failed", self._diagnose(f"{ep.host} ({role}): {st.get('reason')}"), {}
             if role == "destination" and st.get("state") == "done":

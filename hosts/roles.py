@@ -185,7 +185,16 @@ class Role:
         self.close()
 
     def status(self) -> dict[str, Any]:
-        return {"role": self.name, "state": self.state, "reason": self.reason, "stats": self.stats}
+        """A snapshot (the role's threads keep updating ``stats`` meanwhile)."""
+        for _ in range(5):
+            try:
+                stats = json.loads(json.dumps(self.stats, default=str))
+                break
+            except RuntimeError:  # changed size during iteration: try again
+                continue
+        else:
+            stats = {}
+        return {"role": self.name, "state": self.state, "reason": self.reason, "stats": stats}
 
     # --- receivers ------------------------------------------------------------------------
     def _listen(self, ip: str, allowed: set[str]) -> int:
@@ -974,7 +983,6 @@ class Source(Role):
 
     def _sender(self, hop: _Hop, policy: Any) -> None:
         pacer = Pacer()
-        qi = 0
         while True:
             with self.cond:
                 while True:
@@ -994,7 +1002,6 @@ class Source(Role):
                 if frame is None:
                     continue
                 hop.inflight.add(idx)
-            qi += 1
             pacer.wait(policy.next_gap(len(frame)))
             try:
                 self._count_sent(hop.host, hop.ch.send(frame))
