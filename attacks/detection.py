@@ -210,16 +210,17 @@ def classify(model, threshold: float, wf: WindowFeatures) -> Detection:
 
 
 def leave_one_trial_out(
-    views: list[WindowFeatures], labels: list[np.ndarray], seed: int = 0
+    views: list[WindowFeatures], labels: list[np.ndarray], seed: int = 0, min_positives: int = 8
 ) -> list[Detection | None]:
     """For each trial, a classifier trained on all the other trials; None where it cannot train
-    (the other trials hold no positive or no negative window)."""
+    (the other trials hold fewer than ``min_positives`` migration windows, or no normal one)."""
     out: list[Detection | None] = []
     for i in range(len(views)):
         train = [v for j, v in enumerate(views) if j != i]
         ys = [y for j, y in enumerate(labels) if j != i]
-        if not ys or not any(y.any() for y in ys) or all(y.all() for y in ys):
-            out.append(None)
+        positives = sum(int(y.sum()) for y in ys)
+        if positives < min_positives or all(y.all() for y in ys):
+            out.append(None)  # too little to learn from: the change detector stands in
             continue
         model, thr = train_classifier(train, ys, seed=seed)
         det = classify(model, thr, views[i])

@@ -85,8 +85,10 @@ def make_windows(
 ) -> Windows:
     """Assign every packet to a window; ``t0``/``t1`` default to the capture's first/last packet."""
     ts = packets["ts"]
-    t0 = float(ts.min()) if t0 is None else t0
-    t1 = float(ts.max()) if t1 is None else t1
+    if t0 is None:
+        t0 = float(ts.min()) if len(ts) else 0.0
+    if t1 is None:
+        t1 = float(ts.max()) if len(ts) else t0
     count = max(1, int(np.floor((t1 - t0) / window_s)) + 1)
     idx = np.floor((ts - t0) / window_s).astype(np.int64)
     return Windows(t0=t0, window_s=window_s, count=count, index=np.clip(idx, 0, count - 1))
