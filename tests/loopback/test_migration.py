@@ -52,6 +52,7 @@ def test_stealth_migration(bed: LoopbackBed) -> None:
     res = bed.migrate(_stealth(bed, "m-stealth"))
     _assert_migrated(bed, res, before)
     assert res.rounds and res.rounds >= 2
+    assert 0 < res.role_stats["leader:h5"]["peak_buffer"] <= 32  # bounded by the window
     for hop in ("h1->h2", "h1->h3", "h1->h4", "h2->h5", "h3->h5", "h4->h5", "h5->h6"):
         assert res.bytes_per_hop[hop] > 0, hop
     assert sum(res.bytes_per_hop[f"h1->{h}"] for h in ("h2", "h3", "h4")) > 4 << 20

@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hosts.vm import VM, StreamInstaller, VMError, ask_service, precopy_records
 
@@ -89,3 +91,31 @@ def test_incremental_hash_tracks_every_write(tmp_path) -> None:
     assert vm.digest() == first
     vm.device["counter"] = 5
     assert vm.digest() != first
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.one_of(
+        st.binary(max_size=3000),
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"P", b"D", b"R", b"X"]),
+                st.integers(0, 2000),
+                st.binary(max_size=5000),
+            ),
+            max_size=4,
+        ).map(lambda recs: b"".join(k + n.to_bytes(4, "big") + body for k, n, body in recs)),
+    )
+)
+def test_installer_fuzz_raises_only_vmerror(tmp_path, data: bytes) -> None:
+    vm = VM("v", str(tmp_path / "fuzz.mem"), 1, fill=False)
+    try:
+        inst = StreamInstaller(vm)
+        inst.feed(data)
+        inst.finish()
+    except VMError:
+        pass
+    finally:
+        os.close(vm.fd)
