@@ -36,7 +36,7 @@ import numpy as np
 
 PAGE = 4096
 BATCH_PAGES = 64
-BLOCK_PAGES = 256  # 1 MiB: the unit of the incremental image hash
+BLOCK_PAGES = 16  # 64 KiB: the unit of the incremental image hash
 _REC = struct.Struct(">cI")
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class VM:
         return idx.astype(np.uint32)
 
     def refresh_hashes(self) -> int:
-        """Re-hash the 1 MiB blocks written since their last hash; returns how many."""
+        """Re-hash the 64 KiB blocks written since their last hash; returns how many."""
         todo = np.nonzero(self._stale)[0]
         for b in todo.tolist():
             self._stale[b] = False  # before reading: a racing write marks it again
@@ -155,7 +155,7 @@ class VM:
         return len(todo)
 
     def digest(self) -> str:
-        """The identity of the image: SHA-256 over the SHA-256 of every 1 MiB block of memory,
+        """The identity of the image: SHA-256 over the SHA-256 of every 64 KiB block of memory,
         then the device state. Blocks are hashed incrementally (``refresh_hashes``) so the
         hash at the pause costs only the blocks written since the last refresh."""
         self.refresh_hashes()
