@@ -12,7 +12,8 @@ give or take a header. Two pieces of evidence, both over what crosses the wire o
    transfers are shifted in time by one to two seconds, past ``max_delay_s`` but short enough
    that flows which merely overlap still overlap (what coincidence alone produces).
 2. **binned cross-correlation** (byte-count time series with a lag search): the series ``a→h`` and
-   ``h→b`` binned at ``bin_s`` are correlated at lags ``0..max_lag_s``; a streaming relay that
+   ``h→b`` binned at ``bin_s`` (default: a 300th of the capture, 1-100 ms) are correlated at lags
+   ``0..max_lag_s`` (at most 50 bins); a streaming relay that
    re-sends one long flow shows a high peak at a positive lag with similar volumes.
 
 A triple that passes either test adds edges ``a→h`` and ``h→b``. The graph keeps the part reachable
@@ -190,6 +191,7 @@ def _matched_triples(
     slack: float,
     min_matches: int,
     shifts: tuple[float, ...],
+    min_single_bytes: float | None = None,
 ) -> dict[tuple[int, int, int], RelayEvidence]:
     found: dict[tuple[int, int, int], RelayEvidence] = {}
     hosts = np.union1d(tr["src"], tr["dst"]) if len(tr) else []
@@ -208,7 +210,11 @@ def _matched_triples(
         for (a, b), m in real.items():
             e = chance.get((a, b), 0.0)
             # well above coincidence: 3 sigma (Poisson) and at least twice the chance count
-            if m >= min_matches and m > e + 3.0 * np.sqrt(e) + 1.0 and m >= 2.0 * e + 1.0:
+            nbytes = extent[(a, b)][0]
+            repeated = m >= min_matches and m > e + 3.0 * np.sqrt(e) + 1.0 and m >= 2.0 * e + 1.0
+            # one whole connection passed on byte for byte is evidence enough when it is big
+            single = min_single_bytes is not None and nbytes >= min_single_bytes and e < 0.5
+            if repeated or single:
                 nbytes, first, last, events = extent[(a, b)]
                 found[(a, int(h), b)] = RelayEvidence(
                     int_to_ip(a),
@@ -239,7 +245,7 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
 
 def _xcorr_triples(
     packets: np.ndarray,
-    bin_s: float,
+    bin_s: float | None,
     max_lag_s: float,
     min_xcorr: float,
     min_bytes: float,
@@ -254,6 +260,8 @@ def _xcorr_triples(
     if not len(data):
         return found
     t0 = float(data["ts"].min())
+    if bin_s is None:  # scale-free: about 300 bins over the capture, 1 ms .. 100 ms
+        bin_s = float(np.clip((float(data["ts"].max()) - t0) / 300.0, 0.001, 0.1))
     nb = int((float(data["ts"].max()) - t0) / bin_s) + 1
     idx = ((data["ts"] - t0) / bin_s).astype(np.int64)
     pair = data["src"].astype(np.uint64) << np.uint64(32) | data["dst"].astype(np.uint64)
@@ -266,7 +274,7 @@ def _xcorr_triples(
         key = (int(uniq[k] >> np.uint64(32)), int(uniq[k] & np.uint64(0xFFFFFFFF)))
         series[key] = np.bincount(idx[m], weights=data["plen"][m].astype(float), minlength=nb)
     bursty = {k for k, v in series.items() if _bursts(v) >= min_bursts}
-    max_lag = int(round(max_lag_s / bin_s))
+    max_lag = min(int(round(max_lag_s / bin_s)), 50)
     for (h, b), y in series.items():
         if (h, b) not in bursty:
             continue
@@ -316,9 +324,11 @@ def trace_relays(
     size_slack: float = 256.0,
     min_bytes: int = 3000,
     min_matches: int = 3,
+    min_single_bytes: float = 500e3,
+    single_tol: float = 0.01,
     burst_gaps_s: tuple[float | None, ...] = (None, 0.005, 0.05),
     shifts_s: tuple[float, ...] = (-2.3, -1.7, -1.1, 1.1, 1.7, 2.3),
-    bin_s: float = 0.1,
+    bin_s: float | None = None,
     max_lag_s: float = 2.0,
     min_xcorr: float = 0.8,
     min_xcorr_bytes: float = 200e3,
@@ -329,13 +339,22 @@ def trace_relays(
 
     Transfers are matched at several burst granularities (whole connections, and bursts split at
     each of ``burst_gaps_s``): a chunk may travel as its own connection or as a burst inside a
-    persistent one.
+    persistent one. A whole connection of at least ``min_single_bytes`` re-sent within
+    ``single_tol`` of its size (where coincidence predicts no match) is a relay on its own: a
+    hop that merges all its chunks into one stream leaves exactly that.
     """
     found: dict[tuple[int, int, int], RelayEvidence] = {}
     for gap in burst_gaps_s:
         tr = transfers(packets, min_bytes=min_bytes, burst_gap_s=gap)
+        whole = gap is None  # whole connections: a single big, exact match counts
         for k, ev in _matched_triples(
-            tr, max_delay_s, size_tol, size_slack, min_matches, shifts_s
+            tr,
+            max_delay_s,
+            single_tol if whole else size_tol,
+            size_slack,
+            min_matches,
+            shifts_s,
+            min_single_bytes if whole else None,
         ).items():
             if k not in found or ev.matches > found[k].matches:
                 found[k] = ev
@@ -368,6 +387,61 @@ def relay_activity(
             if 0 <= i < len(out):
                 out[i] += b
     return out
+
+
+def extend_chain(
+    graph: RelayGraph,
+    packets: np.ndarray,
+    source: str,
+    span: tuple[float, float],
+    min_share: float = 0.5,
+) -> RelayGraph:
+    """Follow the bytes past the deepest hosts of the chain by volume alone.
+
+    A leader that merges several inputs into one fast stream defeats per-transfer matching and,
+    when the whole transfer fits in a few bins, correlation too. Bytes are still conserved: if a
+    deepest host sent, during the relay's span, at least ``min_share`` of what it received over
+    the chain's edges to one host outside the chain, that host is the next hop.
+    """
+    if not graph.edges:
+        return graph
+    edges = set(graph.edges)
+    lo, hi = span
+    data = packets[(packets["plen"] > 0) & (packets["ts"] >= lo) & (packets["ts"] <= hi + 1.0)]
+    pair: dict[tuple[str, str], float] = defaultdict(float)
+    for s_, d_, b_ in zip(
+        data["src"].tolist(), data["dst"].tolist(), data["plen"].tolist(), strict=True
+    ):
+        pair[(int_to_ip(s_), int_to_ip(d_))] += b_
+    for _ in range(4):  # a few hops at most
+        depth = _bfs_depth(sorted(edges), source)
+        deepest = max(depth.values())
+        added = False
+        for n in [n for n, d in depth.items() if d == deepest and d > 0]:
+            received = sum(pair.get((a, n), 0.0) for a, b in edges if b == n)
+            outs = [(b, v) for (a, b), v in pair.items() if a == n and b not in depth]
+            if not outs or received <= 0:
+                continue
+            b, v = max(outs, key=lambda o: o[1])
+            if v >= min_share * received:
+                edges.add((n, b))
+                added = True
+        if not added:
+            break
+    return RelayGraph(edges=sorted(edges), evidence=graph.evidence)
+
+
+def _bfs_depth(edges: list[tuple[str, str]], root: str) -> dict[str, int]:
+    depth, frontier = {root: 0}, [root]
+    while frontier:
+        nxt = []
+        for n in frontier:
+            for a, b in edges:
+                if a == n and b not in depth:
+                    depth[b] = depth[n] + 1
+                    nxt.append(b)
+        frontier = nxt
+    return depth
 
 
 def relay_span(evidence: list[RelayEvidence]) -> tuple[float, float] | None:

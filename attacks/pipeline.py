@@ -43,6 +43,7 @@ from attacks.identify import HostRanking, rank_hosts, suspect_windows
 from attacks.pathtrace import (
     RelayEvidence,
     RelayGraph,
+    extend_chain,
     relay_activity,
     relay_graph,
     relay_span,
@@ -189,6 +190,8 @@ def analyze(
     src = ranking.source[0][0] if ranking.source else None
     dst = ranking.destination[0][0] if ranking.destination else None
     graph = relay_graph(evidence, src, dst)
+    if evidence and graph.edges and src is not None and span is not None:
+        graph = extend_chain(graph, view.packets, src, span)
     if evidence and graph.edges and src is not None:
         depth = _depths(graph.edges, src)
         gained = dict(ranking.destination)

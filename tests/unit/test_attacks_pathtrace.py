@@ -91,3 +91,25 @@ def test_virtual_destination_global_view_vs_core_switch():
     hosts_only = {ip_to_int(h["ip"]) for h in st.truth["hosts"]}
     res_h = analyze(c, detect([c])[0], candidates=hosts_only)
     assert vip not in [ip for ip, _ in res_h.ranking.destination]
+
+
+def test_real_protocol_capture_from_the_loopback_bed():
+    """The agents' own stealth migration on the wire (see attacks_fixtures/README.md)."""
+    from pathlib import Path
+
+    pcap = Path(__file__).parent / "attacks_fixtures" / "loopback-stealth.pcap"
+    view = build_view("lo", 0, [read_pcap(pcap)])
+    res = analyze(view, detect([view])[0])
+    net = "127.0.77."
+    assert res.ranking.source[0][0] == net + "11"
+    assert res.ranking.destination[0][0] == net + "16"
+    hops = {
+        ("11", "12"),
+        ("11", "13"),
+        ("11", "14"),
+        ("12", "15"),
+        ("13", "15"),
+        ("14", "15"),
+        ("15", "16"),
+    }
+    assert set(res.graph.edges) == {(net + a, net + b) for a, b in hops}
