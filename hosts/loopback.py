@@ -31,6 +31,7 @@ class LoopbackBed:
         self.registered: dict[str, dict[str, Any]] = {}
         self.reports: list[dict[str, Any]] = []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._unregistered: dict[str, tuple[str, str]] = {}
         self._cv = threading.Condition()
         self.ctl_sock = os.path.join(root, "controller.sock")
         self.ctl = MgmtServer(self.ctl_sock, self._handle)
@@ -59,8 +60,13 @@ class LoopbackBed:
         seed: int = 0,
         timeout: float = 60.0,
         wait: bool = True,
+        controller: bool = True,
     ) -> dict[str, Any]:
-        """Start one agent process and (unless ``wait`` is false) wait for it to register."""
+        """Start one agent process and (unless ``wait`` is false) wait for it to register.
+
+        With ``controller=False`` the agent gets no ``--mgmt``: it registers with nobody and
+        reports to nobody; its key is read with the ``status`` command instead.
+        """
         sock = os.path.join(self.root, f"{host}.sock")
         cmd = [
             sys.executable,
@@ -72,13 +78,15 @@ class LoopbackBed:
             ip,
             "--sock",
             sock,
-            "--mgmt",
-            self.ctl_sock,
             "--workdir",
             os.path.join(self.root, host),
             "--vm-port",
             str(vm_port),
         ]
+        if controller:
+            cmd += ["--mgmt", self.ctl_sock]
+        else:
+            self._unregistered[host] = (ip, sock)
         if vm:
             cmd += [
                 "--vm",
@@ -106,6 +114,9 @@ class LoopbackBed:
     def wait_registered(self, hosts: list[str], timeout: float = 60.0) -> None:
         """Wait until every agent in ``hosts`` has registered."""
         deadline = time.monotonic() + timeout
+        for host in hosts:
+            if host in self._unregistered:
+                self._poll_status(host, deadline)
         with self._cv:
             for host in hosts:
                 while host not in self.registered:
@@ -114,6 +125,21 @@ class LoopbackBed:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"agent {host} did not register in {timeout}s")
                     self._cv.wait(0.2)
+
+    def _poll_status(self, host: str, deadline: float) -> None:
+        ip, sock = self._unregistered[host]
+        while True:
+            try:
+                st = call(sock, {"op": "status"}, timeout=2.0)
+                break
+            except MgmtError:
+                if self.procs[host].poll() is not None:
+                    raise RuntimeError(f"agent {host} exited: see {self.root}/{host}.log") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"agent {host} did not answer") from None
+                time.sleep(0.1)
+        with self._cv:
+            self.registered[host] = {"host": host, "ip": ip, "agent": sock, "pubkey": st["pubkey"]}
 
     def endpoint(self, host: str, port: int = 0) -> Endpoint:
         r = self.registered[host]

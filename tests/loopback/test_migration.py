@@ -171,3 +171,21 @@ def test_agent_survives_bad_commands(bed: LoopbackBed) -> None:
         reply = call(sock, msg, check=False)
         assert reply["ok"] is False and reply["error"]
     assert call(sock, {"op": "status"})["host"] == "h2"
+
+
+def test_agents_work_without_a_controller(tmp_path) -> None:
+    """No --mgmt: nobody gets reports, the orchestration learns the outcome by polling."""
+    from controllers.orchestration import run_migration
+
+    bed = LoopbackBed(str(tmp_path / "noctl"))
+    try:
+        bed.add_agent("a1", "127.0.77.21", vm="vm9", vm_mib=2, controller=False, wait=False)
+        bed.add_agent("a2", "127.0.77.22", controller=False, wait=False)
+        bed.wait_registered(["a1", "a2"])
+        res = run_migration(bed.plan("m-noctl", "direct", "a1", "a2"), timeout_s=60, poll_s=0.2)
+        assert res.ok, res.reason
+        assert res.downtime_s is not None and res.sha256
+        assert ask_service("127.0.77.22", 7000)["vm"] == "vm9"
+        assert bed.reports == []
+    finally:
+        bed.close()
