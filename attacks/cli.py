@@ -1,9 +1,13 @@
 """``stealth-mtd attack analyze``: score the passive attackers of a run from its pcaps.
 
+    stealth-mtd attack analyze --run RUN --out RUN/attack_metrics.json
     stealth-mtd attack analyze --pcap-dir RUN/pcaps --ground-truth RUN/ground_truth.json \\
         --out RUN/attack_metrics.json [--details RUN/attack_details.json] [--window 1.0]
 
-Pcaps are named ``trial<N>-<vantage>.pcap`` (or ``.pcapng``), e.g. ``trial3-s1.pcap``: vantage
+With ``--run``, the ground truth is ``RUN/ground_truth.json`` and each trial's pcaps are the ones
+its ``"pcaps"`` field names (``{"switch-e1": "pcaps/switch-e1-direct-0.pcap", "global": ...}``,
+paths relative to RUN; ``switch-e1`` becomes the attacker ``switch:e1``). Otherwise pcaps are
+named ``trial<N>-<vantage>.pcap`` (or ``.pcapng``), e.g. ``trial3-s1.pcap``: vantage
 ``s1`` becomes the attacker ``switch:s1``; a vantage named ``global``/``all`` is the global
 passive adversary, and a trial with several switch pcaps also gets a ``global`` attacker made of
 their union. With a single trial in the ground truth the ``trial<N>`` prefix may be left out.
@@ -48,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="score passive attackers on a run's pcaps")
     a.add_argument("--pcap", action="append", default=[], type=Path, help="a pcap (repeatable)")
     a.add_argument("--pcap-dir", type=Path, help="a folder of trial<N>-<vantage>.pcap files")
-    a.add_argument("--ground-truth", type=Path, required=True)
+    a.add_argument("--run", type=Path, help="a run folder (ground_truth.json naming its pcaps)")
+    a.add_argument("--ground-truth", type=Path, help="default: RUN/ground_truth.json")
     a.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     a.add_argument("--details", type=Path, help="per-attacker conclusions JSON to write")
     a.add_argument("--window", type=float, default=1.0, help="window length, seconds")
@@ -64,23 +69,39 @@ def _parser() -> argparse.ArgumentParser:
 def analyze_command(args: argparse.Namespace) -> int:
     from attacks.pipeline import analyze_run
 
+    gt_path = args.ground_truth or (args.run / "ground_truth.json" if args.run else None)
+    if gt_path is None:
+        print("error: give --run or --ground-truth", file=sys.stderr)
+        return 2
     try:
-        gt = json.loads(args.ground_truth.read_text())
+        gt = json.loads(gt_path.read_text())
     except (OSError, ValueError) as exc:
-        print(f"error: cannot read ground truth {args.ground_truth}: {exc}", file=sys.stderr)
+        print(f"error: cannot read ground truth {gt_path}: {exc}", file=sys.stderr)
         return 2
     truths = {int(t["trial"]): t for t in gt.get("trials", [])}
+    failed = [i for i, t in truths.items() if t.get("status", "done") != "done"]
+    for i in failed:  # a failed migration has no migration to find; the runner reports it
+        print(f"note: trial {i} skipped (status {truths.pop(i).get('status')})", file=sys.stderr)
+    named: list[tuple[int, str, Path]] = []
+    if args.run and not args.pcap and not args.pcap_dir:
+        for trial, t in truths.items():
+            for name, rel in (t.get("pcaps") or {}).items():
+                vantage = name[len("switch-") :] if name.startswith("switch-") else name
+                named.append((trial, vantage, args.run / rel))
+        if not named:
+            args.pcap_dir = args.run / "pcaps"
     paths = list(args.pcap)
     if args.pcap_dir:
         paths += sorted(
             p for p in args.pcap_dir.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap")
         )
-    if not paths:
-        print("error: no pcap given (--pcap or --pcap-dir)", file=sys.stderr)
+    if not paths and not named:
+        print("error: no pcap given (--run, --pcap or --pcap-dir)", file=sys.stderr)
         return 2
-    captures: dict[int, dict] = {}
     for path in paths:
         trial, vantage = parse_pcap_name(path)
+        if trial in failed:
+            continue
         if trial is None:
             if len(truths) != 1:
                 print(
@@ -90,6 +111,9 @@ def analyze_command(args: argparse.Namespace) -> int:
                 )
                 return 2
             trial = next(iter(truths))
+        named.append((trial, vantage, path))
+    captures: dict[int, dict] = {}
+    for trial, vantage, path in named:
         try:
             captures.setdefault(trial, {})[vantage] = read_pcap(path, vantage=vantage)
         except Exception as exc:  # scapy raises its own exception types for bad files

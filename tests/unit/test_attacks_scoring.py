@@ -145,3 +145,24 @@ def test_cli_analyze_writes_the_metrics_contract(tmp_path, capsys):
         main(["analyze", "--ground-truth", str(run / "ground_truth.json"), "--out", str(out)]) == 2
     )
     assert "direct" in capsys.readouterr().out
+
+
+def test_cli_run_folder_uses_the_pcaps_the_ground_truth_names(tmp_path):
+    """The runner's layout: ``ground_truth.json`` names each trial's pcaps."""
+    import shutil
+
+    src = synthetic_run(2, 1, 1, 2000)
+    gt = json.loads((src / "ground_truth.json").read_text())
+    (tmp_path / "pcaps").mkdir()
+    for t in gt["trials"]:
+        rel = f"pcaps/global-{t['mode']}-{t['trial']}.pcap"
+        shutil.copy(src / "pcaps" / f"trial{t['trial']}-all.pcap", tmp_path / rel)
+        t["pcaps"] = {"global": rel}
+        t["status"] = "done"
+    gt["trials"][0]["status"] = "failed"
+    (tmp_path / "ground_truth.json").write_text(json.dumps(gt))
+    out = tmp_path / "m.json"
+    assert main(["attack", "analyze", "--run", str(tmp_path), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert sorted(r["trial"] for r in metrics["records"]) == [1, 2, 3]
+    assert {r["attacker"] for r in metrics["records"]} == {"global"}
