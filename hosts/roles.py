@@ -858,7 +858,9 @@ class Source(Role):
 
     # --- direct ---------------------------------------------------------------------------
     def _direct(self) -> None:
-        policy = policy_from_settings(self.view.get("chunk_policy") or {}, seed=self.seed)
+        policy = policy_from_settings(
+            self.view.get("chunk_policy") or {}, seed=self.seed, ip=self.ctx.ip
+        )
         try:
             ch = Channel.connect(
                 self.ctx.ip,
@@ -911,7 +913,8 @@ class Source(Role):
         inters = self.view["intermediates"]
         n, k = int(self.view["n"]), int(self.view["k"])
         settings = self.view.get("chunk_policy") or {}
-        sizes = policy_from_settings(settings, seed=self.seed)
+        sizes = policy_from_settings(settings, seed=self.seed, ip=self.ctx.ip)
+        self.stats["chunk_policy"] = sizes.describe()
         key = new_key()
         shares = shamir.split(key, k, n)
         if self.fault.get("record_key"):  # test hook: lets a test look for the key on the wire
@@ -942,7 +945,7 @@ class Source(Role):
         if len(self.hops) < k:
             raise RoleError(f"only {len(self.hops)} of {n} intermediates reachable, need k={k}")
         for i, hop in enumerate(self.hops):
-            pol = policy_from_settings(settings, seed=self.seed + 100 + i, share=1 / len(self.hops))
+            pol = sizes.for_sender(share=1 / len(self.hops), seed=self.seed + 100 + i)
             threading.Thread(target=self._sender, args=(hop, pol), daemon=True).start()
             threading.Thread(target=self._acks, args=(hop,), daemon=True).start()
         self._emit(sealer, self._manifest(), False)

@@ -130,6 +130,25 @@ def from_pcap(path: str) -> TrafficProfile:
     return from_packets(_scapy_triples(rdpcap(path)))
 
 
+def iface_of(ip: str) -> str | None:
+    """The interface that holds ``ip`` (from ``ip -o -4 addr``), e.g. ``h1-eth0`` in Mininet."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[3].split("/")[0] == ip:
+            return parts[1]
+    if ip.startswith("127."):
+        return "lo"
+    return None
+
+
 def measure_sniff(iface: str, seconds: float, bpf: str | None = None) -> TrafficProfile:
     """Sniff ``iface`` for ``seconds`` (needs root) and profile what passed."""
     from scapy.sendrecv import sniff
@@ -155,6 +174,10 @@ class FixedChunkPolicy:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "fixed", "size": self.size, "gap_s": self.gap_s}
+
+    def for_sender(self, share: float, seed: int) -> FixedChunkPolicy:
+        """The policy of one of several parallel senders (a fixed gap stays per sender)."""
+        return FixedChunkPolicy(self.size, self.gap_s)
 
 
 class ChunkPolicy:
@@ -191,6 +214,12 @@ class ChunkPolicy:
             gap = max(gap, size / self.rate_budget_bps)
         return gap
 
+    def for_sender(self, share: float, seed: int) -> ChunkPolicy:
+        """The policy of one of several parallel senders: same profile, ``share`` of the budget."""
+        return ChunkPolicy(
+            self.profile, self.rate_budget_bps * share, seed, self.min_size, self.max_size
+        )
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "profile",
@@ -203,11 +232,14 @@ class ChunkPolicy:
 Policy = FixedChunkPolicy | ChunkPolicy
 
 
-def policy_from_settings(settings: dict[str, Any], seed: int = 0, share: float = 1.0) -> Policy:
+def policy_from_settings(
+    settings: dict[str, Any], seed: int = 0, share: float = 1.0, ip: str | None = None
+) -> Policy:
     """Build a policy from the plan's ``chunk_policy`` dict.
 
     ``{"kind": "fixed", "size": N, "gap_s": G}`` or ``{"kind": "profile", "profile": {...} |
-    "pcap": PATH | "sniff_iface": IFACE, "sniff_s": S, "rate_budget_bps": B, "min_size": ..,
+    "pcap": PATH | "sniff_iface": IFACE or "auto" (the interface of ``ip``; needs root),
+    "sniff_s": S, "bpf": FILTER, "rate_budget_bps": B, "min_size": ..,
     "max_size": ..}`` (no source of samples: a synthetic web-like profile). ``share`` divides the
     rate budget among parallel senders.
     """
@@ -221,7 +253,12 @@ def policy_from_settings(settings: dict[str, Any], seed: int = 0, share: float =
     elif settings.get("pcap"):
         prof = from_pcap(str(settings["pcap"]))
     elif settings.get("sniff_iface"):
-        prof = measure_sniff(str(settings["sniff_iface"]), float(settings.get("sniff_s", 5.0)))
+        iface = str(settings["sniff_iface"])
+        if iface == "auto":  # the interface of the sender's own address
+            iface = (iface_of(ip) if ip else None) or ""
+            if not iface:
+                raise ValueError(f"no interface holds {ip}: cannot sniff normal traffic")
+        prof = measure_sniff(iface, float(settings.get("sniff_s", 5.0)), settings.get("bpf"))
     else:
         prof = TrafficProfile.synthetic(seed)
     budget = float(settings.get("rate_budget_bps", 0.0)) * share

@@ -62,3 +62,46 @@ def test_profile_from_pcap(tmp_path) -> None:
     prof = from_pcap(str(tmp_path / "n.pcap"))
     assert len(prof.packet_sizes) == 10 and prof.flow_sizes == [1400]
     assert prof.rate_bps == pytest.approx(1400 / 0.9)
+
+
+def test_parallel_senders_share_the_budget() -> None:
+    prof = TrafficProfile(message_sizes=[4000], gaps_s=[0.0])
+    pol = ChunkPolicy(prof, rate_budget_bps=3e6, seed=1)
+    one = pol.for_sender(share=1 / 3, seed=2)
+    assert one.rate_budget_bps == pytest.approx(1e6)
+    assert one.next_gap(4000) == pytest.approx(0.004)
+    assert FixedChunkPolicy(4096, 0.01).for_sender(0.5, 1).gap_s == 0.01
+
+
+def test_iface_of_loopback() -> None:
+    from hosts.traffic import iface_of
+
+    assert iface_of("127.0.0.1") == "lo"
+    assert iface_of("203.0.113.77") is None
+
+
+@pytest.mark.root
+def test_measure_sniff_on_lo() -> None:
+    """Needs root (raw sockets); profiles a few TCP connection attempts on lo."""
+    import os
+    import socket
+    import threading
+    import time
+
+    from hosts.traffic import measure_sniff
+
+    if os.geteuid() != 0:
+        pytest.skip("sniffing needs root")
+
+    def traffic() -> None:
+        time.sleep(0.3)
+        for _ in range(10):
+            try:
+                socket.create_connection(("127.0.0.1", 9), timeout=0.1).close()
+            except OSError:
+                pass
+            time.sleep(0.03)
+
+    threading.Thread(target=traffic, daemon=True).start()
+    prof = measure_sniff("lo", 1.2, bpf="tcp port 9")
+    assert len(prof.packet_sizes) >= 10 and prof.rate_bps > 0
