@@ -30,7 +30,9 @@ def project_processes() -> list[tuple[int, str]]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(p in cmd for p in PATTERNS) and "stealth-mtd clean" not in cmd:
+        ours = any(p in cmd for p in PATTERNS) or (
+            cmd.startswith("tcpdump") and "/pcaps/" in cmd)  # a vantage point's capture
+        if ours and "stealth-mtd clean" not in cmd:
             found.append((int(entry.name), cmd.strip()))
     return found
 

@@ -68,6 +68,29 @@ def wait_listening(port: int, timeout: float, proc: subprocess.Popen | None = No
     raise TestbedError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
+def acquire_lock(timeout: float = 1800.0) -> int:
+    """Take the machine-wide testbed lock (waiting for another run); returns its fd. Closing
+    the fd releases it."""
+    os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
+    fd = os.open(LOCK_PATH, os.O_CREAT | os.O_RDWR, 0o644)
+    deadline = time.monotonic() + timeout
+    warned = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if not warned:
+                log.warning("another stealth-mtd network runs on this machine; waiting "
+                            "(lock %s)", LOCK_PATH)
+                warned = True
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TestbedError(f"another stealth-mtd run holds {LOCK_PATH}; if none "
+                                   "runs, `sudo stealth-mtd clean`") from None
+            time.sleep(0.5)
+
+
 class _Terminated(Exception):
     pass
 
@@ -116,24 +139,8 @@ class Testbed:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _lock(self, timeout: float = 1800.0) -> None:
-        os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
-        self._lock_fd = os.open(LOCK_PATH, os.O_CREAT | os.O_RDWR, 0o644)
-        deadline = time.monotonic() + timeout
-        warned = False
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if not warned:
-                    log.warning("another stealth-mtd network runs on this machine; waiting "
-                                "(lock %s)", LOCK_PATH)
-                    warned = True
-                if time.monotonic() > deadline:
-                    raise TestbedError(f"another stealth-mtd run holds {LOCK_PATH}; if none "
-                                       "runs, `sudo stealth-mtd clean`") from None
-                time.sleep(0.5)
+    def _lock(self) -> None:
+        self._lock_fd = acquire_lock()
 
     def start(self) -> None:
         from topologies.net import start_network

@@ -19,7 +19,14 @@ Usable from the Mininet command line:
 
 from __future__ import annotations
 
-from topologies.base import DataCentreTopo
+try:
+    from topologies.base import DataCentreTopo
+except ImportError:  # loaded by `mn --custom` with Debian's python, outside the venv
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from topologies.base import DataCentreTopo
 
 
 class FatTreeTopo(DataCentreTopo):

@@ -11,7 +11,14 @@
 
 from __future__ import annotations
 
-from topologies.base import DataCentreTopo
+try:
+    from topologies.base import DataCentreTopo
+except ImportError:  # loaded by `mn --custom` with Debian's python, outside the venv
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from topologies.base import DataCentreTopo
 
 
 class LinearTopo(DataCentreTopo):
