@@ -13,11 +13,15 @@ from __future__ import annotations
 
 try:
     from topologies.base import DataCentreTopo
-except ImportError:  # loaded by `mn --custom` with Debian's python, outside the venv
+except ImportError:  # `mn --custom FILE` execs this with Debian's python, without __file__
+    import os
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    for _arg in sys.argv:
+        for _f in _arg.split(","):
+            if _f.endswith(".py") and os.path.basename(os.path.dirname(os.path.abspath(_f))) == \
+                    "topologies":
+                sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(_f))))
     from topologies.base import DataCentreTopo
 
 
