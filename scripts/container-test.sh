@@ -243,6 +243,10 @@ if [ "$CA_MODE" = auto ]; then
         CA_BUNDLE=$(python3 -m pip config list 2>/dev/null \
             | sed -n "s/^global\.cert='\(.*\)'$/\1/p" | tail -n 1 || true)
     fi
+    if [ -z "$CA_BUNDLE" ]; then  # no pip on the host's python3 (e.g. under sudo): its config files
+        CA_BUNDLE=$(cat /etc/xdg/pip/pip.conf /etc/pip.conf 2>/dev/null \
+            | sed -n 's/^[[:space:]]*cert[[:space:]]*=[[:space:]]*//p' | tail -n 1 || true)
+    fi
 fi
 if [ "$CA_MODE" != none ] && [ -n "$CA_BUNDLE" ]; then
     [ -r "$CA_BUNDLE" ] || fail "CA bundle $CA_BUNDLE not readable"
