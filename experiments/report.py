@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from attacks.capture import Capture, dedupe_packets, ip_to_int, read_pcap
+from attacks.capture import Capture, dedupe_packets, ip_to_int
+from attacks.pcapfast import read_pcap_fast as read_pcap
 from experiments.scenario import Scenario
 
 COST_FIELDS = ["migration_time_s", "downtime_s", "bytes_on_wire", "vm_bytes"]
