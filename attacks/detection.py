@@ -113,13 +113,18 @@ def cusum(stat: np.ndarray, drift: float = CUSUM_DRIFT) -> np.ndarray:
 
 
 def calibrate_cusum(
-    negative_stats: list[np.ndarray], drift: float = CUSUM_DRIFT, fpr: float = TARGET_FPR
+    negative_stats: list[np.ndarray],
+    drift: float = CUSUM_DRIFT,
+    fpr: float = TARGET_FPR,
+    floor: float = 1.0,
 ) -> float:
-    """The smallest CUSUM threshold whose alarm rate over the negative windows is ≤ ``fpr``."""
+    """The smallest CUSUM threshold whose alarm rate over the negative windows is ≤ ``fpr``, but
+    at least ``floor``: quiet rehearsal runs (a CUSUM that never left 0) must not turn every
+    later blip into an alarm."""
     sums = np.concatenate([cusum(s, drift) for s in negative_stats]) if negative_stats else []
     if len(sums) == 0:
         return CUSUM_THRESHOLD
-    return max(float(np.quantile(sums, 1 - fpr)), 1e-9)
+    return max(float(np.quantile(sums, 1 - fpr)), floor)
 
 
 def detect_change(
@@ -210,16 +215,21 @@ def classify(model, threshold: float, wf: WindowFeatures) -> Detection:
 
 
 def leave_one_trial_out(
-    views: list[WindowFeatures], labels: list[np.ndarray], seed: int = 0, min_positives: int = 8
+    views: list[WindowFeatures],
+    labels: list[np.ndarray],
+    seed: int = 0,
+    min_positives: int = 8,
+    min_trials: int = 3,
 ) -> list[Detection | None]:
     """For each trial, a classifier trained on all the other trials; None where it cannot train
-    (the other trials hold fewer than ``min_positives`` migration windows, or no normal one)."""
+    (fewer than ``min_trials`` other trials — too few to calibrate its alarm threshold on trials
+    it did not see — or fewer than ``min_positives`` migration windows, or no normal one)."""
     out: list[Detection | None] = []
     for i in range(len(views)):
         train = [v for j, v in enumerate(views) if j != i]
         ys = [y for j, y in enumerate(labels) if j != i]
         positives = sum(int(y.sum()) for y in ys)
-        if positives < min_positives or all(y.all() for y in ys):
+        if len(ys) < min_trials or positives < min_positives or all(y.all() for y in ys):
             out.append(None)  # too little to learn from: the change detector stands in
             continue
         model, thr = train_classifier(train, ys, seed=seed)

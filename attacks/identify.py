@@ -35,13 +35,16 @@ class HostRanking:
         }
 
 
-def suspect_windows(det: Detection, min_windows: int = 3) -> np.ndarray:
+def suspect_windows(det: Detection, min_windows: int = 3, max_fraction: float = 0.25) -> np.ndarray:
     """The windows the attacker believes hold the migration: the alarmed ones, or, without any
-    alarm, the ``min_windows`` highest-scoring ones (an attacker must still guess)."""
-    if det.alarms.any():
+    alarm or when alarms cover more than ``max_fraction`` of the capture (a detector that alarms
+    everywhere says nothing about where), the ``max(min_windows, 5 %)`` highest-scoring ones (an
+    attacker must still guess)."""
+    n = len(det.scores)
+    if det.alarms.any() and det.alarms.mean() <= max_fraction:
         return det.alarms.copy()
-    sel = np.zeros(len(det.scores), dtype=bool)
-    sel[np.argsort(-det.scores, kind="stable")[:min_windows]] = True
+    sel = np.zeros(n, dtype=bool)
+    sel[np.argsort(-det.scores, kind="stable")[: max(min_windows, int(0.05 * n))]] = True
     return sel
 
 

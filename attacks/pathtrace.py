@@ -112,6 +112,20 @@ def transfers(
     return out[np.argsort(out["start"], kind="stable")]
 
 
+def drop_popular_sizes(tr: np.ndarray, max_repeats: int = 2) -> np.ndarray:
+    """Transfers whose exact size occurs at most ``max_repeats`` times in the capture.
+
+    A size many transfers share carries no identity: TCP flights (the initial window, 2^k
+    segments in slow start) and capped application objects repeat exactly, and matching them
+    pairs unrelated flows. A relayed chunk's size is drawn afresh for each chunk.
+    """
+    if not len(tr):
+        return tr
+    sizes, counts = np.unique(tr["bytes"], return_counts=True)
+    popular = sizes[counts > max_repeats]
+    return tr[~np.isin(tr["bytes"], popular)]
+
+
 def _match_counts(
     tin: np.ndarray,
     tout: np.ndarray,
@@ -324,6 +338,7 @@ def trace_relays(
     size_slack: float = 256.0,
     min_bytes: int = 3000,
     min_matches: int = 3,
+    max_repeats: int = 2,
     min_single_bytes: float = 500e3,
     single_tol: float = 0.01,
     burst_gaps_s: tuple[float | None, ...] = (None, 0.005, 0.05),
@@ -339,13 +354,16 @@ def trace_relays(
 
     Transfers are matched at several burst granularities (whole connections, and bursts split at
     each of ``burst_gaps_s``): a chunk may travel as its own connection or as a burst inside a
-    persistent one. A whole connection of at least ``min_single_bytes`` re-sent within
+    persistent one. Sizes shared by more than ``max_repeats`` transfers are left out
+    (``drop_popular_sizes``). A whole connection of at least ``min_single_bytes`` re-sent within
     ``single_tol`` of its size (where coincidence predicts no match) is a relay on its own: a
     hop that merges all its chunks into one stream leaves exactly that.
     """
     found: dict[tuple[int, int, int], RelayEvidence] = {}
     for gap in burst_gaps_s:
-        tr = transfers(packets, min_bytes=min_bytes, burst_gap_s=gap)
+        tr = drop_popular_sizes(
+            transfers(packets, min_bytes=min_bytes, burst_gap_s=gap), max_repeats
+        )
         whole = gap is None  # whole connections: a single big, exact match counts
         for k, ev in _matched_triples(
             tr,

@@ -9,7 +9,8 @@ The order matters for honesty:
    bytes being relayed) on every trial, and the classifier trained leave-one-trial-out on the
    window features plus the relayed bytes (ground-truth labels of the *other* trials only, as an
    attacker who rehearsed on its own runs). The classifier is the primary detector when it can be
-   trained, else the change detector; all three are scored (``detection_auc_<name>``).
+   trained, else the relay detector when the relay's signature is there, else the change
+   detector; all three are scored (``detection_auc_<name>``).
 3. ``analyze``: host rankings and the relay graph, from the packets and the detection only.
 4. ``score``: only now the ground truth of the trial itself (``attacks.scoring``).
 
@@ -97,9 +98,17 @@ class AttackResult:
 
 
 def build_view(
-    attacker: str, trial: int, captures: list[Capture], window_s: float = 1.0
+    attacker: str,
+    trial: int,
+    captures: list[Capture],
+    window_s: float = 1.0,
+    drop_loopback: bool = True,
 ) -> AttackerView:
-    """Merge, de-alias and de-duplicate an attacker's captures of one trial; cut into windows."""
+    """Merge, de-alias and de-duplicate an attacker's captures of one trial; cut into windows.
+
+    With ``drop_loopback``, packets from or to 127.0.0.0/8 are dropped: they never cross a wire
+    (a ``tcpdump -i any`` in the root namespace also records the machine's own ``lo``).
+    """
     if len(captures) == 1:
         packets = captures[0].packets
         aliases = resolve_aliases(packets, distinct_vp=False)
@@ -108,6 +117,12 @@ def build_view(
         aliases = resolve_aliases(packets)
     if aliases:
         packets = apply_aliases(packets, aliases)
+    if drop_loopback and len(packets):
+        lo_net = np.uint32(127 << 24)
+        keep = ((packets["src"] & np.uint32(0xFF000000)) != lo_net) & (
+            (packets["dst"] & np.uint32(0xFF000000)) != lo_net
+        )
+        packets = packets[keep]
     packets = dedupe_packets(packets)
     features = trial_features(packets, window_s)
     evidence = trace_relays(packets)
@@ -146,11 +161,6 @@ def detect(
     return out
 
 
-def _promote(ranked: list[tuple[str, float]], first: set[str]) -> list[tuple[str, float]]:
-    """The hosts in ``first`` ahead of the others, each group keeping its order."""
-    return [r for r in ranked if r[0] in first] + [r for r in ranked if r[0] not in first]
-
-
 def _depths(edges: list[tuple[str, str]], root: str) -> dict[str, int]:
     """Breadth-first depth of every node reachable from ``root``."""
     depth, frontier = {root: 0}, [root]
@@ -165,43 +175,66 @@ def _depths(edges: list[tuple[str, str]], root: str) -> dict[str, int]:
     return depth
 
 
+def relay_signature(evidence: list[RelayEvidence]) -> tuple[str, str] | None:
+    """The protocol's fingerprint in the evidence: one host fanning out through at least two
+    relays that all forward to the same next host (n ≥ k ≥ 2 intermediates, one leader).
+
+    Returns ``(source, leader)`` for the widest such fan (ties: most bytes), or None. Isolated
+    relay-like coincidences in background traffic rarely form one; a direct migration never does.
+    """
+    fans: dict[tuple[str, str], set[str]] = {}
+    volume: dict[tuple[str, str], float] = {}
+    for e in evidence:
+        fans.setdefault((e.a, e.b), set()).add(e.relay)
+        volume[(e.a, e.b)] = volume.get((e.a, e.b), 0.0) + e.bytes
+    wide = [k for k, relays in fans.items() if len(relays) >= 2]
+    if not wide:
+        return None
+    return max(wide, key=lambda k: (len(fans[k]), volume[k]))
+
+
 def analyze(
     view: AttackerView, detections: dict[str, Detection], candidates: set[int] | None = None
 ) -> AttackResult:
     """Rank hosts and trace the relay for one view, using only its packets and detections.
 
-    When relaying is seen, its time span (not only the detector's alarms) marks the windows in
-    which bytes are counted and the hosts of the relay come first in the source ranking (the one
-    that lost the most bytes first). The relay graph is rooted there; its hosts lead the
-    destination ranking, deepest first (the end of the chain), ties by bytes gained.
+    Without the relay's signature (``relay_signature``) the detector's suspect windows decide:
+    hosts ranked by excess net bytes there, and the path is the edge top source → top
+    destination. With it, the fan's origin is the source, the relay graph is rooted there (and
+    followed past a merging leader by byte conservation), its time span marks the windows in which
+    bytes are counted, and its hosts lead the destination ranking, deepest first (the end of the
+    chain), ties by bytes gained.
     """
-    primary = detections.get("classifier") or detections["change"]
     windows = view.features.windows
-    evidence = view.evidence
-    span = relay_span(evidence)
-    if span is not None:
-        suspect = label_windows(view.features.window_starts, view.features.window_s, *span)
+    sig = relay_signature(view.evidence)
+    primary = detections.get("classifier")
+    if primary is None:  # no rehearsal: the relay's own windows if it left its signature
+        primary = detections["relay"] if sig is not None and "relay" in detections else None
+    primary = primary or detections["change"]
+    if sig is None:
+        ranking = rank_hosts(view.packets, windows, suspect_windows(primary), candidates)
+        src = ranking.source[0][0] if ranking.source else None
+        dst = ranking.destination[0][0] if ranking.destination else None
+        graph = relay_graph([], src, dst)
     else:
-        suspect = suspect_windows(primary)
-    ranking = rank_hosts(view.packets, windows, suspect, candidates)
-    if evidence:
-        nodes = {n for e in evidence for n in (e.a, e.relay, e.b)}
-        ranking = HostRanking(_promote(ranking.source, nodes), _promote(ranking.destination, nodes))
-    src = ranking.source[0][0] if ranking.source else None
-    dst = ranking.destination[0][0] if ranking.destination else None
-    graph = relay_graph(evidence, src, dst)
-    if evidence and graph.edges and src is not None and span is not None:
+        src = sig[0]
+        graph = relay_graph(view.evidence, src, None)
+        used = [e for e in graph.evidence if (e.a, e.relay) in set(graph.edges)]
+        span = relay_span(used) or relay_span(view.evidence)
+        assert span is not None
         graph = extend_chain(graph, view.packets, src, span)
-    if evidence and graph.edges and src is not None:
+        suspect = label_windows(view.features.window_starts, view.features.window_s, *span)
+        ranking = rank_hosts(view.packets, windows, suspect, candidates)
         depth = _depths(graph.edges, src)
         gained = dict(ranking.destination)
+        lost = dict(ranking.source)
         chain = sorted((n for n in depth if n != src), key=lambda n: (-depth[n], -gained.get(n, 0)))
         if candidates is not None:
             chain = [n for n in chain if ip_to_int(n) in candidates]
-        first = [(n, gained.get(n, 0.0)) for n in chain]
         ranking = HostRanking(
-            ranking.source,
-            first + [r for r in ranking.destination if r[0] not in depth or r[0] == src],
+            [(src, lost.get(src, 0.0))] + [r for r in ranking.source if r[0] != src],
+            [(n, gained.get(n, 0.0)) for n in chain]
+            + [r for r in ranking.destination if r[0] not in depth or r[0] == src],
         )
     return AttackResult(
         attacker=view.attacker,
