@@ -11,6 +11,9 @@
 - ``anomaly``: ``{host, kind?, score?}`` from the monitor (Alg 1) → a ``migrate`` of that host's
   VM with the defaults set by ``defaults``.
 - ``migration_status``: ``{migration}`` → state (running | done | aborted) and the result.
+- ``migrations_active``: read-only, for the monitors (Alg 1) — the migrations installing or
+  running, each with its hosts, their addresses (and the virtual one) and its relay ports, so a
+  monitor can tell a migration's own traffic from its VM's.
 - ``migration_done`` / ``migration_failed``: the roles' reports, forwarded to the orchestration.
 
 Pure bookkeeping around the app's ``install_relay``/``remove_relay``; no OpenFlow here.
@@ -48,6 +51,7 @@ class Migrations:
         self.lock = threading.Lock()
         app.ops.update({"migrate": self.op_migrate, "anomaly": self.op_anomaly,
                         "migration_status": self.op_status, "defaults": self.op_defaults,
+                        "migrations_active": self.op_active,
                         "migration_done": self.op_report, "migration_failed": self.op_report})
 
     # -- role choice (pure) -------------------------------------------------------------------
@@ -208,6 +212,21 @@ class Migrations:
         if mid not in self.records:
             raise ValueError(f"no migration {mid}")
         return dict(self.records[mid])
+
+    def op_active(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The migrations in progress: hosts, addresses and relay ports (read-only)."""
+        out = []
+        for rec in list(self.records.values()):
+            if rec["state"] not in ("installing", "running"):
+                continue
+            hosts = list(rec["hosts"])
+            ips = [self.app.agents[h]["ip"] for h in hosts if h in self.app.agents]
+            if rec.get("virtual_ip"):
+                ips.append(rec["virtual_ip"])
+            ports = sorted({int(p["port"]) for p in rec.get("paths") or []}) or list(RELAY_PORTS)
+            out.append({"migration": rec["migration"], "state": rec["state"], "hosts": hosts,
+                        "roles": rec.get("roles"), "ips": ips, "ports": ports})
+        return {"migrations": out}
 
     def op_report(self, msg: dict[str, Any]) -> dict[str, Any]:
         taken = self.router.on_report(msg)
