@@ -123,7 +123,13 @@ class Orchestration:
             outcome = self._outcome()
         kind, why, done = outcome
         if kind == "failed":
-            return self._abort(why)
+            # a late failure (e.g. the last ack lost) while the destination already runs the
+            # VM: the migration happened; aborting would run the VM twice
+            st = self._destination_status()
+            if st.get("state") != "done":
+                return self._abort(why)
+            self._log("late_failure_ignored", why=repr(why))
+            done = st.get("stats", {})
         res.end_time = time.time()
         res.migration_time_s = res.end_time - t0
         res.sha256 = str(done.get("sha256", ""))
@@ -184,6 +190,17 @@ class Orchestration:
             if role == "destination" and st.get("state") == "done":
                 return "done", "", st.get("stats", {})
         return None
+
+    def _destination_status(self) -> dict[str, Any]:
+        ep = self.plan.destination
+        if ("destination", ep) not in self._prepared:
+            return {}
+        try:
+            return self.call(
+                ep.agent, {"op": "status", "migration": self.plan.migration}, timeout=5.0
+            )
+        except mgmt.MgmtError:
+            return {}
 
     def _diagnose(self, why: str) -> str:
         """Put roles whose agent no longer answers in front of the first reported reason."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -118,11 +119,12 @@ def bench_migration(mode: str, vm_mib: int, dirty: float, root: str) -> dict[str
     roles = {"h1": "source", "h6": "destination"}
     if mode == "stealth":
         roles.update(h2="intermediate", h3="intermediate", h4="intermediate", h5="leader")
+    net = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}."  # no clash with others
     bed = LoopbackBed(os.path.join(root, mode))
     try:
         bed.add_agent(
             "h1",
-            "127.0.78.31",
+            f"{net}31",
             vm="vm1",
             vm_mib=vm_mib,
             dirty_pages_per_s=dirty,
@@ -131,7 +133,7 @@ def bench_migration(mode: str, vm_mib: int, dirty: float, root: str) -> dict[str
         )
         for h in roles:
             if h != "h1":
-                bed.add_agent(h, f"127.0.78.{30 + int(h[1])}", wait=False)
+                bed.add_agent(h, f"{net}{30 + int(h[1])}", wait=False)
         bed.wait_registered(list(roles), timeout=600)
         for h in roles:
             call(bed.registered[h]["agent"], {"op": "reset_peak"})

@@ -616,6 +616,7 @@ class Leader(Role):
             raise RoleError(f"destination refused: {parse_text(reply.body)}")
         if reply.type != FrameType.ACK:
             raise RoleError(f"destination answered {reply.type.name}")
+        self._maybe_die("die_after_done", 1)  # test hook: the last ack never reaches the source
         with self.cond:
             self.next += 1
             self.state = "done"
@@ -781,6 +782,8 @@ class Source(Role):
         self.stats.update(failed_intermediates=[], chunks=0, resent=0, vm_bytes=self.vm.size)
         self.precopy: dict[str, Any] = {}
         self.direct: Channel | None = None
+        self.trailer_sent = False
+        self._controller_abort = False
         self.seed = int(view.get("seed", 0))
 
     def start(self) -> None:
@@ -854,6 +857,7 @@ class Source(Role):
             "rounds": self.precopy.get("rounds"),
             "vm_bytes": self.vm.size,
         }
+        self.trailer_sent = True  # from here on the destination may complete without us
         yield json.dumps(trailer).encode(), True
 
     # --- direct ---------------------------------------------------------------------------
@@ -1070,7 +1074,21 @@ class Source(Role):
             hop.ch.close()
         if self.direct is not None:
             self.direct.close()
-        if self.vm.paused:
+        if not self.vm.paused:
+            return
+        if self.trailer_sent and not self._controller_abort:
+            # the whole image left: the destination may run it already. Resuming here could
+            # run the VM twice; the controller decides (abort resumes, release drops).
+            self.log("vm_kept_paused", vm=self.vm.name, why=json.dumps("image fully sent"))
+            return
+        self.vm.resume()
+        self.log("vm_resumed", vm=self.vm.name)
+
+    def abort(self, reason: str) -> None:
+        """The controller's abort: the migration did not happen, the VM runs here again."""
+        self._controller_abort = True
+        super().abort(reason)
+        if self.vm.paused:  # also after an earlier failure that kept it paused
             self.vm.resume()
             self.log("vm_resumed", vm=self.vm.name)
 
@@ -1080,11 +1098,14 @@ class Source(Role):
             deadline = time.monotonic() + 10.0
             while self.state == "sending" and time.monotonic() < deadline:
                 self.cond.wait(0.1)
-        if self.state != "sent":
+        late = self.state == "failed" and self.trailer_sent and not self._controller_abort
+        if self.state != "sent" and not late:
             raise RoleError(f"refusing to release the VM: source is {self.state}")
         self.vm.destroy()
         self.ctx.set_vm(None)
-        self.log("released", vm=self.vm.name)
+        self.log("released", vm=self.vm.name, after_late_failure=late)
+        with self.cond:
+            self.state = "released"
         super().release()
 
 

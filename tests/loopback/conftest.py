@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,15 +12,18 @@ import pytest
 
 from hosts.loopback import LoopbackBed
 
-SOURCE_IP = "127.0.77.11"
+# a random 127.a.b.0/24 per test session: two sessions (say, CI and a developer) running these
+# tests at once must not fight over the same addresses and the VM's service port
+NET = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}."
+SOURCE_IP = f"{NET}11"
 HOSTS = {
     "h1": SOURCE_IP,
-    "h2": "127.0.77.12",
-    "h3": "127.0.77.13",
-    "h4": "127.0.77.14",
-    "h5": "127.0.77.15",
-    "h6": "127.0.77.16",
-    "h7": "127.0.77.17",
+    "h2": f"{NET}12",
+    "h3": f"{NET}13",
+    "h4": f"{NET}14",
+    "h5": f"{NET}15",
+    "h6": f"{NET}16",
+    "h7": f"{NET}17",
 }
 
 

@@ -15,7 +15,7 @@ from controllers.mgmt import MgmtError, call
 from hosts.loopback import LoopbackBed
 from hosts.vm import ask_service
 
-from .conftest import HOSTS, SOURCE_IP
+from .conftest import HOSTS, NET, SOURCE_IP
 
 DEST = "h6"
 PACED = {"kind": "fixed", "size": 16384, "gap_s": 0.004}  # ~1 s for 4 MiB through 3 hops
@@ -150,6 +150,15 @@ def test_dead_leader_aborts(bed: LoopbackBed) -> None:
     assert not bed.alive("h5")
 
 
+def test_leader_dying_after_the_destination_confirmed(bed: LoopbackBed) -> None:
+    """The source never hears the end, but the VM runs at the destination: no second copy."""
+    before = ask_service(SOURCE_IP, 7000)["counter"]
+    plan = _stealth(bed, "m-late", stall_timeout_s=3.0, faults={"h5": {"die_after_done": 1}})
+    res = bed.migrate(plan)
+    _assert_migrated(bed, res, before)
+    assert not bed.alive("h5")
+
+
 def test_unreachable_destination_aborts(bed: LoopbackBed) -> None:
     before = ask_service(SOURCE_IP, 7000)["counter"]
     plan = _stealth(bed, "m-nodest", dest_address="127.0.0.99", dest_port=9)
@@ -179,13 +188,13 @@ def test_agents_work_without_a_controller(tmp_path) -> None:
 
     bed = LoopbackBed(str(tmp_path / "noctl"))
     try:
-        bed.add_agent("a1", "127.0.77.21", vm="vm9", vm_mib=2, controller=False, wait=False)
-        bed.add_agent("a2", "127.0.77.22", controller=False, wait=False)
+        bed.add_agent("a1", f"{NET}21", vm="vm9", vm_mib=2, controller=False, wait=False)
+        bed.add_agent("a2", f"{NET}22", controller=False, wait=False)
         bed.wait_registered(["a1", "a2"])
         res = run_migration(bed.plan("m-noctl", "direct", "a1", "a2"), timeout_s=60, poll_s=0.2)
         assert res.ok, res.reason
         assert res.downtime_s is not None and res.sha256
-        assert ask_service("127.0.77.22", 7000)["vm"] == "vm9"
+        assert ask_service(f"{NET}22", 7000)["vm"] == "vm9"
         assert bed.reports == []
     finally:
         bed.close()

@@ -85,7 +85,7 @@ def test_hops_carry_no_key_address_or_page(bed: LoopbackBed, tmp_path) -> None:
         assert key not in cap and secret["key"].encode() not in cap, host
         for s in shares:
             assert s not in cap and s[:-1] not in cap, host
-        assert b"127.0.77.16" not in cap, host
+        assert HOSTS["h6"].encode() not in cap, host
         assert b"dest_address" not in cap and b'"vm1"' not in cap, host
         assert pages_found(cap, image) == 0, host
     assert total > 2 * len(image)  # the captures did see the whole migration
