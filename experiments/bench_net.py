@@ -4,7 +4,8 @@
 - relay install latency: management request → rules confirmed by an OpenFlow barrier on every
   switch of the relay (median and p95 over repeated installs of a 5-hop relay), and removal;
 - iperf3 throughput between far hosts over ECMP forwarding and over a relay hop's exact-match
-  path, next to iperf3 over loopback on this machine (the ceiling without OVS).
+  path, next to iperf3 over loopback on this machine (the ceiling without OVS);
+- unshaped stealth and direct migration goodput of a VM, next to iperf3 between the same hosts.
 """
 
 from __future__ import annotations
@@ -46,16 +47,47 @@ def loopback_iperf(seconds: float) -> float:
         srv.wait()
 
 
+def bench_migration(tb: Any, vm_mib: int, seconds: float) -> list[dict[str, Any]]:
+    """Unshaped stealth and direct migrations of a ``vm_mib`` VM from h1, goodput next to
+    iperf3 from h1 to the same destination."""
+    from experiments.fleet import VMSpec, start_agents, wait_migration
+
+    start_agents(tb, VMSpec("h1", mib=vm_mib, dirty_pages_per_s=50))
+    out = []
+    vm_host = "h1"
+    for mode in ("stealth", "direct"):
+        with console.status(f"{mode} migration of a {vm_mib} MiB VM"):
+            r = tb.mgmt({"op": "migrate", "source": vm_host, "mode": mode, "n": 3, "k": 2,
+                         "hide_destination": mode == "stealth",
+                         "chunk_policy": {"kind": "fixed", "size": 262144}})
+            rec = wait_migration(tb, r["migration"], timeout=600)
+        res = rec["result"] or {}
+        dest = r["roles"]["destination"]
+        goodput = (res.get("vm_bytes", 0) * 8 / res["migration_time_s"] / 1e6
+                   if rec["state"] == "done" else None)
+        with console.status(f"iperf3 {vm_host} -> {dest}"):
+            ref = iperf(tb, vm_host, dest, tb.ip(dest), 5202, seconds)
+        out.append({"mode": mode, "status": rec["state"], "source": vm_host, "destination": dest,
+                    "migration_time_s": res.get("migration_time_s"),
+                    "downtime_s": res.get("downtime_s"), "goodput_mbit_s": goodput,
+                    "iperf3_mbit_s": ref, "ratio": goodput / ref if goodput and ref else None})
+        console.log(f"{mode}: {rec['state']}, goodput {goodput or 0:.0f} Mbit/s, iperf3 "
+                    f"{ref:.0f} Mbit/s")
+        if rec["state"] == "done":
+            vm_host = dest
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def run(ks: list[int], relays: int, seconds: float) -> dict[str, Any]:
+def run(ks: list[int], relays: int, seconds: float, vm_mib: int = 64) -> dict[str, Any]:
     from experiments.testbed import Testbed
     from topologies.fattree import FatTreeTopo
 
-    res: dict[str, Any] = {"bringup": {}, "relay": {}, "throughput": {}}
+    res: dict[str, Any] = {"bringup": {}, "relay": {}, "throughput": {}, "migration": []}
     for k in ks:
         t0 = time.monotonic()
         with console.status(f"fat-tree k={k}: bringing up"):
@@ -98,6 +130,8 @@ def run(ks: list[int], relays: int, seconds: float) -> dict[str, Any]:
             tb.mgmt({"op": "relay_remove", "migration": "bench-tp"})
             res["throughput"] = {"ecmp_mbit_s": ecmp, "relay_mbit_s": relay,
                                  "switch_hops": len(r["paths"][0]["switches"])}
+            if vm_mib:
+                res["migration"] = bench_migration(tb, vm_mib, seconds)
         finally:
             tb.__exit__(None, None, None)
     with console.status("iperf3 over loopback (reference)"):
@@ -131,6 +165,20 @@ def show(res: dict[str, Any]) -> None:
         t.add_row("h1 -> far host, relay exact-match rules", f"{tp['relay_mbit_s']:.0f}")
     t.add_row("reference: loopback, no OVS", f"{tp['loopback_mbit_s']:.0f}")
     console.print(t)
+    if res.get("migration"):
+        t = Table(title="bench net: unshaped migration goodput vs iperf3 between the same hosts")
+        for c in ("mode", "route", "status", "time (s)", "downtime (s)", "goodput (Mbit/s)",
+                  "iperf3 (Mbit/s)", "ratio"):
+            t.add_column(c, justify="right")
+        for m in res["migration"]:
+            t.add_row(m["mode"], f"{m['source']} -> {m['destination']}", m["status"],
+                      _f(m["migration_time_s"]), _f(m["downtime_s"]), _f(m["goodput_mbit_s"]),
+                      _f(m["iperf3_mbit_s"]), _f(m["ratio"]))
+        console.print(t)
+
+
+def _f(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}" if v < 10 else f"{v:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, nargs="+", default=[4, 6], help="fat-tree sizes")
     ap.add_argument("--relays", type=int, default=20, help="relay installs to time")
     ap.add_argument("--seconds", type=float, default=5, help="iperf3 duration")
+    ap.add_argument("--vm-mib", type=int, default=64,
+                    help="VM size of the migration goodput figures (0: skip them)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
-    res = run(args.k, args.relays, args.seconds)
+    res = run(args.k, args.relays, args.seconds, args.vm_mib)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

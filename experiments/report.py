@@ -20,6 +20,7 @@ import numpy as np
 from rich.table import Table
 
 from attacks.capture import Capture, dedupe_packets, ip_to_int
+from attacks.detection import label_windows
 from attacks.pcapfast import read_pcap_fast as read_pcap
 from experiments.scenario import Scenario
 
@@ -73,34 +74,36 @@ def analyze(out: Path, sc: Scenario, truths: list[dict[str, Any]]) -> dict[str, 
     tenant_ips = {ip_to_int(h["ip"]) for t in truths for h in t["hosts"]
                   if h["host"].startswith("h")}
     roc: dict[str, dict[str, tuple[list[float], list[bool]]]] = {}
+    done = [t for t in truths if t["status"] == "done"]
+    by_id = {t["trial"]: t for t in done}
+    caps = load_captures(out, done)
+    results, records, m = [], [], {"modes": {}}
+    if done:
+        # one analysis over every trial of every mode: the classifier of each trial is trained
+        # on all the other trials (an attacker who rehearsed on both kinds of migration)
+        results, records, m = analyze_run(caps, by_id, sc.attackers.window_s,
+                                          candidates=tenant_ips, seed=sc.seed)
+    metrics["records"] = records
+    for r in results:
+        t = by_id[r.trial]
+        y = label_windows(r.detection.window_starts, r.detection.window_s,
+                          t["migration_start"], t["migration_end"])
+        s, yy = roc.setdefault(t["mode"], {}).setdefault(r.attacker, ([], []))
+        s += [float(x) for x in r.detection.scores]
+        yy += [bool(x) for x in y]
     for mode in sc.modes:
-        done = [t for t in truths if t["mode"] == mode and t["status"] == "done"]
-        entry: dict[str, Any] = {"n_trials": len(done),
-                                 "failed": len([t for t in truths if t["mode"] == mode]) -
-                                 len(done),
-                                 "attackers": {}, "per_trial": {f: [] for f in COST_FIELDS}}
-        if done:
-            caps = load_captures(out, done)
-            by_id = {t["trial"]: t for t in done}
-            results, records, m = analyze_run(caps, by_id, sc.attackers.window_s,
-                                              candidates=tenant_ips, seed=sc.seed)
-            entry["attackers"] = m["modes"].get(mode, {})
-            metrics["records"] += records
-            for r in results:
-                t = by_id[r.trial]
-                from attacks.detection import label_windows
-
-                y = label_windows(r.detection.window_starts, r.detection.window_s,
-                                  t["migration_start"], t["migration_end"])
-                s, yy = roc.setdefault(mode, {}).setdefault(r.attacker, ([], []))
-                s += [float(x) for x in r.detection.scores]
-                yy += [bool(x) for x in y]
-            for t in done:
-                res = t["result"]
-                entry["per_trial"]["migration_time_s"].append(res.get("migration_time_s"))
-                entry["per_trial"]["downtime_s"].append(res.get("downtime_s"))
-                entry["per_trial"]["vm_bytes"].append(res.get("vm_bytes"))
-                entry["per_trial"]["bytes_on_wire"].append(bytes_on_wire(caps[t["trial"]], t))
+        mine = [t for t in done if t["mode"] == mode]
+        entry: dict[str, Any] = {
+            "n_trials": len(mine),
+            "failed": len([t for t in truths if t["mode"] == mode]) - len(mine),
+            "attackers": m["modes"].get(mode, {}),
+            "per_trial": {f: [] for f in COST_FIELDS}}
+        for t in mine:
+            res = t["result"]
+            entry["per_trial"]["migration_time_s"].append(res.get("migration_time_s"))
+            entry["per_trial"]["downtime_s"].append(res.get("downtime_s"))
+            entry["per_trial"]["vm_bytes"].append(res.get("vm_bytes"))
+            entry["per_trial"]["bytes_on_wire"].append(bytes_on_wire(caps[t["trial"]], t))
         for f in COST_FIELDS:
             entry[f] = _mean(entry["per_trial"][f])
         metrics["modes"][mode] = entry

@@ -76,8 +76,10 @@ def start(tb: Any, spec: str, out_dir: Path, tag: str = "") -> Vantage:
     cmd = ["tcpdump", "-n", "-U", "-s", str(SNAPLEN), "-Z", "root", "-w", str(pcap)]
     v = Vantage(name=name, kind=kind, switch=switch, pcap=pcap)
     if kind == "global":
+        # every interface of the root namespace: the switches' ports, but also the machine's
+        # own; the filter keeps the testbed's addresses (10.0.0.0/8) and ARP
         cmd[1:1] = ["-i", "any", "-y", "LINUX_SLL"]
-        v.proc = subprocess.Popen(cmd + [BPF], stdout=subprocess.DEVNULL,
+        v.proc = subprocess.Popen(cmd + ["net 10.0.0.0/8 or arp"], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, start_new_session=True)
     else:
         assert switch is not None
