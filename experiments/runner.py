@@ -101,7 +101,8 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
                 time.sleep(0.5)
         finally:
             drops = {v.name: vantage.stop(v) for v in vps}
-        hosts = {h["name"]: h["ip"] for h in tb.description["hosts"]}
+        hosts = {h["name"]: h["ip"] for h in tb.description["hosts"] if not h["attacker"]}
+        attackers = {h["name"]: h["ip"] for h in tb.description["hosts"] if h["attacker"]}
     shutil.rmtree(logs / "work", ignore_errors=True)  # the VMs' memory images
     for sock in logs.glob("**/*.sock"):
         sock.unlink(missing_ok=True)
@@ -121,7 +122,8 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
         "paths": [{"from": p["from"], "to": p["to"], "port": p["port"],
                    "switches": p["switches"], "virtual_ip": p["virtual_ip"]}
                   for p in rec["paths"]],
-        "hosts": [{"host": h, "ip": ip} for h, ip in hosts.items()],
+        "hosts": [{"host": h, "ip": ip} for h, ip in hosts.items()],  # the candidates
+        "attackers": [{"host": h, "ip": ip} for h, ip in attackers.items()],
         "pcaps": {v.name: str(v.pcap.relative_to(run_dir)) for v in vps if v.pcap},
         "capture_stats": drops,
         "result": res,

@@ -17,11 +17,8 @@ except ImportError:  # `mn --custom FILE` execs this with Debian's python, witho
     import os
     import sys
 
-    for _arg in sys.argv:
-        for _f in _arg.split(","):
-            if _f.endswith(".py") and os.path.basename(os.path.dirname(os.path.abspath(_f))) == \
-                    "topologies":
-                sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(_f))))
+    sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(f)))
+                    for f in ",".join(sys.argv).split(",") if f.endswith("py") and "topolog" in f]
     from topologies.base import DataCentreTopo
 
 
