@@ -38,6 +38,30 @@ DEFAULTS: dict[str, Any] = {"mode": "stealth", "n": 3, "k": 2, "hide_destination
                             "timeout_s": 600.0}
 
 
+def suspect_relays(result: dict[str, Any], host_of_key: dict[str, str]) -> list[dict[str, Any]]:
+    """The intermediates an abnormal migration points at, from its roles' stats (pure).
+
+    A relay that *tampers*: the leader's AES-GCM rejected a chunk it forwarded (``forged_from``,
+    its key); the source re-sent through the others. A relay that *drops* (or delays past the
+    stall timeout): the leader waited for chunk ``i`` (its ``chunks`` count) and the source's
+    ``unacked_via`` says which relay carried chunk ``i``. Each suspect: host and why.
+    """
+    stats = result.get("role_stats") or {}
+    src = next((v for k, v in stats.items() if k.startswith("source:")), {})
+    lead = next((v for k, v in stats.items() if k.startswith("leader:")), {})
+    out: list[dict[str, Any]] = []
+    for key in dict.fromkeys(lead.get("forged_from") or []):
+        out.append({"host": host_of_key.get(key, key[:16]), "why": "forged a chunk "
+                    "(the leader's AES-GCM check failed)"})
+    if result.get("status") == "aborted" and lead and src.get("unacked_via"):
+        stuck = str(lead.get("chunks", 0))
+        for host in src["unacked_via"].get(stuck, []):
+            if not any(s["host"] == host for s in out):
+                out.append({"host": host, "why": f"chunk {stuck} it carried never reached "
+                            "the leader (dropped or held back)"})
+    return out
+
+
 class Migrations:
     """The migration operations of one controller."""
 
@@ -178,7 +202,7 @@ class Migrations:
         rec = self.records[mid]
         rec.update(state="running", mode=mode, roles=roles, paths=relay["paths"],
                    virtual_ip=vip, cookie=relay["cookie"], seed=seed, requested=time.time(),
-                   install_s=relay["install_s"], result=None)
+                   install_s=relay["install_s"], result=None, trigger=msg.get("trigger"))
         timeout = float(msg.get("timeout_s", self.defaults["timeout_s"]))
         threading.Thread(target=self._run, args=(plan, timeout), name=f"migration-{mid}",
                          daemon=True).start()
@@ -200,11 +224,17 @@ class Migrations:
             removed = {"removed": False, "error": str(exc)}
             log.error("migration=%s event=relay_remove_failed error=%s", mid, exc)
         rec = self.records[mid]
+        out = result.to_dict()
+        out["suspect_relays"] = suspect_relays(
+            out, {e.pubkey: e.host for e in plan.intermediates})
+        for s in out["suspect_relays"]:
+            log.warning("event=suspect_relay migration=%s host=%s why=%r", mid, s["host"],
+                        s["why"])
         if result.ok:  # the VM now lives at the destination
             vm = self.app.agents.get(plan.source.host, {}).get("vm")
             self.app.agents[plan.source.host]["vm"] = None
             self.app.agents[plan.destination.host]["vm"] = vm
-        rec.update(state=result.status, result=result.to_dict(), relay_removed=removed)
+        rec.update(state=result.status, result=out, relay_removed=removed)
         log.info("event=migration_%s migration=%s reason=%r", result.status, mid, result.reason)
 
     def op_status(self, msg: dict[str, Any]) -> dict[str, Any]:

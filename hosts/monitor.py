@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -62,6 +63,17 @@ TCP_SYN_SENT = 0x02
 FEATURES = ["tx_Bps", "rx_Bps", "tx_pps", "rx_pps", "opens_ps", "fails_ps", "conns",
             "new_conns", "out_ports", "new_ports", "new_peers", "rare_conns", "cpu"]
 KINDS = ["port_scan", "exfiltration", "miner", "beaconing"]
+
+
+def _ephemeral() -> tuple[int, int]:
+    try:
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+EPHEMERAL = _ephemeral()
 
 
 # ============================================================================ parsing (pure)
@@ -267,6 +279,7 @@ class FeatureExtractor:
     known_ports: set[int] | None = None  # outbound ports of the training period (frozen)
     prev_keys: set[tuple[str, int, str, int]] = field(default_factory=set)
     mig_bytes: dict[tuple[str, int, str, int], tuple[int, int]] = field(default_factory=dict)
+    listened: set[int] = field(default_factory=set)
 
     def freeze(self) -> None:
         """The training period is over: the ports used so far are the known ones."""
@@ -299,7 +312,12 @@ class FeatureExtractor:
         elif ctx is None:
             self.mig_bytes = {}
         d = {k: cur.tcp.get(k, 0) - prev.tcp.get(k, 0) for k in ("ActiveOpens", "AttemptFails")}
-        listening = {c.local_port for c in cur.conns if c.state == TCP_LISTEN}
+        # a connection is ours (outbound) if its local port is ephemeral and never listened:
+        # a closed listener (the VM's service after it left, a relay after the migration)
+        # leaves accepted connections behind that must not look like connects to many ports
+        self.listened |= {c.local_port for c in cur.conns if c.state == TCP_LISTEN}
+        listening = self.listened | {p for p in {c.local_port for c in cur.conns}
+                                     if not EPHEMERAL[0] <= p <= EPHEMERAL[1]}
         conns = [c for c in cur.conns if c.state != TCP_LISTEN
                  and not (ctx is not None and ctx.covers(c))]
         new = [c for c in conns if c.key not in self.prev_keys]
@@ -362,7 +380,9 @@ class Detector:
     ``exfiltration`` — sent bytes above ``3x`` the training maximum for 2 intervals;
     ``miner`` — CPU half a core above the training maximum for 3 intervals;
     ``beaconing`` — the same (peer, port) never used in training contacted in 3 of the last 8
-    intervals. The model: the isolation forest's score (higher = more anomalous) plus a term for
+    intervals. The model: an isolation forest on the log-scaled features, each clipped from
+    below at its training median (the monitor looks for more activity than normal, not less);
+    its score (higher = more anomalous) plus a term for
     features beyond the training range (an isolation forest's splits lie inside that range, so
     on its own it scores a point far outside no worse than the most extreme training point); an
     alarm when it is above the training maximum plus a margin for 3 intervals in a row.
@@ -375,6 +395,7 @@ class Detector:
         self.model: Any = None
         self.range_weight = 0.1
         self.hi: list[float] = []
+        self.lo: list[float] = []
         self.span: list[float] = []
         self.threshold = float("inf")
         self.limits: dict[str, float] = {}
@@ -388,7 +409,11 @@ class Detector:
 
         if len(rows) < 5:
             raise ValueError(f"need at least 5 training intervals, got {len(rows)}")
-        x = [vector(r) for r in rows]
+        raw = [vector(r) for r in rows]
+        # less activity than usual is no threat: below the training median, every feature
+        # reads as the median (a quiet second must not look like an outlier)
+        self.lo = [statistics.median(c) for c in zip(*raw, strict=True)]
+        x = [self._clip(v) for v in raw]
         self.model = IsolationForest(n_estimators=100, random_state=self.seed).fit(x)
         cols = list(zip(*x, strict=True))
         self.hi = [max(c) for c in cols]
@@ -407,10 +432,13 @@ class Detector:
             "cpu": max(mx("cpu") + 0.5, 0.6),
         }
 
+    def _clip(self, v: list[float]) -> list[float]:
+        return [max(x, lo) for x, lo in zip(v, self.lo, strict=True)]
+
     def score(self, row: dict[str, float]) -> float:
         if self.model is None:
             raise RuntimeError("the detector is not trained")
-        v = vector(row)
+        v = self._clip(vector(row))
         # an isolation forest cannot rank points beyond its training range (its splits lie
         # inside it): add how far, in training spans, each feature lies above that range
         beyond = sum(max(0.0, x - h) / s for x, h, s in zip(v, self.hi, self.span, strict=True))
@@ -476,7 +504,8 @@ class Monitor:
 
     def __init__(self, host: str, ip: str, mgmt: str | None, train_s: float = 30.0,
                  report: str = "aware", seed: int = 0, grace_s: float = 10.0,
-                 log_json: str | None = None, proc: str = "/proc") -> None:
+                 log_json: str | None = None, proc: str = "/proc",
+                 rearm_s: float | None = None) -> None:
         self.host, self.ip, self.mgmt = host, ip, mgmt
         self.train_s, self.report, self.grace_s = train_s, report, grace_s
         self.proc = proc
@@ -492,6 +521,8 @@ class Monitor:
         self.ctx: MigrationContext | None = None
         self.ctx_until = 0.0
         self.reported: dict[str, Any] | None = None
+        self.reported_at = 0.0
+        self.rearm_s = rearm_s  # report again this long after a report (None: once)
         self.out = open(log_json, "a") if log_json else None
 
     def _poll_migrations(self) -> None:
@@ -515,6 +546,9 @@ class Monitor:
             self.ctx = None
 
     def tick(self) -> dict[str, Any]:
+        if (self.reported is not None and self.rearm_s is not None
+                and time.monotonic() - self.reported_at > self.rearm_s):
+            self.reported = None
         self._poll_migrations()
         cur = read_sample(self.finder, self.proc)
         ctx = self.ctx
@@ -554,19 +588,21 @@ class Monitor:
         msg = {"op": "anomaly", "host": self.host, "kind": v.kind, "score": round(v.score, 4),
                "rules": v.rules, "detected_at": time.time()}
         self.reported = msg
+        self.reported_at = time.monotonic()
         log.warning("event=anomaly host=%s kind=%s score=%.3f rules=%s features=%s", self.host,
                     v.kind, v.score, v.rules, json.dumps(row))
+        out = {k: v for k, v in msg.items() if k != "op"}
         if not self.mgmt:
-            return {"sent": False}
+            return {**out, "sent": False}
         from controllers.mgmt import MgmtError, call
 
         try:
             reply = call(self.mgmt, msg, timeout=30.0)
         except MgmtError as exc:
             log.warning("event=report_failed host=%s error=%s", self.host, exc)
-            return {"sent": True, "error": str(exc)}
+            return {**out, "sent": True, "error": str(exc)}
         log.info("event=reported host=%s reply=%s", self.host, json.dumps(reply))
-        return {"sent": True, "reply": reply}
+        return {**out, "sent": True, "reply": reply}
 
 
 def run(mon: Monitor, interval: float, duration: float | None = None) -> None:
@@ -591,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-s", type=float, default=30.0)
     p.add_argument("--grace-s", type=float, default=10.0)
     p.add_argument("--report", choices=["aware", "unaware", "none"], default="aware")
+    p.add_argument("--rearm-s", type=float, default=None,
+                   help="report again this long after a report (default: report once)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=None)
     p.add_argument("--log-json", help="append one JSON line per interval here")
@@ -599,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if a.log_json:
         Path(a.log_json).parent.mkdir(parents=True, exist_ok=True)
-    mon = Monitor(a.host, a.ip, a.mgmt, a.train_s, a.report, a.seed, a.grace_s, a.log_json)
+    mon = Monitor(a.host, a.ip, a.mgmt, a.train_s, a.report, a.seed, a.grace_s, a.log_json,
+                  rearm_s=a.rearm_s)
     log.info("event=monitoring host=%s ip=%s interval=%.2f train_s=%.0f report=%s", a.host, a.ip,
              a.interval, a.train_s, a.report)
     import signal

@@ -334,6 +334,12 @@ class Intermediate(Role):
         elif fr.type == FrameType.CHUNK:
             chunk = parse_chunk(fr.body)
             body = fr.body
+            if self.fault.get("delay_chunk_s"):  # test hook: a slow relay
+                time.sleep(float(self.fault["delay_chunk_s"]))
+            if self.fault.get("drop_chunk") == self.stats["chunks"] + 1:  # test hook: its n-th
+                self.log("fault_dropped_chunk", index=chunk.index)
+                self.stats["chunks"] += 1
+                return
             if self.fault.get("forge_chunk") == self.stats["chunks"] + 1:  # its n-th chunk
                 body = body[:-1] + bytes([body[-1] ^ 1])
                 self.log("fault_forged_chunk", index=chunk.index)
@@ -546,6 +552,7 @@ class Leader(Role):
             except StreamError as exc:
                 # a forged chunk: drop the intermediate that sent it; the source re-sends
                 self.reject(f"chunk {chunk.index} from {src.peer}", exc)
+                self.stats.setdefault("forged_from", []).append(src.peer_key)  # names it
                 src.close()
                 continue
             if chunk.index == 0:
@@ -1070,6 +1077,13 @@ class Source(Role):
 
     # --- end ------------------------------------------------------------------------------
     def on_fail(self, reason: str) -> None:
+        with self.cond:  # which relay carried each chunk still unacknowledged (names a dropper)
+            via: dict[str, list[str]] = {}
+            for hop in self.hops:
+                for i in hop.inflight:
+                    if i >= self.acked:
+                        via.setdefault(str(i), []).append(hop.host)
+            self.stats["unacked_via"] = via
         for hop in self.hops:
             hop.ch.close()
         if self.direct is not None:

@@ -158,3 +158,18 @@ def test_process_finder_sees_a_child_and_not_itself() -> None:
         child.wait()
     time.sleep(0.05)
     assert child.pid not in ProcessFinder().pids()
+
+
+def test_connections_left_by_a_closed_listener_are_not_outbound() -> None:
+    """After the VM left, its service's accepted connections outlive the listener (TIME_WAIT):
+    they must not read as this host connecting to many ports (a scan)."""
+    fx = FeatureExtractor()
+    svc = TcpConn("10.0.0.1", 7000, "0.0.0.0", 0, 0x0A)
+    a = _sample(0.0, 0, [svc], {})
+    fx.step(a, a)
+    fx.freeze()
+    left = [TcpConn("10.0.0.1", 7000, "10.0.0.7", 50000 + i, 6) for i in range(30)]
+    relay = [TcpConn("10.0.0.1", 8094, "10.0.0.3", 40000 + i, 6) for i in range(5)]
+    row, notes = fx.step(a, _sample(1.0, 0, left + relay, {}))
+    assert row["out_ports"] == 0 and row["new_ports"] == 0 and not notes["rare"]
+    assert row["conns"] == 35

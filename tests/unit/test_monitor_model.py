@@ -93,6 +93,13 @@ def test_model_alone_catches_what_no_rule_names(trained) -> None:
     assert all(x.score > det.threshold for x in v)
 
 
+def test_a_quiet_host_is_not_an_outlier(trained) -> None:
+    det, rng = trained
+    quiet = {k: 0.0 for k in FEATURES}
+    assert not any(v.alert for v in run(Judge(det), [quiet] * 10))
+    assert det.score(quiet) <= det.threshold - det.margin
+
+
 def test_detector_needs_training() -> None:
     with pytest.raises(ValueError):
         Detector().fit([{k: 0.0 for k in FEATURES}] * 3)
