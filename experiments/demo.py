@@ -45,6 +45,7 @@ class LiveView(Hooks):
         self.rec: dict[str, Any] = {}
         self.roles: dict[str, dict[str, Any]] = {}
         self.guess: dict[str, Any] = {}
+        self.peak: dict[str, Any] = {}
         self.guess_file = run_dir / f"live-attacker-{mode}.jsonl"
         self.names: dict[str, str] = {}
         self.tb: Any = None
@@ -91,11 +92,15 @@ class LiveView(Hooks):
             lines = self.guess_file.read_text().splitlines()
         except FileNotFoundError:
             return
-        if lines:
+        guesses = []
+        for line in lines:
             try:
-                self.guess = json.loads(lines[-1])
-            except json.JSONDecodeError:
+                guesses.append(json.loads(line))
+            except json.JSONDecodeError:  # a line being written
                 pass
+        if guesses:
+            self.guess = guesses[-1]
+            self.peak = max(guesses, key=lambda g: g.get("score") or 0.0)
 
     def step_rows(self) -> list[tuple[str, str, str, str]]:
         st = self.rec.get("state")
@@ -131,20 +136,27 @@ class LiveView(Hooks):
     def name(self, ip: str | None) -> str:
         return self.names.get(ip or "", ip or "?")
 
+    def suspect(self, g: dict[str, Any]) -> str:
+        """The destination the attacker would name now: its guess, else its top byte sink."""
+        ip = g.get("destination") or next(iter(g.get("top_destinations") or []), [None])[0]
+        return self.name(ip)
+
     def render(self) -> Panel:
         t = Table(expand=True, show_edge=False)
         for c in ("alg", "who", "status", "progress"):
             t.add_column(c)
         for n, who, status, detail in self.step_rows():
             t.add_row(n, who, status, detail)
-        g = self.guess
+        g, p = self.guess, self.peak
         if g:
             alarm = "[red]ALARM[/]" if g.get("alarm") else "[green]quiet[/]"
-            guess = (f"attacker at the edge switch's mirror: {alarm}  score {g['score']:.1f}  "
-                     f"guess source {self.name(g.get('source'))}, destination "
-                     f"{self.name(g.get('destination'))}  ({g['packets']} packets seen)")
+            guess = (f"live attacker on the source's edge-switch mirror: {alarm}, score "
+                     f"{g['score']:.1f}, leading suspect for the destination "
+                     f"{self.suspect(g)}  ({g['packets']} packets seen)\n"
+                     f"  its most alarmed moment so far: score {p['score']:.1f}, suspect "
+                     f"{self.suspect(p)}")
         else:
-            guess = "attacker at the edge switch's mirror: warming up"
+            guess = "live attacker on the source's edge-switch mirror: warming up"
         truth = ""
         roles = self.rec.get("roles") or {}
         if roles.get("destination"):
