@@ -22,7 +22,7 @@ host's: ``/proc/net/*`` always shows the reader's network namespace):
 The first ``train_s`` seconds are the VM's normal behaviour: an IsolationForest (scikit-learn) is
 fitted on them and the rules' thresholds are taken from them. After that every interval gets a
 model score and the rules' verdicts (``port_scan``, ``exfiltration``, ``miner``, ``beaconing``);
-a rule that fires, or a model score above the training range for 3 intervals in a row, is an
+a rule that fires, or a model score above the training range for 5 intervals in a row, is an
 alarm, reported once to the controller (``{"op": "anomaly", "host", "kind", "score"}``), which
 starts the stealth migration with no human step (Alg 1 → Alg 2 … Alg 6).
 
@@ -282,8 +282,10 @@ class FeatureExtractor:
     listened: set[int] = field(default_factory=set)
 
     def freeze(self) -> None:
-        """The training period is over: the ports used so far are the known ones."""
-        self.known_ports = set(self.seen_ports)
+        """The training period is over: the ports used so far are the known ones, with the
+        ports this host serves itself (the tenants run the same services; a short request to a
+        peer's service may open and close between two snapshots and never be seen)."""
+        self.known_ports = set(self.seen_ports) | self.listened
 
     def step(self, prev: Sample, cur: Sample, ctx: MigrationContext | None = None,
              mig_sockets: dict[tuple[str, int, str, int], tuple[int, int]] | None = None,
@@ -385,10 +387,10 @@ class Detector:
     its score (higher = more anomalous) plus a term for
     features beyond the training range (an isolation forest's splits lie inside that range, so
     on its own it scores a point far outside no worse than the most extreme training point); an
-    alarm when it is above the training maximum plus a margin for 3 intervals in a row.
+    alarm when it is above the training maximum plus a margin for 5 intervals in a row.
     """
 
-    def __init__(self, seed: int = 0, margin: float = 0.05, model_run: int = 3) -> None:
+    def __init__(self, seed: int = 0, margin: float = 0.1, model_run: int = 5) -> None:
         self.seed = seed
         self.margin = margin
         self.model_run = model_run

@@ -173,3 +173,14 @@ def test_connections_left_by_a_closed_listener_are_not_outbound() -> None:
     row, notes = fx.step(a, _sample(1.0, 0, left + relay, {}))
     assert row["out_ports"] == 0 and row["new_ports"] == 0 and not notes["rare"]
     assert row["conns"] == 35
+
+
+def test_a_port_this_host_serves_is_known_after_training() -> None:
+    fx = FeatureExtractor()
+    a = _sample(0.0, 0, [LISTEN], {})
+    fx.step(a, a)
+    fx.freeze()
+    b = _sample(1.0, 0, [LISTEN, TcpConn("10.0.0.1", 45000, "10.0.0.5", 8080, 6),
+                         TcpConn("10.0.0.1", 45001, "10.0.0.5", 4444, 6)], {})
+    _, notes = fx.step(a, b)
+    assert notes["rare"] == [("10.0.0.5", 4444)]

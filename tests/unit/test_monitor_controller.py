@@ -1,0 +1,53 @@
+"""The controller's side of the monitor: ``migrations_active`` (what a monitor discounts) and
+``suspect_relays`` (naming the relay of an abnormal migration); pure, no root."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from controllers.migrations import RELAY_PORTS, Migrations, suspect_relays
+
+
+def _migrations() -> Migrations:
+    app = SimpleNamespace(ops={}, agents={f"h{i}": {"ip": f"10.0.0.{i}"} for i in range(1, 8)})
+    m = Migrations(app, seed=1)
+    m.records = {
+        "m1": {"migration": "m1", "state": "running", "hosts": ["h1", "h6", "h5", "h2"],
+               "roles": {"destination": "h6"}, "virtual_ip": "10.255.0.1",
+               "paths": [{"port": 8093}, {"port": 8091}, {"port": 8093}]},
+        "m0": {"migration": "m0", "state": "done", "hosts": ["h3", "h4"], "paths": []},
+        "m2": {"migration": "m2", "state": "installing", "hosts": ["h7", "h3"]},
+    }
+    return m
+
+
+def test_migrations_active_lists_hosts_addresses_and_ports() -> None:
+    m = _migrations()
+    assert "migrations_active" in m.app.ops
+    got = {x["migration"]: x for x in m.op_active({"op": "migrations_active"})["migrations"]}
+    assert set(got) == {"m1", "m2"}  # m0 is over
+    assert got["m1"]["ports"] == [8091, 8093] and "10.255.0.1" in got["m1"]["ips"]
+    assert got["m1"]["ips"][:2] == ["10.0.0.1", "10.0.0.6"]
+    assert got["m2"]["ports"] == list(RELAY_PORTS)  # no ports chosen yet: the whole range
+
+
+def _result(status: str, leader: dict, source: dict) -> dict:
+    return {"status": status, "role_stats": {"leader:h5": leader, "source:h1": source,
+                                             "intermediate:h2": {"chunks": 9}}}
+
+
+def test_suspects_name_the_forger_and_the_dropper() -> None:
+    keys = {"aa" * 32: "h2", "bb" * 32: "h3"}
+    forged = _result("done", {"chunks": 40, "forged_from": ["bb" * 32, "bb" * 32]}, {})
+    assert [s["host"] for s in suspect_relays(forged, keys)] == ["h3"]
+    dropped = _result("aborted", {"chunks": 7}, {"unacked_via": {"7": ["h2"], "8": ["h3"]}})
+    (s,) = suspect_relays(dropped, keys)
+    assert s["host"] == "h2" and "chunk 7" in s["why"]
+
+
+def test_no_suspects_in_an_honest_or_unexplained_outcome() -> None:
+    assert suspect_relays(_result("done", {"chunks": 40}, {"unacked_via": {}}), {}) == []
+    # the leader's own failure with nothing pending at a relay names no relay
+    assert suspect_relays(_result("aborted", {"chunks": 3}, {"unacked_via": {"9": ["h2"]}}),
+                          {}) == []
+    assert suspect_relays({"status": "aborted"}, {}) == []
