@@ -53,8 +53,12 @@ def suspect_relays(result: dict[str, Any], host_of_key: dict[str, str]) -> list[
     for key in dict.fromkeys(lead.get("forged_from") or []):
         out.append({"host": host_of_key.get(key, key[:16]), "why": "forged a chunk "
                     "(the leader's AES-GCM check failed)"})
-    if result.get("status") == "aborted" and lead and src.get("unacked_via"):
-        stuck = str(lead.get("chunks", 0))
+    reason = str(result.get("reason", ""))
+    stuck = str(lead.get("chunks", 0))
+    # only when a role's stall timeout ended it (the leader waiting for a chunk, the source
+    # for an ack): a migration that is merely slow (the overall timeout) accuses nobody
+    stalled = "no progress for" in reason or "no ack for" in reason
+    if result.get("status") == "aborted" and stalled and src.get("unacked_via"):
         for host in src["unacked_via"].get(stuck, []):
             if not any(s["host"] == host for s in out):
                 out.append({"host": host, "why": f"chunk {stuck} it carried never reached "

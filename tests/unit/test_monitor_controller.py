@@ -31,18 +31,28 @@ def test_migrations_active_lists_hosts_addresses_and_ports() -> None:
     assert got["m2"]["ports"] == list(RELAY_PORTS)  # no ports chosen yet: the whole range
 
 
-def _result(status: str, leader: dict, source: dict) -> dict:
-    return {"status": status, "role_stats": {"leader:h5": leader, "source:h1": source,
-                                             "intermediate:h2": {"chunks": 9}}}
+def _result(status: str, leader: dict, source: dict, reason: str = "") -> dict:
+    return {"status": status, "reason": reason,
+            "role_stats": {"leader:h5": leader, "source:h1": source,
+                           "intermediate:h2": {"chunks": 9}}}
 
 
 def test_suspects_name_the_forger_and_the_dropper() -> None:
     keys = {"aa" * 32: "h2", "bb" * 32: "h3"}
     forged = _result("done", {"chunks": 40, "forged_from": ["bb" * 32, "bb" * 32]}, {})
     assert [s["host"] for s in suspect_relays(forged, keys)] == ["h3"]
-    dropped = _result("aborted", {"chunks": 7}, {"unacked_via": {"7": ["h2"], "8": ["h3"]}})
+    why = "h5 (leader): no progress for 3s while waiting for chunk 7"
+    dropped = _result("aborted", {"chunks": 7}, {"unacked_via": {"7": ["h2"], "8": ["h3"]}},
+                      why)
     (s,) = suspect_relays(dropped, keys)
     assert s["host"] == "h2" and "chunk 7" in s["why"]
+    # the same state after the orchestration's overall timeout: slow is not guilty
+    slow = {**dropped, "reason": "timed out after 150s"}
+    assert suspect_relays(slow, keys) == []
+    held = _result("aborted", {"chunks": 0}, {"unacked_via": {"0": ["h3"]}},
+                   "h5 (leader): no progress for 2s while waiting for 2 key shares and the "
+                   "manifest")
+    assert [s["host"] for s in suspect_relays(held, keys)] == ["h3"]
 
 
 def test_no_suspects_in_an_honest_or_unexplained_outcome() -> None:
