@@ -43,8 +43,9 @@ def suspect_relays(result: dict[str, Any], host_of_key: dict[str, str]) -> list[
 
     A relay that *tampers*: the leader's AES-GCM rejected a chunk it forwarded (``forged_from``,
     its key); the source re-sent through the others. A relay that *drops* (or delays past the
-    stall timeout): the leader waited for chunk ``i`` (its ``chunks`` count) and the source's
-    ``unacked_via`` says which relay carried chunk ``i``. Each suspect: host and why.
+    stall timeout): a role's stall timeout ended the migration (not the overall timeout: slow is
+    not guilty), the leader still waiting for chunk ``i`` (its ``chunks`` count), and the
+    source's ``unacked_via`` says which relay carried chunk ``i``. Each suspect: host and why.
     """
     stats = result.get("role_stats") or {}
     src = next((v for k, v in stats.items() if k.startswith("source:")), {})
