@@ -23,7 +23,8 @@ The first ``train_s`` seconds are the VM's normal behaviour: an IsolationForest 
 fitted on them and the rules' thresholds are taken from them. After that every interval gets a
 model score and the rules' verdicts (``port_scan``, ``exfiltration``, ``miner``, ``beaconing``);
 a rule that fires, or a model score above the training range for 5 intervals in a row, is an
-alarm, reported once to the controller (``{"op": "anomaly", "host", "kind", "score"}``), which
+alarm, reported to the controller (``{"op": "anomaly", "host", "kind", "score"}``; once, or
+again ``--rearm-s`` after a report), which
 starts the stealth migration with no human step (Alg 1 → Alg 2 … Alg 6).
 
 Migration awareness: the monitor asks the controller which migrations run
