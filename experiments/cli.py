@@ -1,4 +1,4 @@
-"""The ``stealth-mtd`` command: demo, bench, clean (and run, attack once those land).
+"""The ``stealth-mtd`` command: run, demo, monitor-eval, attack, bench, clean.
 
 Each subcommand is a thin shell over the module that does the work; root is checked here, once,
 with a message that says what to do.
@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("clean", help="remove what a killed run left behind (needs root)")
-    sub.add_parser("demo", help="bring up the testbed, relay real traffic, show what happened")
+    sub.add_parser("demo", help="attacker versus defender: a direct and a stealth migration, live")
+    sub.add_parser("monitor-eval", add_help=False,
+                   help="the monitor (Alg 1): detection delay, TPR/FPR, false alarms in migrations")
+    sub.add_parser("attack", add_help=False,
+                   help="re-run the attackers on a run folder: attack analyze --run DIR --out F")
     sub.add_parser("run", help="run a scenario: trials x modes, attackers, results folder",
                    add_help=False)
     b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
@@ -39,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.runner import main as run_main
 
         return run_main(rest)
+    if args.cmd == "attack":
+        from attacks.cli import main as attack_main
+
+        return attack_main(rest)
+    if args.cmd == "monitor-eval":
+        _need_root("monitor-eval")
+        from experiments.monitor_eval import main as monitor_main
+
+        return monitor_main(rest)
     if args.cmd == "demo":
         _need_root("demo")
         from experiments.demo import main as demo_main

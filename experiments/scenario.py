@@ -85,6 +85,7 @@ class Scenario:
     attackers: AttackerSettings = field(default_factory=AttackerSettings)
     timeout_s: float = 600.0
     sweep: dict[str, list[Any]] = field(default_factory=dict)
+    monitor: dict[str, Any] = field(default_factory=dict)  # read by experiments.monitor_eval
     source_file: str = ""
 
     def chunk_policy(self, mode: str = "stealth") -> dict[str, Any]:
