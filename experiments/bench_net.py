@@ -20,7 +20,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(stderr=True)  # progress; the tables and --json go to stdout
+out = Console()
 
 
 def iperf(tb: Any, client: str, server: str, dst_ip: str, port: int, seconds: float) -> float:
@@ -146,7 +147,7 @@ def show(res: dict[str, Any]) -> None:
     for k, b in res["bringup"].items():
         t.add_row(f"fat-tree {k}", str(b["switches"]), str(b["hosts"]),
                   f"{b['controller_s']:.2f}", f"{b['total_s']:.2f}")
-    console.print(t)
+    out.print(t)
     r = res["relay"]
     if r:
         t = Table(title=f"bench net: relay of 5 hops ({r['rules']} rules), {r['n']} installs")
@@ -154,7 +155,7 @@ def show(res: dict[str, Any]) -> None:
             t.add_column(c, justify="right")
         t.add_row(f"{r['install_median_ms']:.1f}", f"{r['install_p95_ms']:.1f}",
                   f"{r['remove_median_ms']:.1f}")
-        console.print(t)
+        out.print(t)
     tp = res["throughput"]
     t = Table(title="bench net: iperf3 throughput (Mbit/s)")
     for c in ("path", "Mbit/s"):
@@ -164,7 +165,7 @@ def show(res: dict[str, Any]) -> None:
                   f"{tp['ecmp_mbit_s']:.0f}")
         t.add_row("h1 -> far host, relay exact-match rules", f"{tp['relay_mbit_s']:.0f}")
     t.add_row("reference: loopback, no OVS", f"{tp['loopback_mbit_s']:.0f}")
-    console.print(t)
+    out.print(t)
     if res.get("migration"):
         t = Table(title="bench net: unshaped migration goodput vs iperf3 between the same hosts")
         for c in ("mode", "route", "status", "time (s)", "downtime (s)", "goodput (Mbit/s)",
@@ -174,7 +175,7 @@ def show(res: dict[str, Any]) -> None:
             t.add_row(m["mode"], f"{m['source']} -> {m['destination']}", m["status"],
                       _f(m["migration_time_s"]), _f(m["downtime_s"]), _f(m["goodput_mbit_s"]),
                       _f(m["iperf3_mbit_s"]), _f(m["ratio"]))
-        console.print(t)
+        out.print(t)
 
 
 def _f(v: float | None) -> str:
