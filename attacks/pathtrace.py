@@ -432,7 +432,7 @@ def extend_chain(
     ):
         pair[(int_to_ip(s_), int_to_ip(d_))] += b_
     for _ in range(4):  # a few hops at most
-        depth = _bfs_depth(sorted(edges), source)
+        depth = bfs_depth(sorted(edges), source)
         deepest = max(depth.values())
         added = False
         for n in [n for n, d in depth.items() if d == deepest and d > 0]:
@@ -449,17 +449,13 @@ def extend_chain(
     return RelayGraph(edges=sorted(edges), evidence=graph.evidence)
 
 
-def _bfs_depth(edges: list[tuple[str, str]], root: str) -> dict[str, int]:
-    depth, frontier = {root: 0}, [root]
-    while frontier:
-        nxt = []
-        for n in frontier:
-            for a, b in edges:
-                if a == n and b not in depth:
-                    depth[b] = depth[n] + 1
-                    nxt.append(b)
-        frontier = nxt
-    return depth
+def bfs_depth(edges: list[tuple[str, str]], root: str) -> dict[str, int]:
+    """Breadth-first depth of every node reachable from ``root`` along directed edges."""
+    import networkx as nx
+
+    g = nx.DiGraph(edges)
+    g.add_node(root)
+    return dict(nx.single_source_shortest_path_length(g, root))
 
 
 def relay_span(evidence: list[RelayEvidence]) -> tuple[float, float] | None:

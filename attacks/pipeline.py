@@ -44,6 +44,7 @@ from attacks.identify import HostRanking, rank_hosts, suspect_windows
 from attacks.pathtrace import (
     RelayEvidence,
     RelayGraph,
+    bfs_depth,
     extend_chain,
     relay_activity,
     relay_graph,
@@ -161,20 +162,6 @@ def detect(
     return out
 
 
-def _depths(edges: list[tuple[str, str]], root: str) -> dict[str, int]:
-    """Breadth-first depth of every node reachable from ``root``."""
-    depth, frontier = {root: 0}, [root]
-    while frontier:
-        nxt = []
-        for n in frontier:
-            for a, b in edges:
-                if a == n and b not in depth:
-                    depth[b] = depth[n] + 1
-                    nxt.append(b)
-        frontier = nxt
-    return depth
-
-
 def relay_signature(evidence: list[RelayEvidence]) -> tuple[str, str] | None:
     """The protocol's fingerprint in the evidence: one host fanning out through at least two
     relays that all forward to the same next host (n ≥ k ≥ 2 intermediates, one leader).
@@ -225,7 +212,7 @@ def analyze(
         graph = extend_chain(graph, view.packets, src, span)
         suspect = label_windows(view.features.window_starts, view.features.window_s, *span)
         ranking = rank_hosts(view.packets, windows, suspect, candidates)
-        depth = _depths(graph.edges, src)
+        depth = bfs_depth(graph.edges, src)
         gained = dict(ranking.destination)
         lost = dict(ranking.source)
         chain = sorted((n for n in depth if n != src), key=lambda n: (-depth[n], -gained.get(n, 0)))
