@@ -51,9 +51,9 @@ def test_sweep_expands_to_the_cartesian_product():
 
     sc = load("paper")
     variants = expand(sc)
-    assert len(variants) == 8
+    assert len(variants) == 16
     labels = [label for label, _ in variants]
-    assert len(set(labels)) == 8
+    assert len(set(labels)) == 16
     for _, v in variants:
         assert v.stealth.policy in ("profile", "fixed") and v.stealth.n in (3, 5)
         assert not v.sweep
