@@ -380,7 +380,9 @@ class Detector:
 
     Rules (thresholds from the training rows, with floors so a quiet host is not hair-trigger):
     ``port_scan`` — failed connects or distinct remote ports far above normal in one interval;
-    ``exfiltration`` — sent bytes above ``3x`` the training maximum for 2 intervals;
+    ``exfiltration`` — sent bytes above ``3x`` the training maximum (at least 3 MB/s) for 3
+    intervals: more than 9 MB, so a tenant's backup burst (up to 4 MB in the shipped
+    workloads) is not an exfiltration;
     ``miner`` — CPU half a core above the training maximum for 3 intervals;
     ``beaconing`` — the same (peer, port) never used in training contacted in 3 of the last 8
     intervals. The model: an isolation forest on the log-scaled features, each clipped from
@@ -464,7 +466,7 @@ class Detector:
 class Judge:
     """Persistence over intervals: turns per-interval rule hits and scores into alarms."""
 
-    RUNS = {"port_scan": 1, "exfiltration": 2, "miner": 3}
+    RUNS = {"port_scan": 1, "exfiltration": 3, "miner": 3}
     BEACON_HITS, BEACON_WINDOW = 3, 8
 
     def __init__(self, det: Detector) -> None:

@@ -65,11 +65,14 @@ def test_miner_needs_three_intervals(trained) -> None:
     assert not any(x.alert for x in run(j, [rows[0], normal_row(rng), rows[0], normal_row(rng)]))
 
 
-def test_exfiltration_needs_two_intervals(trained) -> None:
+def test_exfiltration_needs_three_intervals(trained) -> None:
     det, rng = trained
-    rows = [{**normal_row(rng), "tx_Bps": 4e7, "tx_pps": 3e4} for _ in range(2)]
+    rows = [{**normal_row(rng), "tx_Bps": 4e7, "tx_pps": 3e4} for _ in range(3)]
     v = run(Judge(det), rows)
-    assert [x.alert for x in v] == [False, True] and v[-1].kind == "exfiltration"
+    assert [x.alert for x in v] == [False, False, True] and v[-1].kind == "exfiltration"
+    # a backup burst of two busy seconds (what tripped a clean host in CI) is not exfiltration
+    burst = [rows[0], rows[0], normal_row(rng), rows[0], rows[0], normal_row(rng)]
+    assert not any(x.alert for x in run(Judge(det), burst))
 
 
 def test_beaconing_is_a_repeated_rare_target(trained) -> None:
