@@ -80,6 +80,13 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
                        bulk_max_bytes=bg.bulk_max_bytes)
         vps = [vantage.start(tb, spec, run_dir / "pcaps", tag=f"-{mode}-{trial}")
                for spec in sc.attackers.vantage]
+        monitor_logs = {}
+        if sc.trigger != "controller":
+            from experiments.monitor_eval import MonitorSettings, start_monitors
+
+            ms = MonitorSettings(train_s=bg.warmup_s - 5)
+            src = next(h for h in tb.description["hosts"] if h["name"] == sc.vm.host)
+            monitor_logs = start_monitors(tb, [src], ms, seed)
         try:
             hooks.up(tb)
             t_end = time.monotonic() + bg.warmup_s
@@ -89,9 +96,12 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
             tb.mgmt({"op": "defaults", "mode": mode, "n": sc.stealth.n, "k": sc.stealth.k,
                      "hide_destination": sc.stealth.hide_destination and mode == "stealth",
                      "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s})
-            say("anomaly reported: controller starts the migration")
-            r = tb.mgmt({"op": "anomaly", "host": sc.vm.host, "kind": "scenario",
-                         "seed": seed})
+            if sc.trigger == "controller":
+                say("anomaly reported: controller starts the migration")
+                r = tb.mgmt({"op": "anomaly", "host": sc.vm.host, "kind": "scenario",
+                             "seed": seed})
+            else:
+                r = {"migration": monitor_trigger(tb, sc, seed, monitor_logs, say)}
             rec = wait_migration(tb, r["migration"], timeout=sc.timeout_s + 30,
                                  on_tick=lambda m: (say(f"{mode} migration {m['state']}"),
                                                     hooks.migrating(tb, m)))
@@ -157,6 +167,41 @@ def run(sc: Scenario, out: Path) -> dict[str, Any]:
     with console.status("writing plots and report"):
         report.write(out, sc, truths, metrics)
     return metrics
+
+
+def monitor_trigger(tb: Any, sc: Scenario, seed: int, logs: dict[str, Path],
+                    say: Any) -> str:
+    """Alg 1 for real: start the anomaly in the VM's host and wait until its monitor's report
+    has made the controller start a migration; returns the migration's id."""
+    from experiments.monitor_eval import (
+        C2_PORT,
+        MonitorSettings,
+        anomaly_cmd,
+        wait_trained,
+    )
+
+    ms = MonitorSettings()
+    kind = sc.trigger.partition(":")[2]
+    wait_trained(logs, 60)
+    ips = {h["name"]: h["ip"] for h in tb.description["hosts"] if not h["attacker"]}
+    others = [h for h in ips if h != sc.vm.host]
+    c2 = others[seed % len(others)]
+    if kind in ("exfil", "beacon"):
+        tb.popen(c2, [sys.executable, "-m", "hosts.anomalies", "serve", "--ip", ips[c2],
+                      "--port", str(C2_PORT)], log_name=f"sink-{kind}.log")
+        time.sleep(0.5)
+    say(f"anomaly '{kind}' runs in {sc.vm.host}; its monitor is watching")
+    tb.popen(sc.vm.host, anomaly_cmd(kind, ips[sc.vm.host], [ips[h] for h in others], ips[c2],
+                                     ms, sc.vm.host), log_name=f"anomaly-{kind}.log")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        for m in tb.mgmt({"op": "migrations_active"})["migrations"]:
+            if m["hosts"] and m["hosts"][0] == sc.vm.host:
+                say("the monitor reported it: controller starts the migration")
+                return str(m["migration"])
+        time.sleep(0.2)
+    raise RuntimeError(f"the monitor did not report the '{kind}' anomaly within 90 s: see "
+                       f"{tb.run_dir}/monitor-{sc.vm.host}.log")
 
 
 class _ProgressHooks(Hooks):

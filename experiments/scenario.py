@@ -84,6 +84,10 @@ class Scenario:
     background: BackgroundSettings = field(default_factory=BackgroundSettings)
     attackers: AttackerSettings = field(default_factory=AttackerSettings)
     timeout_s: float = 600.0
+    # how the migration starts: "controller" (the runner reports the anomaly, standing in for
+    # Alg 1) or "monitor:<kind>" (a monitor in the VM's host trains on its normal behaviour, the
+    # anomaly <kind> — scan, exfil, miner, beacon — runs in the VM's host, the monitor reports it)
+    trigger: str = "controller"
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     monitor: dict[str, Any] = field(default_factory=dict)  # read by experiments.monitor_eval
     source_file: str = ""
@@ -154,6 +158,14 @@ def validate(sc: Scenario) -> None:
         raise ScenarioError(f"stealth: need 2 <= k <= n, got k={sc.stealth.k} n={sc.stealth.n}")
     if sc.stealth.policy not in ("profile", "fixed"):
         raise ScenarioError("stealth.policy must be 'profile' or 'fixed'")
+    kind = sc.trigger.partition(":")[2]
+    if sc.trigger != "controller" and not (sc.trigger.startswith("monitor:") and kind in (
+            "scan", "exfil", "miner", "beacon")):
+        raise ScenarioError(f"trigger {sc.trigger!r}: 'controller' or 'monitor:<kind>' with "
+                            "kind scan, exfil, miner or beacon")
+    if sc.trigger != "controller" and sc.background.warmup_s < 15:
+        raise ScenarioError("trigger 'monitor:...' needs background.warmup_s >= 15: the "
+                            "monitor trains on the VM's normal behaviour during the warm-up")
     if sc.vm.mib < 1:
         raise ScenarioError("vm.mib must be >= 1")
     for v in sc.attackers.vantage:
