@@ -23,7 +23,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from controllers.mgmt import MgmtError, call
-from experiments.runner import Hooks, run_trial
+from experiments.runner import Hooks, record_trial, run_trial
 from experiments.scenario import Scenario, ScenarioError, load
 
 console = Console()
@@ -186,20 +186,16 @@ def main(argv: list[str] | None = None) -> int:
             with Live(console=console, refresh_per_second=4) as live:
                 view = LiveView(live, mode, sc, out)
                 gt = run_trial(sc, mode, 0, i, out, hooks=view)
-            truths.append(gt)
-            (out / "ground_truth.json").write_text(json.dumps({"trials": truths}, indent=1))
-            r = gt["result"]
-            console.print(f"{mode}: {gt['status']} in {r.get('migration_time_s', 0):.1f} s, "
-                          f"{sc.vm.host} → {gt['destination']['host']}"
-                          + (f" ({gt['reason']})" if gt["status"] != "done" else ""))
+            console.print(record_trial(out, truths, gt))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: everything torn down")
         return 130
     from experiments import report
 
     with console.status("attackers analysing the captures"):
-        metrics = report.analyze(out, sc, truths)
-        report.write(out, sc, truths, metrics)
+        an = report.analyze(out, sc, truths)
+        report.write(out, sc, truths, an)
+    metrics = an.metrics
     console.print(report.comparison_table(metrics))
     console.print(report.cost_table(metrics))
     console.print(f"report: {out / 'report.md'}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +67,33 @@ def load_captures(out: Path, trials: list[dict[str, Any]]) -> dict[int, dict[str
     return caps
 
 
-def analyze(out: Path, sc: Scenario, truths: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass
+class Analysis:
+    """What ``analyze`` found: the metrics (saved as metrics.json), plus what the plots need."""
+
+    metrics: dict[str, Any]
+    roc: dict[str, dict[str, tuple[list[float], list[bool]]]] = field(default_factory=dict)
+    global_packets: dict[int, np.ndarray] = field(default_factory=dict)  # trial → deduplicated
+    bytes_on_wire: dict[int, int | None] = field(default_factory=dict)  # trial → bytes
+
+
+def analyze(out: Path, sc: Scenario, truths: list[dict[str, Any]]) -> Analysis:
     from attacks.pipeline import analyze_run
 
     metrics: dict[str, Any] = {"schema": "stealth-mtd/run-metrics/1", "scenario": sc.name,
                                "window_s": sc.attackers.window_s, "modes": {}, "records": []}
-    tenant_ips = {ip_to_int(h["ip"]) for t in truths for h in t["hosts"]
-                  if h["host"].startswith("h")}
-    roc: dict[str, dict[str, tuple[list[float], list[bool]]]] = {}
+    # the candidate hosts an attacker ranks: the tenants' addresses, which an ARP or ping sweep
+    # finds from the wire (tests/mininet/test_active_attacks.py); attackers' own hosts excluded
+    tenant_ips = {ip_to_int(h["ip"]) for t in truths for h in t["hosts"]}
     done = [t for t in truths if t["status"] == "done"]
     by_id = {t["trial"]: t for t in done}
     caps = load_captures(out, done)
+    an = Analysis(metrics)
+    for t in done:
+        if "global" in caps[t["trial"]]:
+            pk = dedupe_packets(caps[t["trial"]]["global"].packets)
+            an.global_packets[t["trial"]] = pk
+            an.bytes_on_wire[t["trial"]] = int(pk["length"][migration_mask(pk, t)].sum())
     results, records, m = [], [], {"modes": {}}
     if done:
         # one analysis over every trial of every mode: the classifier of each trial is trained
@@ -88,7 +105,7 @@ def analyze(out: Path, sc: Scenario, truths: list[dict[str, Any]]) -> dict[str, 
         t = by_id[r.trial]
         y = label_windows(r.detection.window_starts, r.detection.window_s,
                           t["migration_start"], t["migration_end"])
-        s, yy = roc.setdefault(t["mode"], {}).setdefault(r.attacker, ([], []))
+        s, yy = an.roc.setdefault(t["mode"], {}).setdefault(r.attacker, ([], []))
         s += [float(x) for x in r.detection.scores]
         yy += [bool(x) for x in y]
     for mode in sc.modes:
@@ -103,20 +120,11 @@ def analyze(out: Path, sc: Scenario, truths: list[dict[str, Any]]) -> dict[str, 
             entry["per_trial"]["migration_time_s"].append(res.get("migration_time_s"))
             entry["per_trial"]["downtime_s"].append(res.get("downtime_s"))
             entry["per_trial"]["vm_bytes"].append(res.get("vm_bytes"))
-            entry["per_trial"]["bytes_on_wire"].append(bytes_on_wire(caps[t["trial"]], t))
+            entry["per_trial"]["bytes_on_wire"].append(an.bytes_on_wire.get(t["trial"]))
         for f in COST_FIELDS:
             entry[f] = _mean(entry["per_trial"][f])
         metrics["modes"][mode] = entry
-    metrics["_roc"] = roc
-    return metrics
-
-
-def bytes_on_wire(caps: dict[str, Capture], truth: dict[str, Any]) -> int | None:
-    """IP bytes of the migration's packets in the global capture, each packet counted once."""
-    if "global" not in caps:
-        return None
-    pk = dedupe_packets(caps["global"].packets)
-    return int(pk["length"][migration_mask(pk, truth)].sum())
+    return an
 
 
 # -- output -------------------------------------------------------------------------------
@@ -172,8 +180,8 @@ def cost_table(metrics: dict[str, Any]) -> Table:
     return t
 
 
-def write(out: Path, sc: Scenario, truths: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
-    roc = metrics.pop("_roc", {})
+def write(out: Path, sc: Scenario, truths: list[dict[str, Any]], an: Analysis) -> None:
+    metrics = an.metrics
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -186,16 +194,15 @@ def write(out: Path, sc: Scenario, truths: list[dict[str, Any]], metrics: dict[s
         for t in truths:
             res = t["result"]
             w.writerow([t["mode"], t["trial_in_mode"], t["status"],
-                        res.get("migration_time_s"), res.get("downtime_s"), None,
-                        res.get("vm_bytes")])
+                        res.get("migration_time_s"), res.get("downtime_s"),
+                        an.bytes_on_wire.get(t["trial"]), res.get("vm_bytes")])
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
-    made = plot_all(out, plots, truths, roc)
+    made = plot_all(plots, truths, an)
     (out / "report.md").write_text(report_md(sc, truths, metrics, made))
 
 
-def plot_all(out: Path, plots: Path, truths: list[dict[str, Any]],
-             roc: dict[str, dict[str, tuple[list[float], list[bool]]]]) -> list[str]:
+def plot_all(plots: Path, truths: list[dict[str, Any]], an: Analysis) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,13 +212,13 @@ def plot_all(out: Path, plots: Path, truths: list[dict[str, Any]],
     made = []
     firsts = [next((t for t in truths if t["mode"] == m and t["status"] == "done"), None)
               for m in dict.fromkeys(t["mode"] for t in truths)]
-    firsts = [t for t in firsts if t and "global" in t["pcaps"]]
+    firsts = [t for t in firsts if t and t["trial"] in an.global_packets]
     if firsts:
         fig, axes = plt.subplots(len(firsts), 1, figsize=(10, 3.2 * len(firsts)), squeeze=False)
         fig2, axes2 = plt.subplots(len(firsts), 1, figsize=(10, 3.2 * len(firsts)),
                                    squeeze=False)
         for ax, ax2, t in zip(axes[:, 0], axes2[:, 0], firsts, strict=True):
-            pk = dedupe_packets(read_pcap(out / t["pcaps"]["global"]).packets)
+            pk = an.global_packets[t["trial"]]
             mig = migration_mask(pk, t)
             t0 = float(pk["ts"].min())
             bins = np.arange(0, float(pk["ts"].max()) - t0 + 0.5, 0.5)
@@ -257,6 +264,7 @@ def plot_all(out: Path, plots: Path, truths: list[dict[str, Any]],
         plt.close(fig)
         plt.close(fig2)
         made += ["plots/traffic.png", "plots/bytes_per_host.png"]
+    roc = an.roc
     if roc:
         fig, axes = plt.subplots(1, len(roc), figsize=(5 * len(roc), 4.5), squeeze=False)
         for ax, (mode, by_att) in zip(axes[0], roc.items(), strict=True):

@@ -155,18 +155,23 @@ def run(sc: Scenario, out: Path) -> dict[str, Any]:
         for i, (mode, trial) in enumerate(jobs):
             prog.update(task, description=f"{sc.name}: {mode} trial {trial + 1}/{sc.trials}")
             gt = run_trial(sc, mode, trial, i, out, hooks=_ProgressHooks(prog, task))
-            truths.append(gt)
-            (out / "ground_truth.json").write_text(json.dumps({"trials": truths}, indent=1))
-            r = gt["result"]
-            console.log(f"{mode} trial {trial + 1}: {gt['status']} in "
-                        f"{r.get('migration_time_s', 0):.1f} s to {gt['destination']['host']}"
-                        + (f" ({gt['reason']})" if gt["status"] != "done" else ""))
+            console.log(f"trial {trial + 1}: {record_trial(out, truths, gt)}")
             prog.advance(task)
     with console.status("attackers analysing the captures"):
-        metrics = report.analyze(out, sc, truths)
+        an = report.analyze(out, sc, truths)
     with console.status("writing plots and report"):
-        report.write(out, sc, truths, metrics)
-    return metrics
+        report.write(out, sc, truths, an)
+    return an.metrics
+
+
+def record_trial(out: Path, truths: list[dict[str, Any]], gt: dict[str, Any]) -> str:
+    """Add a finished trial to the run's ground_truth.json; return a one-line summary."""
+    truths.append(gt)
+    (out / "ground_truth.json").write_text(json.dumps({"trials": truths}, indent=1))
+    r = gt["result"]
+    return (f"{gt['mode']} {gt['status']} in {r.get('migration_time_s', 0):.1f} s, "
+            f"{gt['source']['host']} → {gt['destination']['host']}"
+            + (f" ({gt['reason']})" if gt["status"] != "done" else ""))
 
 
 def monitor_trigger(tb: Any, sc: Scenario, seed: int, logs: dict[str, Path],
