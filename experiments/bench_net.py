@@ -25,14 +25,9 @@ out = Console()
 
 
 def iperf(tb: Any, client: str, server: str, dst_ip: str, port: int, seconds: float) -> float:
-    srv = tb.host(server).popen(["iperf3", "-s", "-1", "-p", str(port)])
-    try:
-        time.sleep(0.5)
-        out = tb.host(client).cmd(f"iperf3 -c {dst_ip} -p {port} -t {seconds} -J")
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
-    finally:
-        srv.kill()
-        srv.wait()
+    """Mbit/s received by ``server``."""
+    end = tb.iperf(client, server, port, seconds, dst_ip=dst_ip)
+    return end["sum_received"]["bits_per_second"] / 1e6
 
 
 def loopback_iperf(seconds: float) -> float:

@@ -229,6 +229,23 @@ class Testbed:
         self.procs.append(p)
         return p
 
+    def iperf(self, client: str, server: str, port: int = 5201, seconds: float = 2.0,
+              dst_ip: str | None = None) -> dict[str, Any]:
+        """One iperf3 run from host ``client`` to ``server`` (at ``dst_ip``, default its own
+        address); returns iperf3's ``end`` summary (``sum_received.bits_per_second``, ...)."""
+        srv = self.host(server).popen(["iperf3", "-s", "-1", "-p", str(port)])
+        try:
+            time.sleep(0.5)
+            out = self.host(client).cmd(
+                f"iperf3 -c {dst_ip or self.ip(server)} -p {port} -t {seconds} -J")
+        finally:
+            srv.kill()
+            srv.wait()
+        try:
+            return json.loads(out)["end"]
+        except (json.JSONDecodeError, KeyError):
+            raise TestbedError(f"iperf3 {client} -> {server}:{port} failed: {out[-500:]}") from None
+
     def dump_flows(self, switch: str, cookie: int | None = None) -> list[str]:
         """The switch's flow table as OVS reports it (``ovs-ofctl dump-flows``)."""
         args = ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch]
