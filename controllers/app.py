@@ -155,10 +155,6 @@ class StealthController(app_manager.OSKenApp):
         self.errors.append(text)
         log.error("event=openflow_error %s", text)
 
-    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER])
-    def on_state(self, ev: Any) -> None:
-        pass
-
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def on_packet_in(self, ev: Any) -> None:
         """Answer ARP for a virtual destination address (the relay sends only those here)."""

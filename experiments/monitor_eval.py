@@ -30,12 +30,12 @@ import random
 import statistics
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from experiments.scenario import SCENARIO_DIR, Scenario, ScenarioError, from_dict
+from experiments.scenario import Scenario, ScenarioError
+from experiments.scenario import load as scenario_load
 
 log = logging.getLogger("stealth_mtd.monitor_eval")
 
@@ -64,24 +64,18 @@ class MonitorSettings:
 
 
 def load(path: str | Path) -> tuple[Scenario, MonitorSettings]:
-    """A scenario file with a ``[monitor]`` table."""
-    p = Path(path)
-    for cand in (SCENARIO_DIR / p, SCENARIO_DIR / f"{p}.toml"):
-        if not p.exists() and cand.exists():
-            p = cand
-    if not p.exists():
-        raise ScenarioError(f"no scenario file {path}")
-    data = tomllib.loads(p.read_text())
-    mon = data.pop("monitor", {})
+    """A scenario file and its ``[monitor]`` table (``experiments.scenario.load`` finds the
+    file and checks the rest)."""
+    sc = scenario_load(path)
     known = {f.name for f in fields(MonitorSettings)}
-    if set(mon) - known:
-        raise ScenarioError(f"[monitor]: unknown field(s) {sorted(set(mon) - known)}; "
+    if set(sc.monitor) - known:
+        raise ScenarioError(f"[monitor]: unknown field(s) {sorted(set(sc.monitor) - known)}; "
                             f"known: {sorted(known)}")
-    ms = MonitorSettings(**mon)
+    ms = MonitorSettings(**sc.monitor)
     bad = [k for k in ms.kinds if k not in KINDS]
     if bad:
         raise ScenarioError(f"[monitor] kinds {bad}: choose from {list(KINDS)}")
-    return from_dict(data, str(p)), ms
+    return sc, ms
 
 
 # ============================================================================ in the testbed
