@@ -237,12 +237,9 @@ def plot_all(plots: Path, truths: list[dict[str, Any]], an: Analysis) -> list[st
             ax.legend(loc="upper right", fontsize=8)
             # bytes per host during the migration
             span = (pk["ts"] >= t["migration_start"]) & (pk["ts"] <= t["migration_end"])
-            names = {ip_to_int(h["ip"]): h["host"] for h in t["hosts"]}
-            hosts = [h["host"] for h in t["hosts"] if h["host"].startswith("h")]
-            tx = {h: 0 for h in hosts}
-            for src, ln in zip(pk["src"][span], pk["length"][span], strict=True):
-                if names.get(int(src)) in tx:
-                    tx[names[int(src)]] += int(ln)
+            hosts = [h["host"] for h in t["hosts"]]
+            tx = {h["host"]: int(pk["length"][span & (pk["src"] == ip_to_int(h["ip"]))].sum())
+                  for h in t["hosts"]}
             role = {t["source"]["host"]: "source", t["destination"]["host"]: "destination"}
             if t.get("leader"):
                 role[t["leader"]["host"]] = "leader"
