@@ -332,27 +332,36 @@ class Intermediate(Role):
                 return
             n = self.downstream.send(build_frame(FrameType.SHARE, fr.body, pad_to=len(raw)))
         elif fr.type == FrameType.CHUNK:
-            chunk = parse_chunk(fr.body)
-            body = fr.body
-            if self.fault.get("delay_chunk_s"):  # test hook: a slow relay
-                time.sleep(float(self.fault["delay_chunk_s"]))
-            if self.fault.get("drop_chunk") == self.stats["chunks"] + 1:  # test hook: its n-th
-                self.log("fault_dropped_chunk", index=chunk.index)
-                self.stats["chunks"] += 1
-                return
-            if self.fault.get("forge_chunk") == self.stats["chunks"] + 1:  # its n-th chunk
-                body = body[:-1] + bytes([body[-1] ^ 1])
-                self.log("fault_forged_chunk", index=chunk.index)
+            chunk = parse_chunk(fr.body)  # a malformed chunk is refused here, not at the leader
+            nth = self.stats["chunks"] + 1
+            body, copies = self._faulty(fr.body, nth, chunk.index) if self.fault else (fr.body, 1)
             # Alg 4: mark the chunk as a data segment and send it to the leader
-            n = self.downstream.send(build_frame(FrameType.SEGMENT, body, pad_to=len(raw)))
-            if self.fault.get("replay_chunk") == self.stats["chunks"] + 1:  # test hook
-                self.log("fault_replayed_chunk", index=chunk.index)
-                n += self.downstream.send(build_frame(FrameType.SEGMENT, body, pad_to=len(raw)))
-            self.stats["chunks"] += 1
-            self._maybe_die("die_after_chunks", self.stats["chunks"])
+            segment = build_frame(FrameType.SEGMENT, body, pad_to=len(raw))
+            n = sum(self.downstream.send(segment) for _ in range(copies))
+            self.stats["chunks"] = nth
+            if copies:
+                self._maybe_die("die_after_chunks", nth)
         else:
             raise FrameError(f"unexpected {fr.type.name} from the source")
         self._count_sent("leader", n)
+
+    def _faulty(self, body: bytes, nth: int, index: int) -> tuple[bytes, int]:
+        """Test hooks of a misbehaving relay, off the normal path: slow (``delay_chunk_s``),
+        dropping, forging or replaying its ``nth`` chunk. Returns the body and how many copies
+        to send."""
+        f = self.fault
+        if f.get("delay_chunk_s"):
+            time.sleep(float(f["delay_chunk_s"]))
+        if f.get("drop_chunk") == nth:
+            self.log("fault_dropped_chunk", index=index)
+            return body, 0
+        if f.get("forge_chunk") == nth:
+            body = body[:-1] + bytes([body[-1] ^ 1])
+            self.log("fault_forged_chunk", index=index)
+        if f.get("replay_chunk") == nth:
+            self.log("fault_replayed_chunk", index=index)
+            return body, 2
+        return body, 1
 
     def _backward(self) -> None:
         """Leader → source: acks and aborts."""
