@@ -126,6 +126,20 @@ class Migrations:
         roles.update(leader=leader, intermediates=list(intermediates))
         return roles
 
+    @staticmethod
+    def relay_hops(source: str, roles: dict[str, Any], rng: random.Random,
+                   hide: bool) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Each receiver's TCP port (drawn from ``RELAY_PORTS``) and the relay's hops: source →
+        each intermediate → leader → destination (hidden if asked), or source → destination."""
+        leader, inter, dst = roles["leader"], roles["intermediates"], roles["destination"]
+        ports = {h: rng.choice(RELAY_PORTS) for h in [dst, *([leader] if leader else []), *inter]}
+        if not leader:
+            return ports, [{"from": source, "to": dst, "port": ports[dst], "hidden": hide}]
+        hops = [{"from": source, "to": h, "port": ports[h]} for h in inter]
+        hops += [{"from": h, "to": leader, "port": ports[leader]} for h in inter]
+        hops.append({"from": leader, "to": dst, "port": ports[dst], "hidden": hide})
+        return ports, hops
+
     # -- operations ---------------------------------------------------------------------------
     def endpoint(self, host: str, port: int) -> Endpoint:
         a = self.app.agents[host]
@@ -170,19 +184,12 @@ class Migrations:
                                                       else []) + roles["intermediates"]
             self.records[mid] = {"migration": mid, "state": "installing", "hosts": hosts}
         try:
-            ports = {h: rng.choice(RELAY_PORTS) for h in hosts[1:]}
-            dst = self.endpoint(roles["destination"], ports[roles["destination"]])
             hide = bool(msg.get("hide_destination", self.defaults["hide_destination"]))
-            if mode == "stealth":
-                inter = [self.endpoint(h, ports[h]) for h in roles["intermediates"]]
-                lead = self.endpoint(roles["leader"], ports[roles["leader"]])
-                hops = [{"from": source, "to": e.host, "port": e.port} for e in inter]
-                hops += [{"from": e.host, "to": lead.host, "port": lead.port} for e in inter]
-                hops.append({"from": lead.host, "to": dst.host, "port": dst.port,
-                             "hidden": hide})
-            else:
-                inter, lead = [], None
-                hops = [{"from": source, "to": dst.host, "port": dst.port, "hidden": hide}]
+            ports, hops = self.relay_hops(source, roles, rng, hide)
+            dst = self.endpoint(roles["destination"], ports[roles["destination"]])
+            inter = [self.endpoint(h, ports[h]) for h in roles["intermediates"]]
+            lead = self.endpoint(roles["leader"], ports[roles["leader"]]) if roles["leader"] \
+                else None
             relay = self.app.install_relay(mid, hops, seed)
             vip = next((p["virtual_ip"] for p in relay["paths"] if p["virtual_ip"]), None)
             policy = dict(msg.get("chunk_policy") or self.defaults["chunk_policy"])

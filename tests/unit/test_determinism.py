@@ -17,15 +17,16 @@ def plan_for(seed: int):
     g = P.build_graph(topo)
     agents = {h["name"]: {"vm": "vm1" if h["name"] == "h1" else None}
               for h in topo["hosts"] if not h["attacker"]}
-    rng = random.Random(seed)  # the controller seeds one generator per migration
+    # what the controller's migrate op does with a seed: one generator for roles and ports,
+    # a fresh one seeded alike for the paths (install_relay)
+    rng = random.Random(seed)
     roles = Migrations.choose_roles(agents, "h1", "stealth", 3, rng)
-    hops = [R.RelayHop("h1", h, 8090) for h in roles["intermediates"]]
-    hops += [R.RelayHop(h, roles["leader"], 8091) for h in roles["intermediates"]]
-    hops.append(R.RelayHop(roles["leader"], roles["destination"], 8092))
+    ports, specs = Migrations.relay_hops("h1", roles, rng, hide=True)
+    hops = [R.RelayHop(h["from"], h["to"], h["port"]) for h in specs]
     R.choose_paths(g, topo, hops, random.Random(seed))
     policy = policy_from_settings({"kind": "profile"}, seed=seed)
     schedule = [(policy.next_size(), policy.next_gap(1000)) for _ in range(50)]
-    return roles, [h.path for h in hops], schedule
+    return roles, ports, [h.path for h in hops], schedule
 
 
 def test_same_seed_same_everything():
@@ -35,7 +36,7 @@ def test_same_seed_same_everything():
 def test_other_seed_other_plan():
     a, b = plan_for(1001), plan_for(1002)
     assert a != b
-    assert a[2] != b[2]  # the chunk schedule depends on the seed too
+    assert a[3] != b[3]  # the chunk schedule depends on the seed too
 
 
 def test_trial_seeds_are_stable_and_distinct():
