@@ -56,9 +56,11 @@ def suspect_relays(result: dict[str, Any], host_of_key: dict[str, str]) -> list[
                     "(the leader's AES-GCM check failed)"})
     reason = str(result.get("reason", ""))
     stuck = str(lead.get("chunks", 0))
-    # only when a role's stall timeout ended it (the leader waiting for a chunk, the source
-    # for an ack): a migration that is merely slow (the overall timeout) accuses nobody
-    stalled = "no progress for" in reason or "no ack for" in reason
+    # a stall, not slowness: the migration aborted before the orchestration's overall timeout
+    # (slow is not guilty) while the leader was alive to report where it waits. Not read from
+    # which role's failure report came first: when the leader's stall timeout fires, the
+    # destination's "stream ended" report may arrive before the leader's own.
+    stalled = bool(lead) and not reason.startswith("timed out after")
     if result.get("status") == "aborted" and stalled and src.get("unacked_via"):
         for host in src["unacked_via"].get(stuck, []):
             if not any(s["host"] == host for s in out):

@@ -46,6 +46,9 @@ def test_suspects_name_the_forger_and_the_dropper() -> None:
                       why)
     (s,) = suspect_relays(dropped, keys)
     assert s["host"] == "h2" and "chunk 7" in s["why"]
+    # the destination's report of the cut stream may come first: the same relay is named
+    cut = {**dropped, "reason": "h6 (destination): stream ended before the trailer (truncated)"}
+    assert [x["host"] for x in suspect_relays(cut, keys)] == ["h2"]
     # the same state after the orchestration's overall timeout: slow is not guilty
     slow = {**dropped, "reason": "timed out after 150s"}
     assert suspect_relays(slow, keys) == []
