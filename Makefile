@@ -9,10 +9,12 @@ PYTEST_ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
-test: setup  ## all tests: unit, loopback and (as root) the real Mininet network
+test: setup  ## import contracts, then all tests: unit, loopback and (as root) the real Mininet network
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: setup  ## tests that need no root
+test-unit: setup  ## import contracts and the tests that need no root
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not root" $(PYTEST_ARGS)
 
 demo: setup

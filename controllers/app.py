@@ -4,7 +4,7 @@ Thin shell: the rules come from ``controllers.rules`` and the paths from ``contr
 The topology is given by the runner (a JSON description, ``topologies.base.describe``) rather than
 discovered by LLDP: the runner built the network and knows it exactly, proactive rules can go in
 the moment a switch connects, and no LLDP or ARP flooding ever crosses the tenant network, where
-attackers listen. Requests arrive over the management socket (``controllers.mgmt``) on their own
+attackers listen. Requests arrive over the management socket (``hosts.protocol.mgmt``) on their own
 threads; each waits on OpenFlow barriers, so a reply means the rules are in the switches.
 
 Management operations: ``status``, ``register``, ``relay``, ``relay_remove``, ``flows``; the
@@ -31,7 +31,7 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controllers import paths as P
 from controllers import rules as R
-from controllers.mgmt import MgmtServer
+from hosts.protocol.mgmt import MgmtServer
 
 log = logging.getLogger("stealth_mtd.controller")
 

@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from controllers.orchestration import MigrationResult, ReportRouter, run_migration
-from hosts.plan import Endpoint, MigrationPlan
+from hosts.protocol.plan import Endpoint, MigrationPlan
 
 log = logging.getLogger("stealth_mtd.migrations")
 

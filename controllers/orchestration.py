@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from controllers import mgmt
-from hosts.plan import Endpoint, MigrationPlan
+from hosts.protocol import mgmt
+from hosts.protocol.plan import Endpoint, MigrationPlan
 
 log = logging.getLogger("controllers.orchestration")
 

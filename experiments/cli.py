@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             _need_root("bench net")
             from experiments.bench_net import main as bench_main
         else:
-            from hosts.bench import main as bench_main
+            from experiments.bench_protocol import main as bench_main
         return bench_main(rest)
     return 2
 

@@ -22,9 +22,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from controllers.mgmt import MgmtError, call
 from experiments.runner import Hooks, record_trial, run_trial
 from experiments.scenario import Scenario, ScenarioError, load
+from hosts.protocol.mgmt import MgmtError, call
 
 console = Console()
 

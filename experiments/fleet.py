@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from controllers.mgmt import MgmtError
+from hosts.protocol.mgmt import MgmtError
 
 SERVICE_PORT = 8080  # the tenants' request/response service
 

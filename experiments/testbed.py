@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controllers.mgmt import MgmtError, call
+from hosts.protocol.mgmt import MgmtError, call
 from topologies.base import describe
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ One long-lived process per Mininet host (or per 127.0.0.x address on loopback)::
         [--workdir DIR] [--vm VMNAME --vm-mib N --dirty-pages-per-s R --vm-port 7000 --seed S]
 
 On start it makes an X25519 key pair, starts its VM, serves the commands below on ``AGENT_SOCK``
-(newline-delimited JSON, ``controllers.mgmt``) and, with ``--mgmt``, registers with the
+(newline-delimited JSON, ``hosts.protocol.mgmt``) and, with ``--mgmt``, registers with the
 controller: ``{"op": "register", "host", "ip", "agent", "pubkey", "vm"}``. Roles report to the
 controller socket (``migration_done`` / ``migration_failed``); without ``--mgmt`` the reports are
 only logged and ``status`` tells the same.
@@ -42,8 +42,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from controllers.mgmt import MgmtServer, call
 from hosts.channel import public_hex
+from hosts.protocol.mgmt import MgmtServer, call
 from hosts.roles import ROLES, AgentContext, Role, RoleError
 from hosts.vm import VM, VMError
 

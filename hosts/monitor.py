@@ -533,7 +533,7 @@ class Monitor:
     def _poll_migrations(self) -> None:
         if not self.mgmt:
             return
-        from controllers.mgmt import MgmtError, call
+        from hosts.protocol.mgmt import MgmtError, call
 
         try:
             reply = call(self.mgmt, {"op": "migrations_active"}, timeout=2.0)
@@ -599,7 +599,7 @@ class Monitor:
         out = {k: v for k, v in msg.items() if k != "op"}
         if not self.mgmt:
             return {**out, "sent": False}
-        from controllers.mgmt import MgmtError, call
+        from hosts.protocol.mgmt import MgmtError, call
 
         try:
             reply = call(self.mgmt, msg, timeout=30.0)

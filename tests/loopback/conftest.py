@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hosts.loopback import LoopbackBed
+from experiments.loopback import LoopbackBed
 
 # a random 127.a.b.0/24 per test session: two sessions (say, CI and a developer) running these
 # tests at once must not fight over the same addresses and the VM's service port

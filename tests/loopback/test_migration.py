@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from controllers.mgmt import MgmtError, call
-from hosts.loopback import LoopbackBed
+from experiments.loopback import LoopbackBed
+from hosts.protocol.mgmt import MgmtError, call
 from hosts.vm import ask_service
 
 from .conftest import HOSTS, NET, SOURCE_IP

@@ -5,7 +5,7 @@ running (drop, delay past the stall timeout). Real agent processes on 127.0.0.x,
 from __future__ import annotations
 
 from controllers.migrations import suspect_relays
-from hosts.loopback import LoopbackBed
+from experiments.loopback import LoopbackBed
 from hosts.vm import ask_service
 
 from .conftest import SOURCE_IP

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from controllers.mgmt import MgmtError
-from hosts.loopback import LoopbackBed
+from experiments.loopback import LoopbackBed
+from hosts.protocol.mgmt import MgmtError
 from hosts.vm import PAGE, ask_service
 
 from .conftest import HOSTS, SOURCE_IP, RecordingProxy, free_port

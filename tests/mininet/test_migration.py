@@ -70,7 +70,7 @@ def test_stealth_then_direct_migration(bed):
 
 
 def test_a_bad_request_leaves_the_vm_where_it_is(bed):
-    from controllers.mgmt import MgmtError
+    from hosts.protocol.mgmt import MgmtError
 
     tb = bed
     vms = tb.mgmt({"op": "status"})["vms"]

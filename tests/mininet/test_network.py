@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from controllers.mgmt import MgmtError, call
+from hosts.protocol.mgmt import MgmtError, call
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hosts.bench import bench_aes, bench_shamir, parse_openssl_speed
+from experiments.bench_protocol import bench_aes, bench_shamir, parse_openssl_speed
 
 OPENSSL_OUT = """version: 3.0.17
 built on: Sun Jul  6 12:00:00 2025 UTC

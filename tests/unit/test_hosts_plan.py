@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hosts.plan import Endpoint, MigrationPlan
+from hosts.protocol.plan import Endpoint, MigrationPlan
 
 
 def _plan(mode: str = "stealth", **kw) -> MigrationPlan:

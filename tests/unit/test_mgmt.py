@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from controllers.mgmt import MgmtError, MgmtServer, call, decode, dispatch
+from hosts.protocol.mgmt import MgmtError, MgmtServer, call, decode, dispatch
 
 
 @pytest.fixture

@@ -14,6 +14,18 @@ from typing import Any
 MODES = ("stealth", "direct")
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """The one place for the protocol's defaults (controller, roles, policies and scenarios)."""
+
+    window: int = 32  # unacknowledged chunks a source may have in flight
+    stall_timeout_s: float = 15.0  # a role gives up after this long without progress
+    chunk_size: int = 65536  # bytes of plaintext per chunk of the fixed policy
+
+
+DEFAULTS = Defaults()
+
+
 @dataclass
 class Endpoint:
     """One role's host: name, IP, agent socket, TCP port it listens on (0: any), X25519 key.
@@ -65,11 +77,12 @@ class MigrationPlan:
     k: int = 0
     dest_address: str = ""
     dest_port: int = 0
-    chunk_policy: dict[str, Any] = field(default_factory=lambda: {"kind": "fixed", "size": 65536})
+    chunk_policy: dict[str, Any] = field(
+        default_factory=lambda: {"kind": "fixed", "size": DEFAULTS.chunk_size})
     precopy: dict[str, Any] = field(default_factory=dict)
-    window: int = 32
+    window: int = DEFAULTS.window
     seed: int = 0
-    stall_timeout_s: float = 15.0
+    stall_timeout_s: float = DEFAULTS.stall_timeout_s
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -108,11 +121,12 @@ class MigrationPlan:
             k=int(d.get("k", 0)),
             dest_address=str(d.get("dest_address", "")),
             dest_port=int(d.get("dest_port", 0)),
-            chunk_policy=dict(d.get("chunk_policy") or {"kind": "fixed", "size": 65536}),
+            chunk_policy=dict(
+                d.get("chunk_policy") or {"kind": "fixed", "size": DEFAULTS.chunk_size}),
             precopy=dict(d.get("precopy") or {}),
-            window=int(d.get("window", 32)),
+            window=int(d.get("window", DEFAULTS.window)),
             seed=int(d.get("seed", 0)),
-            stall_timeout_s=float(d.get("stall_timeout_s", 15.0)),
+            stall_timeout_s=float(d.get("stall_timeout_s", DEFAULTS.stall_timeout_s)),
             faults={str(h): dict(f) for h, f in (d.get("faults") or {}).items()},
         )
 

@@ -1,6 +1,6 @@
 """A loopback testbed: one agent process per 127.0.0.x address and a stand-in controller.
 
-No root, no Mininet: the loopback tests and ``hosts.bench`` start real agents
+No root, no Mininet: the loopback tests and ``experiments.bench_protocol`` start real agents
 (``python -m hosts.agent``) on their own 127.0.0.x addresses, a real ``MgmtServer`` as the
 controller (it records ``register`` messages and forwards reports to a ``ReportRouter``), and
 run migrations with ``controllers.orchestration``.
@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any
 
-from controllers.mgmt import MgmtError, MgmtServer, call
 from controllers.orchestration import MigrationResult, ReportRouter, run_migration
-from hosts.plan import Endpoint, MigrationPlan
+from hosts.protocol.mgmt import MgmtError, MgmtServer, call
+from hosts.protocol.plan import Endpoint, MigrationPlan
 
 
 class LoopbackBed:

@@ -9,7 +9,7 @@
   (VmHWM, reset after the agents start; the VM image lives in the page cache, not the RSS).
 
 Printed with ``rich``; ``--json`` prints the same figures as JSON. Figures are printed, not
-asserted. Run as ``python -m hosts.bench`` or through the CLI (``main(argv)``).
+asserted. Run as ``python -m experiments.bench_protocol`` or through the CLI (``main(argv)``).
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def bench_shamir(rounds: int = 200) -> dict[str, float]:
 
 def bench_migration(mode: str, vm_mib: int, dirty: float, root: str) -> dict[str, Any]:
     """One loopback migration; returns times, goodput and peak RSS per role."""
-    from controllers.mgmt import call
-    from hosts.loopback import LoopbackBed
+    from experiments.loopback import LoopbackBed
+    from hosts.protocol.mgmt import call
 
     roles = {"h1": "source", "h6": "destination"}
     if mode == "stealth":

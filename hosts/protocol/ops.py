@@ -1,0 +1,35 @@
+"""Op names of the management plane, one constant each, grouped by who serves them.
+
+Every request is ``{"op": NAME, ...}`` (``hosts.protocol.mgmt``). The controller serves the
+``CONTROLLER_OPS``; each role agent serves the ``AGENT_OPS``; roles report ``REPORTS`` to the
+controller. Use the constants instead of string literals so a typo is an import error.
+"""
+
+from __future__ import annotations
+
+# served by the controller
+STATUS = "status"
+REGISTER = "register"
+RELAY = "relay"
+RELAY_REMOVE = "relay_remove"
+FLOWS = "flows"
+DEFAULTS = "defaults"
+ANOMALY = "anomaly"
+MIGRATE = "migrate"
+MIGRATION_STATUS = "migration_status"
+MIGRATIONS_ACTIVE = "migrations_active"
+
+# reports from the roles to the controller
+MIGRATION_DONE = "migration_done"
+MIGRATION_FAILED = "migration_failed"
+REPORTS = (MIGRATION_DONE, MIGRATION_FAILED)
+
+# served by a role agent
+PREPARE = "prepare"
+START = "start"
+RELEASE = "release"
+ABORT = "abort"
+FORGET = "forget"
+RESET_PEAK = "reset_peak"
+SHUTDOWN = "shutdown"
+AGENT_OPS = (STATUS, PREPARE, START, RELEASE, ABORT, FORGET, RESET_PEAK, SHUTDOWN)
