@@ -14,6 +14,7 @@
 
 Targets are restricted to the testbed's own hosts (10.0.0.0/16) and loopback (127.0.0.0/8, for
 tests): anything else is refused. Started by ``experiments.monitor_eval`` and the monitor tests.
+``KINDS`` is the one list of anomaly kinds, ``VERDICTS`` the monitor's name for each.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ import time
 log = logging.getLogger("stealth_mtd.anomalies")
 
 ALLOWED = [ipaddress.ip_network("10.0.0.0/16"), ipaddress.ip_network("127.0.0.0/8")]
-KINDS = ("scan", "exfil", "miner", "beacon")
+KINDS = ("scan", "exfil", "miner", "beacon")  # the one list of anomaly kinds
+# the monitor's verdict for each kind (hosts.monitor.detector)
+VERDICTS: dict[str, str] = {"scan": "port_scan", "exfil": "exfiltration", "miner": "miner",
+                            "beacon": "beaconing"}
 
 
 class TargetRefused(ValueError):

@@ -1,5 +1,5 @@
-"""The monitor's parsers and features (hosts.monitor), on texts as the kernel writes them and on
-this machine's own /proc; no root needed."""
+"""The monitor's parsers and features (hosts.monitor.procfs, hosts.monitor.features), on texts
+as the kernel writes them and on this machine's own /proc; no root needed."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import subprocess
 import sys
 import time
 
-from hosts.monitor import (
-    FeatureExtractor,
-    MigrationContext,
+from hosts.monitor.daemon import active_context
+from hosts.monitor.features import FeatureExtractor, MigrationContext
+from hosts.monitor.procfs import (
     ProcessFinder,
     Sample,
     TcpConn,
-    active_context,
     parse_net_dev,
     parse_proc_stat,
     parse_snmp_tcp,

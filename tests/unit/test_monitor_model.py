@@ -1,5 +1,5 @@
-"""The monitor's detector (rules + IsolationForest), its persistence, and the anomaly processes
-on loopback (hosts.monitor, hosts.anomalies); no root needed."""
+"""The monitor's detector (rules + IsolationForest), its persistence, the whole monitor, and the
+anomaly processes on loopback (hosts.monitor, hosts.anomalies); no root needed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import time
 import pytest
 
 from hosts import anomalies
-from hosts.monitor import FEATURES, Detector, Judge, Monitor
+from hosts.monitor.daemon import Monitor
+from hosts.monitor.detector import KINDS, Detector, Judge
+from hosts.monitor.features import FEATURES
 
 
 def normal_row(rng: random.Random) -> dict[str, float]:
@@ -108,6 +110,14 @@ def test_detector_needs_training() -> None:
         Detector().fit([{k: 0.0 for k in FEATURES}] * 3)
     with pytest.raises(RuntimeError):
         Detector().score({k: 0.0 for k in FEATURES})
+
+
+def test_every_injected_kind_has_one_verdict() -> None:
+    """One list of kinds (hosts.anomalies): each kind one can inject has its own verdict, and
+    the detector's verdicts are exactly those."""
+    assert list(anomalies.VERDICTS) == list(anomalies.KINDS)
+    assert len(set(anomalies.VERDICTS.values())) == len(anomalies.KINDS)
+    assert KINDS == ("port_scan", "exfiltration", "miner", "beaconing")
 
 
 # -- the anomalies, for real on loopback --------------------------------------------------------
