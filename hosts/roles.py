@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts import shamir
 from hosts.channel import Channel, ChannelError, listen, load_public
+from hosts.chunk_policy import Pacer, policy_from_settings
 from hosts.stream import ChunkOpener, ChunkSealer, StreamError, new_key
-from hosts.traffic import Pacer, policy_from_settings
 from hosts.vm import VM, StreamInstaller, VMError, precopy_records
 from hosts.wire import (
     CHUNK_HEAD,

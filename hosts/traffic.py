@@ -1,23 +1,21 @@
-"""Normal-traffic profiles and the chunk policies drawn from them (Alg 3, "adjustable chunk size").
+"""Normal-traffic profiles: the samples a migration's chunks are drawn from (Alg 3).
 
 The source measures the normal traffic on its interface over a window (``measure_sniff``, needs
-root and scapy), or reads a pcap (``from_pcap``), or is given a profile in the plan. A
-``TrafficProfile`` keeps samples of packet sizes, flow sizes (bytes per 5-tuple), message sizes
-(bytes between pauses of a flow), gaps between messages, and the mean rate. ``ChunkPolicy``
-draws each chunk's size from the message sizes and its send time from the gaps, slowed down
-when needed to stay within a rate budget; ``FixedChunkPolicy`` is the baseline (fixed size,
-no pacing). Key shares are padded to sizes drawn from the same policy.
+root and scapy), or reads a pcap (``from_pcap``), or is given a profile in the plan
+(``profile_from_settings`` picks which). A ``TrafficProfile`` keeps samples of packet sizes,
+flow sizes (bytes per 5-tuple), message sizes (bytes between pauses of a flow), gaps between
+messages, and the mean rate. The profile chunk policy (``hosts.chunk_policy``) draws each
+chunk's size and send time from it.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-MIN_CHUNK = 512
+MIN_CHUNK = 512  # bytes: the smallest and largest chunk (or synthetic message) there is
 MAX_CHUNK = 4 << 20
 MESSAGE_GAP_S = 0.05  # a pause longer than this ends one message of a flow
 
@@ -157,131 +155,21 @@ def measure_sniff(iface: str, seconds: float, bpf: str | None = None) -> Traffic
     return from_packets(_scapy_triples(pkts))
 
 
-class FixedChunkPolicy:
-    """The baseline: every chunk ``size`` bytes, sent back to back (optionally a fixed gap)."""
-
-    def __init__(self, size: int = 65536, gap_s: float = 0.0) -> None:
-        if not MIN_CHUNK <= size <= MAX_CHUNK:
-            raise ValueError(f"chunk size {size} outside [{MIN_CHUNK}, {MAX_CHUNK}]")
-        self.size = size
-        self.gap_s = gap_s
-
-    def next_size(self) -> int:
-        return self.size
-
-    def next_gap(self, size: int) -> float:
-        return self.gap_s
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "fixed", "size": self.size, "gap_s": self.gap_s}
-
-    def for_sender(self, share: float, seed: int) -> FixedChunkPolicy:
-        """The policy of one of several parallel senders (a fixed gap stays per sender)."""
-        return FixedChunkPolicy(self.size, self.gap_s)
-
-
-class ChunkPolicy:
-    """Chunk sizes and send times drawn from a measured profile, within a rate budget.
-
-    ``rate_budget_bps`` (bytes/s, 0 = unlimited) caps the migration's own rate on this sender:
-    a gap is never shorter than ``size / budget``. Sizes are clipped to [min_size, max_size].
-    """
-
-    def __init__(
-        self,
-        profile: TrafficProfile,
-        rate_budget_bps: float = 0.0,
-        seed: int = 0,
-        min_size: int = MIN_CHUNK,
-        max_size: int = 1 << 20,
-    ) -> None:
-        self.profile = profile
-        self.rate_budget_bps = rate_budget_bps
-        self.rng = random.Random(seed)
-        self.min_size = max(MIN_CHUNK, min_size)
-        self.max_size = min(MAX_CHUNK, max_size)
-        self._sizes = [s for s in (profile.message_sizes or profile.flow_sizes) if s > 0]
-        self._gaps = [g for g in profile.gaps_s if g >= 0]
-
-    def next_size(self) -> int:
-        if not self._sizes:
-            return self.min_size
-        return min(self.max_size, max(self.min_size, self.rng.choice(self._sizes)))
-
-    def next_gap(self, size: int) -> float:
-        gap = self.rng.choice(self._gaps) if self._gaps else 0.0
-        if self.rate_budget_bps > 0:
-            gap = max(gap, size / self.rate_budget_bps)
-        return gap
-
-    def for_sender(self, share: float, seed: int) -> ChunkPolicy:
-        """The policy of one of several parallel senders: same profile, ``share`` of the budget."""
-        return ChunkPolicy(
-            self.profile, self.rate_budget_bps * share, seed, self.min_size, self.max_size
-        )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "kind": "profile",
-            "rate_budget_bps": self.rate_budget_bps,
-            "sizes": len(self._sizes),
-            "gaps": len(self._gaps),
-        }
-
-
-Policy = FixedChunkPolicy | ChunkPolicy
-
-
-def policy_from_settings(
-    settings: dict[str, Any], seed: int = 0, share: float = 1.0, ip: str | None = None
-) -> Policy:
-    """Build a policy from the plan's ``chunk_policy`` dict.
-
-    ``{"kind": "fixed", "size": N, "gap_s": G}`` or ``{"kind": "profile", "profile": {...} |
-    "pcap": PATH | "sniff_iface": IFACE or "auto" (the interface of ``ip``; needs root),
-    "sniff_s": S, "bpf": FILTER, "rate_budget_bps": B, "min_size": ..,
-    "max_size": ..}`` (no source of samples: a synthetic web-like profile). ``share`` divides the
-    rate budget among parallel senders.
-    """
-    kind = settings.get("kind", "fixed")
-    if kind == "fixed":
-        return FixedChunkPolicy(int(settings.get("size", 65536)), float(settings.get("gap_s", 0.0)))
-    if kind != "profile":
-        raise ValueError(f"unknown chunk policy kind {kind!r}")
+def profile_from_settings(settings: dict[str, Any], seed: int = 0,
+                          ip: str | None = None) -> TrafficProfile:
+    """The profile a ``{"kind": "profile", ...}`` chunk policy names, from the first source set:
+    ``"profile": {...}`` (given), ``"pcap": PATH``, ``"sniff_iface": IFACE`` or ``"auto"`` (the
+    interface of ``ip``; needs root) with ``"sniff_s": S, "bpf": FILTER``; none set: a synthetic
+    web-like profile seeded by ``seed``."""
     if settings.get("profile"):
-        prof = TrafficProfile.from_dict(settings["profile"])
-    elif settings.get("pcap"):
-        prof = from_pcap(str(settings["pcap"]))
-    elif settings.get("sniff_iface"):
+        return TrafficProfile.from_dict(settings["profile"])
+    if settings.get("pcap"):
+        return from_pcap(str(settings["pcap"]))
+    if settings.get("sniff_iface"):
         iface = str(settings["sniff_iface"])
         if iface == "auto":  # the interface of the sender's own address
             iface = (iface_of(ip) if ip else None) or ""
             if not iface:
                 raise ValueError(f"no interface holds {ip}: cannot sniff normal traffic")
-        prof = measure_sniff(iface, float(settings.get("sniff_s", 5.0)), settings.get("bpf"))
-    else:
-        prof = TrafficProfile.synthetic(seed)
-    budget = float(settings.get("rate_budget_bps", 0.0)) * share
-    return ChunkPolicy(
-        prof,
-        rate_budget_bps=budget,
-        seed=seed,
-        min_size=int(settings.get("min_size", MIN_CHUNK)),
-        max_size=int(settings.get("max_size", 1 << 20)),
-    )
-
-
-class Pacer:
-    """Sleeps until each send time a policy asks for (monotonic clock, no drift)."""
-
-    def __init__(self) -> None:
-        self.next_t = time.monotonic()
-
-    def wait(self, gap_s: float) -> None:
-        if gap_s <= 0:
-            self.next_t = time.monotonic()
-            return
-        self.next_t = max(self.next_t + gap_s, time.monotonic() - 1.0)
-        delay = self.next_t - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        return measure_sniff(iface, float(settings.get("sniff_s", 5.0)), settings.get("bpf"))
+    return TrafficProfile.synthetic(seed)

@@ -11,7 +11,8 @@ transfers (backups) add large flows that are *not* migrations. Everything is see
     python -m hosts.workload client --ip 10.0.0.3 --peers 10.0.0.1,10.0.0.2 --seed 3 \\
         --flows-per-s 4 --cdf websearch --duration 60
 
-Started by the experiments runner inside Mininet hosts; the loopback tests run it on 127.0.0.x.
+Started inside the Mininet hosts by ``experiments.fleet.start_workload`` (the runner and
+monitor-eval); ``tests/unit/test_workload.py`` runs it on loopback.
 """
 
 from __future__ import annotations

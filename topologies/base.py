@@ -1,9 +1,11 @@
-"""Shared pieces of the data-centre topologies: addressing, switch layers, attacker hosts.
+"""Shared pieces of the data-centre topologies: addressing, the ``DataCentreTopo`` base class,
+and ``describe`` (the network as the controller is given it).
 
-Every topology is a Mininet ``Topo`` whose ``build()`` adds switches with explicit dpids (names such
-as ``c1``/``a1``/``e1`` would otherwise collide on Mininet's name-derived dpids), tenant hosts
-``h1..hN`` with addresses 10.0.x.y, and optional attacker hosts ``x1..`` attached to named
-switches. Pure bookkeeping, no root needed; ``topologies.net`` turns a Topo into a running network.
+Every topology subclasses ``DataCentreTopo`` and implements ``build_fabric()``, which adds
+switches with explicit dpids (names such as ``c1``/``a1``/``e1`` would otherwise collide on
+Mininet's name-derived dpids) and tenant hosts ``h1..hN`` with addresses 10.0.x.y; ``build()``
+then attaches the optional attacker hosts ``x1..`` to named switches. Pure bookkeeping, no root
+needed; ``topologies.net`` turns a Topo into a running network.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from mininet.topo import Topo
 
 
 def host_ip(index: int) -> str:
-    """Tenant host ``h<index>`` (1-based) gets 10.0.<index // 250>.<index % 250 + ...>."""
+    """Tenant host ``h<index>`` (1-based) gets 10.0.<(index-1) // 250>.<(index-1) % 250 + 1>."""
     if not 1 <= index <= 250 * 200:
         raise ValueError(f"host index {index} out of range")
     return f"10.0.{(index - 1) // 250}.{(index - 1) % 250 + 1}"
@@ -46,15 +48,15 @@ def parse_names(value: str | Iterable[str] | None) -> list[str]:
 class DataCentreTopo(Topo):
     """Base class: helpers to add layered switches, tenant hosts and attacker hosts.
 
-    Subclasses implement ``build_fabric()``; ``build()`` then attaches the attackers.
-    ``self.layers`` maps switch name to its layer (core/agg/edge/spine/leaf/switch);
-    ``self.edge_switches`` lists the switches that hosts attach to, in order.
+    Subclasses implement ``build_fabric(*args)`` (the positional ``--topo NAME,ARGS`` of ``mn``
+    arrive there); ``build()`` then attaches the attackers and takes ``bw`` (Mbit/s on every
+    link a helper adds between switches or to a tenant). ``self.layers`` maps switch name to its
+    layer (core/agg/edge/spine/leaf/switch), which ``describe`` reports.
     """
 
     def build(self, *args: object, attackers: str | Iterable[str] | None = None,
               bw: float | None = None, **kwargs: object) -> None:
         self.layers: dict[str, str] = {}
-        self.edge_switches: list[str] = []
         self.link_bw = float(bw) if bw else None
         self._n_hosts = 0
         self._n_attackers = 0
@@ -71,6 +73,7 @@ class DataCentreTopo(Topo):
         return {"bw": self.link_bw} if self.link_bw else {}
 
     def add_layer_switch(self, name: str, layer: str) -> str:
+        """Add switch ``name`` with the next free dpid, in ``layer``."""
         dpid = f"{self._next_dpid:016x}"
         self._next_dpid += 1
         self.addSwitch(name, dpid=dpid)
@@ -78,6 +81,7 @@ class DataCentreTopo(Topo):
         return name
 
     def add_tenant(self, switch: str) -> str:
+        """Attach the next tenant host ``h<i>`` (address ``host_ip(i)``) to ``switch``."""
         self._n_hosts += 1
         i = self._n_hosts
         ip = host_ip(i)
@@ -97,13 +101,11 @@ class DataCentreTopo(Topo):
         return name
 
     def add_fabric_link(self, a: str, b: str) -> None:
+        """Link two switches (with the topology's ``bw``, if any)."""
         self.addLink(a, b, **self._link_opts())
 
     def tenant_hosts(self) -> list[str]:
         return [h for h in self.hosts() if h.startswith("h")]
-
-    def attacker_hosts(self) -> list[str]:
-        return [h for h in self.hosts() if h.startswith("x")]
 
 
 def describe(topo: Topo) -> dict[str, Any]:

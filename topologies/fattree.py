@@ -13,21 +13,13 @@ in different pods there are (k/2)^2 equal-cost paths, which the relay picks amon
               h1 h2 h3 h4    h5 h6 h7 h8
 
 Usable from the Mininet command line:
-    sudo mn --custom topologies/fattree.py --topo fattree,4 \\
+    sudo mn --custom topologies/mn.py --topo fattree,4 \\
         --switch ovs,protocols=OpenFlow13,datapath=user --controller remote,port=6653
 """
 
 from __future__ import annotations
 
-try:
-    from topologies.base import DataCentreTopo
-except ImportError:  # `mn --custom FILE` execs this with Debian's python, without __file__
-    import os
-    import sys
-
-    sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(f)))
-                    for f in ",".join(sys.argv).split(",") if f.endswith("py") and "topolog" in f]
-    from topologies.base import DataCentreTopo
+from topologies.base import DataCentreTopo
 
 
 class FatTreeTopo(DataCentreTopo):
@@ -43,7 +35,6 @@ class FatTreeTopo(DataCentreTopo):
             aggs = [self.add_layer_switch(f"a{pod * half + i + 1}", "agg") for i in range(half)]
             edges = [self.add_layer_switch(f"e{pod * half + i + 1}", "edge") for i in range(half)]
             for e in edges:
-                self.edge_switches.append(e)
                 for a in aggs:
                     self.add_fabric_link(e, a)
             for i, a in enumerate(aggs):
@@ -53,5 +44,3 @@ class FatTreeTopo(DataCentreTopo):
                 for _ in range(half):
                     self.add_tenant(e)
 
-
-topos = {"fattree": FatTreeTopo}

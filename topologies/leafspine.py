@@ -10,22 +10,14 @@
 
 Hosts on different leaves have one equal-cost path per spine.
 
-    sudo mn --custom topologies/leafspine.py --topo leafspine,4,2,4 \\
+    sudo mn --custom topologies/mn.py --topo leafspine,4,2,4 \\
         --switch ovs,protocols=OpenFlow13,datapath=user --controller remote,port=6653
 (arguments: leaves, spines, hosts per leaf)
 """
 
 from __future__ import annotations
 
-try:
-    from topologies.base import DataCentreTopo
-except ImportError:  # `mn --custom FILE` execs this with Debian's python, without __file__
-    import os
-    import sys
-
-    sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(f)))
-                    for f in ",".join(sys.argv).split(",") if f.endswith("py") and "topolog" in f]
-    from topologies.base import DataCentreTopo
+from topologies.base import DataCentreTopo
 
 
 class LeafSpineTopo(DataCentreTopo):
@@ -39,11 +31,8 @@ class LeafSpineTopo(DataCentreTopo):
         spine_names = [self.add_layer_switch(f"s{i + 1}", "spine") for i in range(spines)]
         for i in range(leaves):
             leaf = self.add_layer_switch(f"l{i + 1}", "leaf")
-            self.edge_switches.append(leaf)
             for s in spine_names:
                 self.add_fabric_link(leaf, s)
             for _ in range(hosts_per_leaf):
                 self.add_tenant(leaf)
 
-
-topos = {"leafspine": LeafSpineTopo}

@@ -4,22 +4,14 @@
     |      |      |
     h1     h2     h3
 
-    sudo mn --custom topologies/linear.py --topo linear,4,1 \\
+    sudo mn --custom topologies/mn.py --topo linear,4,1 \\
         --switch ovs,protocols=OpenFlow13,datapath=user --controller remote,port=6653
 (arguments: switches, hosts per switch)
 """
 
 from __future__ import annotations
 
-try:
-    from topologies.base import DataCentreTopo
-except ImportError:  # `mn --custom FILE` execs this with Debian's python, without __file__
-    import os
-    import sys
-
-    sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(f)))
-                    for f in ",".join(sys.argv).split(",") if f.endswith("py") and "topolog" in f]
-    from topologies.base import DataCentreTopo
+from topologies.base import DataCentreTopo
 
 
 class LinearTopo(DataCentreTopo):
@@ -32,12 +24,9 @@ class LinearTopo(DataCentreTopo):
         prev = None
         for i in range(switches):
             sw = self.add_layer_switch(f"s{i + 1}", "switch")
-            self.edge_switches.append(sw)
             if prev:
                 self.add_fabric_link(prev, sw)
             prev = sw
             for _ in range(hosts_per_switch):
                 self.add_tenant(sw)
 
-
-topos = {"linear": LinearTopo}

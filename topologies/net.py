@@ -5,8 +5,8 @@ userspace datapath unless the kernel module exists) attached to a remote control
 transmit checksum offload on host interfaces under the userspace datapath (TCP fails otherwise)
 and drops link delay/loss where the kernel has no netem, with a warning. The JSON-able
 description for the controller comes from ``topologies.base.describe`` (port numbers are fixed by
-the Topo, and Mininet asks OVS for exactly those). Called by the runner, the demo, the
-benchmarks and the root tests.
+the Topo, and Mininet asks OVS for exactly those). Called by ``experiments.testbed.Testbed``
+(through which the runner, monitor-eval, the benchmarks and the root tests start networks).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Open vSwitch on this machine: is it running, start it, which datapath to use.
 
-Called by ``scripts/setup.sh`` (``python -m topologies.ovs ensure``), by the topologies (to pick
-the datapath) and by ``stealth-mtd clean``. Debian's ``ovs-ctl`` starts the daemons; after a
+Called by ``scripts/setup.sh`` (``python -m topologies.ovs ensure``), by ``topologies.net`` (to
+pick the datapath), by ``experiments.testbed`` (before a network starts) and by ``stealth-mtd
+clean``. Debian's ``ovs-ctl`` starts the daemons; after a
 killed run or a reboot their pid files may be stale, which this module clears first.
 """
 

@@ -63,7 +63,7 @@ class MigrationPlan:
 
     ``dest_address``/``dest_port`` are what the leader (or, in direct mode, the source) connects
     to: possibly a virtual address that the switches rewrite. ``chunk_policy`` is a dict for
-    ``hosts.traffic.policy_from_settings``; ``precopy`` tunes the VM's pre-copy rounds;
+    ``hosts.chunk_policy.policy_from_settings``; ``precopy`` tunes the VM's pre-copy rounds;
     ``faults`` is a test hook, per host name (e.g. ``{"h3": {"die_after_chunks": 5}}``).
     """
 

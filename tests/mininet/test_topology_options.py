@@ -55,7 +55,7 @@ def test_mn_custom_command_line_with_our_controller(tmp_path):
     try:
         wait_listening(port, 20, ctl)
         r = subprocess.run(
-            ["mn", "--custom", str(ROOT / "topologies" / "linear.py"), "--topo", "linear,3,1",
+            ["mn", "--custom", str(ROOT / "topologies" / "mn.py"), "--topo", "linear,3,1",
              "--switch", "ovs,protocols=OpenFlow13,datapath=user",
              "--controller", f"remote,ip=127.0.0.1,port={port}", "--test", "pingall"],
             capture_output=True, text=True, timeout=120, cwd="/")

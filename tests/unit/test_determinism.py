@@ -7,7 +7,7 @@ from controllers import rules as R
 from controllers.migrations import Migrations
 from experiments.runner import trial_seed
 from experiments.scenario import load
-from hosts.traffic import policy_from_settings
+from hosts.chunk_policy import policy_from_settings
 from topologies.base import describe
 
 

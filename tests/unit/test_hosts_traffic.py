@@ -1,17 +1,10 @@
-"""Traffic profiles and chunk policies: sizes from the profile, gaps within the rate budget."""
+"""Traffic profiles: from packets, from a pcap, from a sniff, and from a policy's settings."""
 
 from __future__ import annotations
 
 import pytest
 
-from hosts.traffic import (
-    ChunkPolicy,
-    FixedChunkPolicy,
-    TrafficProfile,
-    from_packets,
-    from_pcap,
-    policy_from_settings,
-)
+from hosts.traffic import TrafficProfile, from_packets, from_pcap, profile_from_settings
 
 
 def test_profile_from_packets() -> None:
@@ -23,29 +16,6 @@ def test_profile_from_packets() -> None:
     assert p.rate_bps == pytest.approx(3700 / 1.0)
     assert p.gaps_s == pytest.approx([0.5, 0.5])
     assert TrafficProfile.from_dict(p.to_dict()) == p
-
-
-def test_policy_draws_profile_sizes_and_respects_budget() -> None:
-    prof = TrafficProfile(message_sizes=[2000, 8000, 50000], gaps_s=[0.0, 0.001])
-    pol = ChunkPolicy(prof, rate_budget_bps=1e6, seed=1)
-    sizes = {pol.next_size() for _ in range(200)}
-    assert sizes == {2000, 8000, 50000}
-    for s in (2000, 50000):
-        assert pol.next_gap(s) >= s / 1e6
-    total = sum(pol.next_size() for _ in range(1000))
-    gaps = sum(pol.next_gap(s) for s in [50000] * 10)
-    assert gaps >= 0.5 - 1e-9 and total > 0
-
-
-def test_fixed_policy_and_settings() -> None:
-    f = FixedChunkPolicy(4096)
-    assert f.next_size() == 4096 and f.next_gap(4096) == 0.0
-    p = policy_from_settings({"kind": "profile", "rate_budget_bps": 1000.0}, seed=2, share=0.5)
-    assert isinstance(p, ChunkPolicy) and p.rate_budget_bps == 500.0
-    with pytest.raises(ValueError):
-        policy_from_settings({"kind": "magic"})
-    with pytest.raises(ValueError):
-        FixedChunkPolicy(10)
 
 
 def test_profile_from_pcap(tmp_path) -> None:
@@ -64,13 +34,13 @@ def test_profile_from_pcap(tmp_path) -> None:
     assert prof.rate_bps == pytest.approx(1400 / 0.9)
 
 
-def test_parallel_senders_share_the_budget() -> None:
-    prof = TrafficProfile(message_sizes=[4000], gaps_s=[0.0])
-    pol = ChunkPolicy(prof, rate_budget_bps=3e6, seed=1)
-    one = pol.for_sender(share=1 / 3, seed=2)
-    assert one.rate_budget_bps == pytest.approx(1e6)
-    assert one.next_gap(4000) == pytest.approx(0.004)
-    assert FixedChunkPolicy(4096, 0.01).for_sender(0.5, 1).gap_s == 0.01
+def test_profile_from_settings_picks_the_source_of_samples(tmp_path) -> None:
+    given = TrafficProfile(message_sizes=[700, 900], gaps_s=[0.01])
+    assert profile_from_settings({"kind": "profile", "profile": given.to_dict()}) == given
+    assert profile_from_settings({"kind": "profile"}, seed=4) == TrafficProfile.synthetic(4)
+    assert profile_from_settings({"kind": "profile"}, seed=4) != TrafficProfile.synthetic(5)
+    with pytest.raises(ValueError, match="no interface holds 203.0.113.77"):
+        profile_from_settings({"sniff_iface": "auto"}, ip="203.0.113.77")
 
 
 def test_iface_of_loopback() -> None:

@@ -1,5 +1,8 @@
 """Topology shapes and their description, without root."""
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from topologies import registry
@@ -68,3 +71,25 @@ def test_addressing():
 
 def test_registry_names():
     assert set(registry()) == {"fattree", "leafspine", "linear"}
+
+
+MN_EXEC = """
+import sys
+path = sys.argv[1]
+customs = {}
+exec(compile(open(path).read(), path, "exec"), customs, customs)  # what `mn --custom` does
+topo = customs["topos"]["linear"](3, 1)
+print(sorted(customs["topos"]), len(topo.switches()), "__file__" in customs)
+"""
+
+
+def test_mn_custom_entry_file_finds_the_project_without_it_on_sys_path():
+    """``mn --custom topologies/mn.py`` under Debian's python, run from /, gets every topology."""
+    debian_python = Path("/usr/bin/python3")
+    if not debian_python.exists():
+        pytest.skip("no Debian python (Mininet's) here")
+    entry = Path(__file__).resolve().parents[2] / "topologies" / "mn.py"
+    r = subprocess.run([str(debian_python), "-c", MN_EXEC, str(entry)], cwd="/",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[0] == "['fattree', 'leafspine', 'linear'] 3 False"
