@@ -153,9 +153,8 @@ class Orchestration:
         return res
 
     def _prepare(self, role: str, ep: Endpoint) -> None:
-        reply = self.call(
-            ep.agent, {"op": "prepare", "view": self.plan.view_for(role, ep)}, timeout=60.0
-        )
+        view = self.plan.view_for(role, ep).to_dict()
+        reply = self.call(ep.agent, {"op": "prepare", "view": view}, timeout=60.0)
         self._prepared.append((role, ep))
         port = int(reply.get("port") or 0)
         if port and not ep.port:

@@ -18,8 +18,10 @@ the agent):
   counter, service), rss_kib / peak_rss_kib, and the state of every role (or of one migration's
   role: role, state, reason, stats).
 - ``{"op": "prepare", "view": {...}}`` → take the role in ``view["role"]`` for
-  ``view["migration"]`` (a view is ``MigrationPlan.view_for``); receivers listen before the
-  reply, which carries the bound ``port`` (port 0 in the view: any free port).
+  ``view["migration"]`` (a view is ``MigrationPlan.view_for(...).to_dict()``, checked by
+  ``hosts.protocol.plan.view_from_dict``: a missing or mistyped field is an error reply that
+  names it); receivers listen before the reply, which carries the bound ``port`` (port 0 in
+  the view: any free port).
 - ``{"op": "start", "migration": ID}`` → the source starts sending (asynchronous).
 - ``{"op": "release", "migration": ID}`` → the migration is over: the source drops its VM copy
   (refused unless its stream was fully sent), other roles free what they hold.
@@ -44,7 +46,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import public_hex
 from hosts.protocol.mgmt import MgmtServer, call
-from hosts.roles import ROLES, AgentContext, Role, RoleError
+from hosts.protocol.plan import PlanError, view_from_dict
+from hosts.roles import ROLES
+from hosts.roles.base import AgentContext, Role, RoleError
 from hosts.vm import VM, VMError
 
 log = logging.getLogger("hosts.agent")
@@ -164,14 +168,14 @@ class Agent:
                 **memory_kib(),
             }
         if op == "prepare":
-            view = msg.get("view")
-            if not isinstance(view, dict) or view.get("role") not in ROLES:
-                raise RoleError("prepare needs a view with a role in " + ", ".join(ROLES))
-            mig = str(view["migration"])
+            if "view" not in msg:
+                raise PlanError("prepare needs a view (MigrationPlan.view_for(...).to_dict())")
+            view = view_from_dict(msg["view"])
+            mig = view.migration
             with self.lock:
                 if mig in self.roles:
                     raise RoleError(f"{self.host} already plays {self.roles[mig].name} in {mig}")
-                role = ROLES[view["role"]](self.ctx, view)
+                role = ROLES[view.role](self.ctx, view)
                 self.roles[mig] = role
             try:
                 reply = role.prepare()

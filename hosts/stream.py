@@ -4,7 +4,8 @@ One fresh 32-byte key per migration. Chunk ``i`` is sealed with nonce
 ``prefix (7 random bytes) ‖ i (4 bytes, big endian) ‖ last (1 byte)`` and associated data
 binding the migration id and the chunk index. So a chunk moved to another index, a chunk
 of another migration, a chunk whose last-flag was flipped or a forged chunk all fail the tag;
-a stream that stops before a chunk marked last is truncated (the opener says so).
+a stream that stops before a chunk marked last is truncated (its reader, the leader, never
+gets to the trailer).
 
 Chunk 0 is the manifest (destination address, sizes, ...), the chunk marked last is the
 trailer (image hash, counts); the chunks between carry the VM's migration stream.
@@ -71,8 +72,7 @@ class ChunkSealer:
 class ChunkOpener:
     """Opens sealed chunks (the leader holds one once it has the key).
 
-    ``open`` checks one chunk independently of order (the caller reorders by index);
-    ``finished`` turns true once the last chunk opened.
+    ``open`` checks one chunk independently of order (the caller reorders by index).
     """
 
     def __init__(self, key: bytes, migration: str) -> None:

@@ -16,7 +16,8 @@ round limit is hit, then pauses the VM and yields the rest plus the device state
     b"D" | length u32 | device state JSON
     b"R" | round u32                           (end of a pre-copy round)
 
-Used by the source and destination roles (``hosts.roles``) and by the agent.
+Used by the source and destination roles (``hosts.roles.source``, ``hosts.roles.destination``)
+and by the agent (``hosts.agent``), which runs its host's VM.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -313,7 +314,6 @@ def precopy_records(
     vm: VM,
     max_rounds: int = 8,
     min_dirty_pages: int = 64,
-    on_pause: Callable[[float], None] | None = None,
     stats: dict[str, Any] | None = None,
 ) -> Iterator[bytes]:
     """Pre-copy rounds, then stop-and-copy; the VM is paused when the generator ends.
@@ -336,8 +336,6 @@ def precopy_records(
     vm.refresh_hashes()  # hash what is unchanged while the VM still runs
     vm.pause()
     st["paused_at"] = time.time()
-    if on_pause:
-        on_pause(st["paused_at"])
     todo = np.union1d(todo, vm.take_dirty()).astype(np.uint32)  # what the last round left too
     st["pages_per_round"].append(int(len(todo)))
     st["rounds"] = rnd + 1  # pre-copy rounds plus the stop-and-copy

@@ -3,5 +3,5 @@
 The management transport (``mgmt``), the op names and message types (``ops``), the migration
 plan with one typed view per role and the one set of ``Defaults`` (``plan``). The controller,
 the role agents, the monitors and the runner all speak through this package; it imports
-nothing else of the project but ``hosts`` leaf modules.
+nothing else of the project (an import-linter contract checks it).
 """

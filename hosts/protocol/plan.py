@@ -1,15 +1,18 @@
 """The migration plan: who plays which role, on which address and port, with which policy.
 
-The controller builds a ``MigrationPlan`` (Alg 2), the orchestration (``controllers.orchestration``)
-hands each role only its own *view* of it (``view_for``): an intermediate never sees the
-destination, the leader learns the destination address only from the encrypted manifest.
-Plain JSON-serialisable dataclasses (``to_dict``/``from_dict``).
+The controller builds a ``MigrationPlan`` (Alg 2); the orchestration (``controllers.orchestration``)
+sends each role only its own typed *view* of it (``MigrationPlan.view_for`` → ``SourceView``,
+``IntermediateView``, ``LeaderView`` or ``DestinationView``, as ``to_dict()`` JSON): an
+intermediate never sees the destination, the leader learns the destination address only from the
+encrypted manifest. The agent turns the JSON back into a view with ``view_from_dict``, which
+checks every field and raises ``PlanError`` naming the one that is missing or mistyped.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar, Self, TypeVar
 
 MODES = ("stealth", "direct")
 
@@ -24,6 +27,77 @@ class Defaults:
 
 
 DEFAULTS = Defaults()
+
+
+class PlanError(ValueError):
+    """A plan or a role's view that lacks a field or holds one of the wrong type (named)."""
+
+
+_MISSING: Any = object()
+T = TypeVar("T")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class _Fields:
+    """Reads the fields of one JSON object and checks their types.
+
+    ``what`` names the object in errors (``source view``); ``prefix`` the path of a nested one
+    (``me.``), so an error reads ``source view: field 'me.port' must be an int, got '80'``.
+    """
+
+    def __init__(self, d: Any, what: str, prefix: str = "") -> None:
+        if not isinstance(d, dict):
+            where = f"{what}: field {prefix.rstrip('.')!r}" if prefix else what
+            raise PlanError(f"{where} must be an object, got {d!r}")
+        self.d = d
+        self.what = what
+        self.prefix = prefix
+
+    def error(self, name: str, problem: str) -> PlanError:
+        return PlanError(f"{self.what}: field {self.prefix + name!r} {problem}")
+
+    def _get(self, name: str, default: Any) -> Any:
+        if name in self.d:
+            return self.d[name]
+        if default is _MISSING:
+            raise self.error(name, "is missing")
+        return default
+
+    def _typed(self, name: str, default: Any, ok: Callable[[Any], bool], kind: str) -> Any:
+        v = self._get(name, default)
+        if not ok(v):
+            raise self.error(name, f"must be {kind}, got {v!r}")
+        return v
+
+    def text(self, name: str, default: Any = _MISSING) -> str:
+        return self._typed(name, default, lambda v: isinstance(v, str), "a string")
+
+    def integer(self, name: str, default: Any = _MISSING) -> int:
+        return self._typed(name, default, _is_int, "an int")
+
+    def number(self, name: str, default: Any = _MISSING) -> float:
+        return float(self._typed(name, default, lambda v: _is_int(v) or isinstance(v, float),
+                                 "a number"))
+
+    def obj(self, name: str, default: Any = _MISSING) -> dict[str, Any]:
+        return dict(self._typed(name, default, lambda v: isinstance(v, dict), "an object"))
+
+    def texts(self, name: str, default: Any = _MISSING) -> list[str]:
+        def ok(v: Any) -> bool:
+            return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+        return list(self._typed(name, default, ok, "a list of strings"))
+
+    def nested(self, name: str, read: Callable[[_Fields], T]) -> T:
+        return read(_Fields(self._get(name, _MISSING), self.what, f"{self.prefix}{name}."))
+
+    def nested_list(self, name: str, read: Callable[[_Fields], T], default: Any = _MISSING
+                    ) -> list[T]:
+        v = self._typed(name, default, lambda v: isinstance(v, list), "a list")
+        return [read(_Fields(x, self.what, f"{self.prefix}{name}[{i}].")) for i, x in enumerate(v)]
 
 
 @dataclass
@@ -47,14 +121,32 @@ class Endpoint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Endpoint:
+        """Check and read an endpoint; ``PlanError`` names a missing or mistyped field."""
+        return cls.read(_Fields(d, "endpoint"))
+
+    @classmethod
+    def read(cls, f: _Fields) -> Endpoint:
         return cls(
-            host=str(d["host"]),
-            ip=str(d["ip"]),
-            agent=str(d["agent"]),
-            port=int(d.get("port", 0)),
-            pubkey=str(d.get("pubkey", "")),
-            listen_port=int(d.get("listen_port", 0)),
+            host=f.text("host"),
+            ip=f.text("ip"),
+            agent=f.text("agent"),
+            port=f.integer("port", 0),
+            pubkey=f.text("pubkey", ""),
+            listen_port=f.integer("listen_port", 0),
         )
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The hop a relay sends on to, as the relay is told it: address, port, X25519 key."""
+
+    ip: str
+    port: int
+    pubkey: str
+
+    @classmethod
+    def read(cls, f: _Fields) -> Peer:
+        return cls(ip=f.text("ip"), port=f.integer("port"), pubkey=f.text("pubkey"))
 
 
 @dataclass
@@ -105,8 +197,7 @@ class MigrationPlan:
             raise ValueError("the destination's public key is missing (from its register message)")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MigrationPlan:
@@ -140,49 +231,173 @@ class MigrationPlan:
         out.append(("source", self.source))
         return out
 
-    def view_for(self, role: str, ep: Endpoint) -> dict[str, Any]:
+    def view_for(self, role: str, ep: Endpoint) -> RoleView:
         """What one role is told: only what it needs to play its part."""
-        base: dict[str, Any] = {
-            "migration": self.migration,
-            "mode": self.mode,
-            "role": role,
-            "me": ep.to_dict(),
-            "fault": self.faults.get(ep.host, {}),
-            "stall_timeout_s": self.stall_timeout_s,
-            "window": self.window,
-        }
+        common: dict[str, Any] = dict(
+            migration=self.migration, mode=self.mode, me=replace(ep),
+            fault=dict(self.faults.get(ep.host, {})), stall_timeout_s=self.stall_timeout_s,
+            window=self.window)
         if role == "source":
-            base.update(
-                chunk_policy=self.chunk_policy,
-                precopy=self.precopy,
-                seed=self.seed,
-                k=self.k,
-                n=self.n,
-                dest_address=self.dest_address,
-                dest_port=self.dest_port,
-                dest_pubkey=self.destination.pubkey,
-            )
-            if self.mode == "stealth":
-                base["intermediates"] = [e.to_dict() for e in self.intermediates]
-        elif role == "intermediate":
+            inters = self.intermediates if self.mode == "stealth" else []
+            return SourceView(
+                **common, k=self.k, n=self.n, dest_address=self.dest_address,
+                dest_port=self.dest_port, dest_pubkey=self.destination.pubkey,
+                intermediates=[replace(e) for e in inters], chunk_policy=dict(self.chunk_policy),
+                precopy=dict(self.precopy), seed=self.seed)
+        if role == "intermediate":
             assert self.leader is not None
-            base["leader"] = {
-                "ip": self.leader.ip,
-                "port": self.leader.port,
-                "pubkey": self.leader.pubkey,
-            }
-            base["source_pubkey"] = self.source.pubkey
-        elif role == "leader":
-            base.update(
-                n=self.n,
-                k=self.k,
-                dest_pubkey=self.destination.pubkey,
-                intermediate_pubkeys=[e.pubkey for e in self.intermediates],
-            )
-        elif role == "destination":
+            return IntermediateView(
+                **common, leader=Peer(self.leader.ip, self.leader.port, self.leader.pubkey),
+                source_pubkey=self.source.pubkey)
+        if role == "leader":
+            return LeaderView(
+                **common, n=self.n, k=self.k, dest_pubkey=self.destination.pubkey,
+                intermediate_pubkeys=[e.pubkey for e in self.intermediates])
+        if role == "destination":
             peer = self.leader if self.mode == "stealth" else self.source
             assert peer is not None
-            base["peer_pubkey"] = peer.pubkey
-        else:
-            raise ValueError(f"unknown role {role!r}")
-        return base
+            return DestinationView(**common, peer_pubkey=peer.pubkey)
+        raise ValueError(f"unknown role {role!r}")
+
+
+# --- the per-role views ----------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class RoleView:
+    """What every role is told: its migration, mode, own endpoint, test faults and limits.
+
+    ``fault`` is this host's entry of ``MigrationPlan.faults`` (empty: no fault injected).
+    A subclass per role adds its own fields; ``role`` is the subclass's name for it.
+    """
+
+    role: ClassVar[str] = ""
+    migration: str
+    mode: str
+    me: Endpoint
+    fault: dict[str, Any] = field(default_factory=dict)
+    stall_timeout_s: float = DEFAULTS.stall_timeout_s
+    window: int = DEFAULTS.window
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form sent in the ``prepare`` op (``role`` included)."""
+        return {"role": self.role, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Check and read a view; ``PlanError`` names a missing or mistyped field."""
+        f = _Fields(d, f"{cls.role} view")
+        role = f.text("role")
+        if role != cls.role:
+            raise f.error("role", f"must be {cls.role!r}, got {role!r}")
+        mode = f.text("mode")
+        if mode not in MODES:
+            raise f.error("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+        window = f.integer("window", DEFAULTS.window)
+        if window < 1:
+            raise f.error("window", f"must be at least 1, got {window}")
+        stall = f.number("stall_timeout_s", DEFAULTS.stall_timeout_s)
+        if stall <= 0:
+            raise f.error("stall_timeout_s", f"must be positive, got {stall}")
+        return cls(
+            migration=f.text("migration"),
+            mode=mode,
+            me=f.nested("me", Endpoint.read),
+            fault=f.obj("fault", {}),
+            stall_timeout_s=stall,
+            window=window,
+            **cls._own_fields(f, mode),
+        )
+
+    @classmethod
+    def _own_fields(cls, f: _Fields, mode: str) -> dict[str, Any]:
+        """The subclass's fields, read from ``f``."""
+        return {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceView(RoleView):
+    """The source: the share split, where the stream goes, the chunk policy and pre-copy."""
+
+    role: ClassVar[str] = "source"
+    k: int
+    n: int
+    dest_address: str
+    dest_port: int
+    dest_pubkey: str
+    intermediates: list[Endpoint] = field(default_factory=list)  # stealth mode only
+    chunk_policy: dict[str, Any] = field(default_factory=dict)
+    precopy: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    @classmethod
+    def _own_fields(cls, f: _Fields, mode: str) -> dict[str, Any]:
+        return {
+            "k": f.integer("k"),
+            "n": f.integer("n"),
+            "dest_address": f.text("dest_address"),
+            "dest_port": f.integer("dest_port"),
+            "dest_pubkey": f.text("dest_pubkey"),
+            "intermediates": f.nested_list(
+                "intermediates", Endpoint.read, [] if mode == "direct" else _MISSING),
+            "chunk_policy": f.obj("chunk_policy", {}),
+            "precopy": f.obj("precopy", {}),
+            "seed": f.integer("seed", 0),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntermediateView(RoleView):
+    """An intermediate: whom it accepts (the source's key) and where it relays to (the leader)."""
+
+    role: ClassVar[str] = "intermediate"
+    leader: Peer
+    source_pubkey: str
+
+    @classmethod
+    def _own_fields(cls, f: _Fields, mode: str) -> dict[str, Any]:
+        return {"leader": f.nested("leader", Peer.read), "source_pubkey": f.text("source_pubkey")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderView(RoleView):
+    """The leader: k of n, whom it accepts (the intermediates) and the destination's key."""
+
+    role: ClassVar[str] = "leader"
+    n: int
+    k: int
+    dest_pubkey: str
+    intermediate_pubkeys: list[str]
+
+    @classmethod
+    def _own_fields(cls, f: _Fields, mode: str) -> dict[str, Any]:
+        return {
+            "n": f.integer("n"),
+            "k": f.integer("k"),
+            "dest_pubkey": f.text("dest_pubkey"),
+            "intermediate_pubkeys": f.texts("intermediate_pubkeys"),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class DestinationView(RoleView):
+    """The destination: the one key it accepts a stream from (leader, or source if direct)."""
+
+    role: ClassVar[str] = "destination"
+    peer_pubkey: str
+
+    @classmethod
+    def _own_fields(cls, f: _Fields, mode: str) -> dict[str, Any]:
+        return {"peer_pubkey": f.text("peer_pubkey")}
+
+
+VIEWS: dict[str, type[RoleView]] = {
+    v.role: v for v in (SourceView, IntermediateView, LeaderView, DestinationView)
+}
+
+
+def view_from_dict(d: Any) -> RoleView:
+    """The typed view of a ``prepare`` op's ``view``, picked by its ``role``; or ``PlanError``."""
+    f = _Fields(d, "view")
+    role = f.text("role")
+    if role not in VIEWS:
+        raise f.error("role", f"must be one of {', '.join(VIEWS)}, got {role!r}")
+    return VIEWS[role].from_dict(d)

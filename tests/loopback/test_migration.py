@@ -179,6 +179,13 @@ def test_agent_survives_bad_commands(bed: LoopbackBed) -> None:
     ):
         reply = call(sock, msg, check=False)
         assert reply["ok"] is False and reply["error"]
+    me = {"host": "h2", "ip": HOSTS["h2"], "agent": sock}
+    view = {"role": "destination", "migration": "x", "mode": "direct", "me": me, "peer_pubkey": 7}
+    reply = call(sock, {"op": "prepare", "view": view}, check=False)
+    assert reply == {
+        "ok": False,
+        "error": "PlanError: destination view: field 'peer_pubkey' must be a string, got 7",
+    }
     assert call(sock, {"op": "status"})["host"] == "h2"
 
 

@@ -1,0 +1,388 @@
+"""The source, VM_anomalous (Alg 3), and the sender of the direct baseline.
+
+Stealth: splits a fresh AES-256 key with Shamir (k of n), sends one share to each intermediate,
+runs pre-copy and seals the stream into chunks whose sizes and send times a chunk policy
+(``hosts.traffic``) draws; chunk 0 is the manifest (destination address ...), the last chunk the
+trailer (image hash ...). It keeps at most ``window`` unacknowledged chunks; chunks sent through
+an intermediate that dies are re-sent through the others. Direct: streams straight to the
+destination over one encrypted hop. The VM stays paused once sent, until the controller's
+release (drop this copy) or abort (resume it here).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hosts import shamir
+from hosts.channel import Channel, ChannelError
+from hosts.chunk_policy import Pacer, policy_from_settings
+from hosts.protocol.plan import SourceView
+from hosts.roles.base import AgentContext, Role, RoleError
+from hosts.stream import ChunkSealer, new_key
+from hosts.vm import VM, precopy_records
+from hosts.wire import (
+    CHUNK_HEAD,
+    HEADER,
+    FrameError,
+    FrameType,
+    SealedChunk,
+    build_frame,
+    chunk_body,
+    data_body,
+    parse_ack,
+    parse_frame,
+    parse_text,
+)
+
+TAG = 16  # AES-GCM tag of a hop record
+# record length of a CHUNK = plaintext + frame header + chunk header + chunk tag + hop tag
+CHUNK_RECORD_OVERHEAD = HEADER.size + CHUNK_HEAD.size + TAG + TAG
+
+
+@dataclass
+class _Hop:
+    host: str
+    ch: Channel
+    alive: bool = True
+    inflight: set[int] = field(default_factory=set)
+
+
+class Source(Role):
+    """VM_anomalous (Alg 3), and the sender of the direct baseline."""
+
+    name = "source"
+    view: SourceView
+
+    def __init__(self, ctx: AgentContext, view: SourceView) -> None:
+        super().__init__(ctx, view)
+        vm = ctx.get_vm()
+        if vm is None or not vm.running:
+            raise RoleError(f"host {ctx.host} runs no VM to migrate")
+        self.vm: VM = vm
+        self.hops: list[_Hop] = []
+        self.pending: dict[int, bytes] = {}
+        self.queue: list[int] = []
+        self.resend: list[int] = []
+        self.acked = 0
+        self.total: int | None = None
+        self.last_progress = time.monotonic()
+        self.stats.update(failed_intermediates=[], chunks=0, resent=0, vm_bytes=self.vm.size)
+        self.precopy: dict[str, Any] = {}
+        self.direct: Channel | None = None
+        self.trailer_sent = False
+        self._controller_abort = False
+        self.seed = view.seed
+
+    def start(self) -> None:
+        with self.cond:
+            if self.state != "prepared":
+                raise RoleError(f"source is {self.state}, not prepared")
+            self.state = "sending"
+        self.stats["started_at"] = time.time()
+        threading.Thread(target=self._run, name="source", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            if self.view.mode == "direct":
+                self._direct()
+            else:
+                self._stealth()
+        except RoleError as exc:
+            self.fail(str(exc))
+        except Exception as exc:
+            self.log("crash", logging.ERROR, why=json.dumps(f"{type(exc).__name__}: {exc}"))
+            self.fail(f"source internal error: {type(exc).__name__}: {exc}")
+
+    def _manifest(self) -> bytes:
+        return json.dumps(
+            {
+                "dest_address": self.view.dest_address,
+                "dest_port": self.view.dest_port,
+                "vm": self.vm.name,
+                "mib": self.vm.mib,
+                "page_size": 4096,
+                "dirty_pages_per_s": self.vm.dirty_pages_per_s,
+                "seed": self.vm.seed,
+            }
+        ).encode()
+
+    def _stream(self, sizes: Callable[[], int]) -> Iterator[tuple[bytes, bool]]:
+        """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer."""
+        pc = self.view.precopy
+        buf = bytearray()
+        size = sizes()
+        for rec in precopy_records(
+            self.vm,
+            max_rounds=int(pc.get("max_rounds", 8)),
+            min_dirty_pages=int(pc.get("min_dirty_pages", 64)),
+            stats=self.precopy,
+        ):
+            if self.closing.is_set():
+                raise RoleError(self.reason or "closed")
+            buf += rec
+            while len(buf) >= size:
+                yield bytes(buf[:size]), False
+                del buf[:size]
+                size = sizes()
+        if buf:
+            yield bytes(buf), False
+        self.log(
+            "stop_and_copy_sent",
+            paused_at=f"{self.precopy['paused_at']:.3f}",
+            pages_per_round=",".join(map(str, self.precopy["pages_per_round"])),
+        )
+        digest = self.vm.digest()
+        self.log("image_hashed", sha256=digest[:16])
+        self.stats.update(
+            rounds=self.precopy.get("rounds"),
+            sha256=digest,
+            pages_per_round=self.precopy.get("pages_per_round"),
+        )
+        trailer = {
+            "sha256": digest,
+            "paused_at": self.precopy["paused_at"],
+            "rounds": self.precopy.get("rounds"),
+            "vm_bytes": self.vm.size,
+        }
+        self.trailer_sent = True  # from here on the destination may complete without us
+        yield json.dumps(trailer).encode(), True
+
+    # --- direct ---------------------------------------------------------------------------
+    def _direct(self) -> None:
+        policy = policy_from_settings(self.view.chunk_policy, seed=self.seed, ip=self.ctx.ip)
+        try:
+            ch = self._connect(self.view.dest_address, self.view.dest_port, self.view.dest_pubkey)
+        except (OSError, ChannelError) as exc:
+            raise RoleError(f"destination unreachable: {exc}") from None
+        self.direct = ch
+        ch.sock.settimeout(self.stall)
+        pacer = Pacer()
+        manifest = json.loads(self._manifest())
+        manifest.pop("dest_address")
+        manifest.pop("dest_port")
+        try:
+            ch.send(build_frame(FrameType.MANIFEST, json.dumps(manifest).encode()))
+            seq = 0
+            for pt, last in self._stream(policy.next_size):
+                if last:
+                    ch.send(build_frame(FrameType.TRAILER, pt))
+                    break
+                pacer.wait(policy.next_gap(len(pt)))
+                ch.send(build_frame(FrameType.DATA, data_body(seq, pt)))
+                seq += 1
+                self.stats["chunks"] = seq
+            ch.sock.settimeout(max(self.stall, 60.0))
+            reply = parse_frame(ch.recv())
+        except (ChannelError, FrameError, OSError) as exc:
+            raise RoleError(f"direct stream to the destination broke: {exc}") from None
+        finally:
+            self._count_sent("destination", ch.bytes_sent)
+        if reply.type == FrameType.ABORT:
+            raise RoleError(f"destination refused: {parse_text(reply.body)}")
+        self._sent()
+
+    def _sent(self) -> None:
+        with self.cond:
+            if self.state == "sending":
+                self.state = "sent"  # the VM stays paused until release or abort
+            self.cond.notify_all()
+        self.stats["sent_at"] = time.time()
+        self.log("sent", chunks=self.stats["chunks"], rounds=self.stats.get("rounds"))
+
+    # --- stealth --------------------------------------------------------------------------
+    def _stealth(self) -> None:
+        inters = self.view.intermediates
+        n, k = self.view.n, self.view.k
+        sizes = policy_from_settings(self.view.chunk_policy, seed=self.seed, ip=self.ctx.ip)
+        self.stats["chunk_policy"] = sizes.describe()
+        key = new_key()
+        shares = shamir.split(key, k, n)
+        self.faults.on_key(key, shares)
+        sealer = ChunkSealer(key, self.mig)
+        del key
+        for i, ep in enumerate(inters):
+            try:
+                ch = self._connect(ep.ip, ep.port, ep.pubkey)
+                # a share travels in a record of a size drawn like any chunk's
+                pad = max(sizes.next_size() - TAG, len(shares[i]) + HEADER.size)
+                n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
+                self._count_sent(ep.host, n_sent)
+                self.hops.append(_Hop(ep.host, ch))
+            except (OSError, ChannelError) as exc:
+                self.log("intermediate_unreachable", peer=ep.host, why=json.dumps(str(exc)))
+                self.stats["failed_intermediates"].append(ep.host)
+        del shares
+        if len(self.hops) < k:
+            raise RoleError(f"only {len(self.hops)} of {n} intermediates reachable, need k={k}")
+        for i, hop in enumerate(self.hops):
+            pol = sizes.for_sender(share=1 / len(self.hops), seed=self.seed + 100 + i)
+            threading.Thread(target=self._sender, args=(hop, pol), daemon=True).start()
+            threading.Thread(target=self._acks, args=(hop,), daemon=True).start()
+        self._emit(sealer, self._manifest(), False)
+
+        # each CHUNK record on the wire is exactly the size the policy drew
+        def plaintext_size() -> int:
+            return max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
+
+        for pt, last in self._stream(plaintext_size):
+            self._emit(sealer, pt, last)
+        with self.cond:
+            self.total = sealer.next_index
+            self._wait_locked(lambda: self.acked >= (self.total or 0), "the last acks")
+        self._sent()  # before closing: our ack readers then take the EOF as the end
+        for hop in self.hops:
+            hop.ch.close()
+
+    def _wait_locked(self, ready: Callable[[], bool], what: str) -> None:
+        while not ready():
+            if self.state != "sending":
+                raise RoleError(self.reason or f"stopped while waiting for {what}")
+            if time.monotonic() - self.last_progress > self.stall:
+                raise RoleError(
+                    f"no ack for {self.stall:.0f}s while waiting for {what} (acked {self.acked}): "
+                    "leader unreachable or stalled"
+                )
+            self.cond.wait(0.2)
+
+    def _emit(self, sealer: ChunkSealer, pt: bytes, last: bool) -> None:
+        idx, ct = sealer.seal(pt, last)
+        frame = build_frame(FrameType.CHUNK, chunk_body(SealedChunk(idx, last, sealer.prefix, ct)))
+        with self.cond:
+            self._wait_locked(lambda: idx < self.acked + self.window, f"window for chunk {idx}")
+            self.pending[idx] = frame
+            self.queue.append(idx)
+            self.stats["chunks"] = idx + 1
+            self.cond.notify_all()
+
+    def _sender(self, hop: _Hop, policy: Any) -> None:
+        pacer = Pacer()
+        while True:
+            with self.cond:
+                while True:
+                    if not hop.alive or self.state != "sending":
+                        return
+                    while self.resend and self.resend[0] < self.acked:
+                        self.resend.pop(0)
+                    if self.resend:
+                        idx = self.resend.pop(0)
+                        self.stats["resent"] += 1
+                        break
+                    if self.queue:
+                        idx = self.queue.pop(0)
+                        break
+                    self.cond.wait(0.2)
+                frame = self.pending.get(idx)
+                if frame is None:
+                    continue
+                hop.inflight.add(idx)
+            pacer.wait(policy.next_gap(len(frame)))
+            try:
+                self._count_sent(hop.host, hop.ch.send(frame))
+            except ChannelError as exc:
+                self._hop_dead(hop, exc)
+                return
+
+    def _acks(self, hop: _Hop) -> None:
+        while True:
+            try:
+                raw = hop.ch.recv()
+            except ChannelError as exc:
+                if self.state == "sending":
+                    self._hop_dead(hop, exc)
+                return
+            try:
+                fr = parse_frame(raw)
+                if fr.type == FrameType.ACK:
+                    upto = parse_ack(fr.body)
+                    with self.cond:
+                        if upto > self.acked:
+                            for i in range(self.acked, upto):
+                                self.pending.pop(i, None)
+                            self.acked = upto
+                            self.last_progress = time.monotonic()
+                            self.cond.notify_all()
+                elif fr.type == FrameType.ABORT:
+                    reason = parse_text(fr.body)
+                    if reason.startswith("leader:"):  # the leader gave up: so do we
+                        self.fail(reason)
+                    else:  # this intermediate lost the leader: re-send through the others
+                        self._hop_dead(hop, reason)
+                    return
+                else:
+                    raise FrameError(f"unexpected {fr.type.name} from an intermediate")
+            except FrameError as exc:
+                self.reject(f"frame from {hop.host}", exc)
+
+    def _hop_dead(self, hop: _Hop, exc: Exception | str) -> None:
+        with self.cond:
+            if not hop.alive:
+                return
+            hop.alive = False
+            again = sorted(i for i in hop.inflight if i >= self.acked and i in self.pending)
+            self.resend = sorted(set(self.resend) | set(again))
+            self.stats["failed_intermediates"].append(hop.host)
+            alive = sum(h.alive for h in self.hops)
+            self.cond.notify_all()
+        self.log(
+            "intermediate_dead",
+            peer=hop.host,
+            resend=len(again),
+            alive=alive,
+            why=json.dumps(str(exc)),
+        )
+        hop.ch.close()
+        if alive == 0:
+            self.fail(f"every intermediate is gone (last: {hop.host}: {exc})")
+
+    # --- end ------------------------------------------------------------------------------
+    def on_fail(self, reason: str) -> None:
+        with self.cond:  # which relay carried each chunk still unacknowledged (names a dropper)
+            via: dict[str, list[str]] = {}
+            for hop in self.hops:
+                for i in hop.inflight:
+                    if i >= self.acked:
+                        via.setdefault(str(i), []).append(hop.host)
+            self.stats["unacked_via"] = via
+        for hop in self.hops:
+            hop.ch.close()
+        if self.direct is not None:
+            self.direct.close()
+        if not self.vm.paused:
+            return
+        if self.trailer_sent and not self._controller_abort:
+            # the whole image left: the destination may run it already. Resuming here could
+            # run the VM twice; the controller decides (abort resumes, release drops).
+            self.log("vm_kept_paused", vm=self.vm.name, why=json.dumps("image fully sent"))
+            return
+        self.vm.resume()
+        self.log("vm_resumed", vm=self.vm.name)
+
+    def abort(self, reason: str) -> None:
+        """The controller's abort: the migration did not happen, the VM runs here again."""
+        self._controller_abort = True
+        super().abort(reason)
+        if self.vm.paused:  # also after an earlier failure that kept it paused
+            self.vm.resume()
+            self.log("vm_resumed", vm=self.vm.name)
+
+    def release(self) -> None:
+        """The destination runs the VM: drop this copy (only after migration_done)."""
+        with self.cond:  # the destination's confirmation may still be on its way to us
+            deadline = time.monotonic() + 10.0
+            while self.state == "sending" and time.monotonic() < deadline:
+                self.cond.wait(0.1)
+        late = self.state == "failed" and self.trailer_sent and not self._controller_abort
+        if self.state != "sent" and not late:
+            raise RoleError(f"refusing to release the VM: source is {self.state}")
+        self.vm.destroy()
+        self.ctx.set_vm(None)
+        self.log("released", vm=self.vm.name, after_late_failure=late)
+        with self.cond:
+            self.state = "released"
+        super().release()
