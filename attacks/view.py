@@ -66,22 +66,18 @@ class AttackResult:
 class AttackContext:
     """What an attacker is given besides its views.
 
-    ``name`` is the attacker's name in the results; ``labels[i]`` are the window labels of
-    ``views[i]`` (migration windows True) when its trial's ground truth is known, else None: an
-    attacker that rehearsed on its own runs trains on them, and the result for ``views[i]`` must
-    never depend on ``labels[i]`` (leave one trial out). ``candidates`` restricts the rankings to
-    these addresses (None: every address seen).
+    ``name`` is the attacker's name in the results. ``labels[i]`` are the window labels of
+    ``views[i]`` (migration windows True; all False for a trial without ground truth) when any
+    trial's ground truth is known, every entry None when none is: an attacker that rehearsed on
+    its own runs trains on them, and the result for ``views[i]`` must never depend on
+    ``labels[i]`` (leave one trial out). ``candidates`` restricts the rankings to these addresses
+    (None: every address seen).
     """
 
     name: str
     labels: list[np.ndarray | None]
     seed: int = 0
     candidates: set[int] | None = None
-
-    @property
-    def rehearsed(self) -> bool:
-        """Whether any trial's labels are known."""
-        return any(y is not None for y in self.labels)
 
 
 def build_view(
