@@ -3,7 +3,10 @@
 A capture is what one vantage point saw: a compromised switch's mirror port, every switch port for
 the global passive adversary, or an attacker host's own interface. Everything downstream (features,
 detection, identification, path tracing) works on the table this module builds, never on scapy
-packets, so that pcaps of hundreds of MB are read once, streaming, at a few microseconds a packet.
+packets. ``read_pcap`` is the one reader: classic pcaps (what tcpdump writes) take a vectorised
+path that finds the record offsets in one pass and pulls every header field out with numpy gathers
+(the global capture holds millions of packets; scapy would cost tens of seconds per file); pcapng
+and unknown link types fall back to scapy's reader, frame by frame through ``parse_frame``.
 
 The table is a numpy structured array, one row per IPv4 packet (ARP requests and replies are kept
 aside: they tell which addresses belong to real hosts):
@@ -22,8 +25,10 @@ aside: they tell which addresses belong to real hosts):
     ttl     uint8    IP time to live
     vp      uint16   index of the vantage point (see ``Capture.vantages``)
 
-Callers: the experiments runner and ``attacks.cli`` (``read_pcap``/``read_pcaps``), the live demo
-(``packet_record`` via ``attacks.live``), and the tests.
+Callers: the experiments' analysis and ``attacks.cli`` (``read_pcap``/``read_pcaps``), the live
+demo (``packet_record`` via ``attacks.live``), and the tests. A little over 400 lines: the reader's
+two paths stay in one module so that a field added to the table is added to both (the tests
+compare their rows).
 """
 
 from __future__ import annotations
@@ -169,10 +174,19 @@ def _to_array(rows: list[tuple]) -> np.ndarray:
 
 
 def read_pcap(path: str | Path, vantage: str | None = None, vp: int = 0) -> Capture:
-    """Stream one pcap/pcapng file into a ``Capture`` (rows sorted by time).
+    """Read one pcap/pcapng file into a ``Capture`` (rows sorted by time).
 
     ``vantage`` names the vantage point (default: the file's stem); ``vp`` is stored in every row.
+    Classic pcaps of the link types above take the vectorised path; pcapng and anything it
+    cannot parse fall back to scapy's reader. Both give the same rows
+    (tests/unit/test_attacks_capture.py compares them).
     """
+    cap = _read_classic(path, vantage, vp)
+    return cap if cap is not None else _read_scapy(path, vantage, vp)
+
+
+def _read_scapy(path: str | Path, vantage: str | None = None, vp: int = 0) -> Capture:
+    """The general path: any pcap/pcapng scapy opens, streamed frame by frame (``parse_frame``)."""
     from scapy.utils import RawPcapReader
 
     chunks: list[np.ndarray] = []
@@ -197,6 +211,129 @@ def read_pcap(path: str | Path, vantage: str | None = None, vp: int = 0) -> Capt
     packets = np.concatenate(chunks)
     packets = packets[np.argsort(packets["ts"], kind="stable")]
     return Capture(packets=packets, vantages=[vantage or Path(path).stem], arp_hosts=arp)
+
+
+# -- the fast path: classic pcap, numpy gathers ----------------------------------------------
+_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+# link type → (offset of the ethertype, offset of the network header); None: raw IPv4
+_L2 = {
+    LINKTYPE_ETHERNET: (12, 14),
+    LINKTYPE_LINUX_SLL: (14, 16),
+    LINKTYPE_LINUX_SLL2: (0, 20),
+    LINKTYPE_RAW: None,
+    LINKTYPE_IPV4: None,
+}
+
+
+def _offsets(buf: bytes, endian: str) -> np.ndarray:
+    """Start of every record (its 16-byte header) in ``buf`` after the 24-byte file header."""
+    offs = []
+    pos, n = 24, len(buf)
+    unpack = struct.Struct(endian + "I").unpack_from
+    append = offs.append
+    while pos + 16 <= n:
+        incl = unpack(buf, pos + 8)[0]
+        if pos + 16 + incl > n:
+            break  # a record cut short by a killed capture
+        append(pos)
+        pos += 16 + incl
+    return np.asarray(offs, dtype=np.int64)
+
+
+def _u16(a: np.ndarray, i: np.ndarray) -> np.ndarray:
+    return (a[i].astype(np.uint32) << 8) | a[i + 1]
+
+
+def _u32(a: np.ndarray, i: np.ndarray) -> np.ndarray:
+    return (
+        (a[i].astype(np.uint32) << 24)
+        | (a[i + 1].astype(np.uint32) << 16)
+        | (a[i + 2].astype(np.uint32) << 8)
+        | a[i + 3]
+    )
+
+
+def _read_classic(path: str | Path, vantage: str | None = None, vp: int = 0) -> Capture | None:
+    """The fast path: a classic pcap of a known link type, every field pulled out with numpy
+    gathers; None when the file is not one (pcapng, another link type)."""
+    raw = Path(path).read_bytes()
+    if len(raw) < 24 or raw[:4] not in _MAGIC:
+        return None
+    endian, tick = _MAGIC[raw[:4]]
+    linktype = struct.unpack_from(endian + "I", raw, 20)[0] & 0x0FFFFFFF
+    if linktype not in _L2:
+        return None
+    offs = _offsets(raw, endian)
+    a = np.frombuffer(raw, dtype=np.uint8)
+    e = np.dtype("<u4" if endian == "<" else ">u4")
+
+    def hdr(k: int) -> np.ndarray:  # one 32-bit field of every record header
+        return np.ascontiguousarray(a[offs[:, None] + k + np.arange(4)]).view(e).ravel()
+
+    ts = hdr(0).astype(np.float64) + hdr(4).astype(np.float64) * tick
+    caplen = hdr(8).astype(np.int64)
+    data = offs + 16
+    l2 = _L2[linktype]
+    if l2 is None:
+        net = data
+        ether = np.where(a[np.minimum(data, len(a) - 1)] >> 4 == 4, 0x0800, 0)
+        ok_len = caplen >= 1
+    else:
+        et_off, net_off = l2
+        ok_len = caplen >= net_off
+        idx = np.where(ok_len, data + et_off, 0)
+        ether = np.where(ok_len, _u16(a, idx), 0)
+        net = data + net_off
+        if linktype == LINKTYPE_ETHERNET:  # 802.1Q / 802.1ad tags, as parse_frame skips them
+            tagged = ((ether == _ETH_VLAN) | (ether == _ETH_QINQ)) & (caplen >= net - data + 4)
+            while tagged.any():
+                ether = np.where(tagged, _u16(a, np.where(tagged, net + 2, 0)), ether)
+                net = np.where(tagged, net + 4, net)
+                tagged &= ((ether == _ETH_VLAN) | (ether == _ETH_QINQ)) & (
+                    caplen >= net - data + 4
+                )
+    vantages = [vantage or Path(path).stem]
+    arp_rows = np.nonzero((ether == 0x0806) & (caplen >= (net - data) + 28))[0]
+    arp = set(_u32(a, net[arp_rows] + 14).tolist()) if len(arp_rows) else set()
+    ip = np.nonzero((ether == 0x0800) & (caplen >= (net - data) + 20))[0]
+    ip = ip[(a[net[ip]] >> 4) == 4]
+    n0 = net[ip]
+    ihl = (a[n0] & 0x0F).astype(np.int64) * 4
+    total = _u16(a, n0 + 2)
+    proto = a[n0 + 9]
+    l4 = n0 + ihl
+    have = caplen[ip] - (n0 - data[ip]) - ihl  # bytes of the transport header captured
+    out = np.zeros(len(ip), dtype=PACKET_DTYPE)
+    out["ts"] = ts[ip]
+    out["src"] = _u32(a, n0 + 12)
+    out["dst"] = _u32(a, n0 + 16)
+    out["proto"] = proto
+    out["length"] = total
+    out["ipid"] = _u16(a, n0 + 4)
+    out["ttl"] = a[n0 + 8]
+    out["vp"] = vp
+    plen = np.maximum(total.astype(np.int64) - ihl, 0)
+    tcp = (proto == 6) & (have >= 14)
+    udp = (proto == 17) & (have >= 4)
+    ports = tcp | udp
+    safe = np.where(ports, l4, 0)
+    out["sport"] = np.where(ports, _u16(a, safe), 0)
+    out["dport"] = np.where(ports, _u16(a, safe + 2), 0)
+    tsafe = np.where(tcp, l4, 0)
+    out["seq"] = np.where(tcp, _u32(a, tsafe + 4), 0)
+    offflags = np.where(tcp, _u16(a, tsafe + 12), 0)
+    out["flags"] = offflags & 0xFF
+    thl = (offflags >> 12).astype(np.int64) * 4
+    plen = np.where(tcp, np.maximum(total.astype(np.int64) - ihl - thl, 0), plen)
+    plen = np.where(udp, np.maximum(total.astype(np.int64) - ihl - 8, 0), plen)
+    out["plen"] = plen
+    out = out[np.argsort(out["ts"], kind="stable")]
+    return Capture(packets=out, vantages=vantages, arp_hosts=arp)
 
 
 def merge_captures(captures: Sequence[Capture], dedupe: bool = True) -> Capture:

@@ -27,19 +27,21 @@ import re
 import sys
 from pathlib import Path
 
-from attacks.capture import ip_to_int, read_pcap
+from attacks.capture import Capture, ip_to_int, read_pcap
+from attacks.truth import TruthError, Vantage, load_truth
 
 _TRIAL = re.compile(r"trial[-_]?(\d+)[-_.]?", re.IGNORECASE)
 
 
-def parse_pcap_name(path: Path) -> tuple[int | None, str]:
-    """``trial3-s1.pcap`` → ``(3, "s1")``; ``s1.pcap`` → ``(None, "s1")``."""
+def parse_pcap_name(path: Path) -> tuple[int | None, Vantage]:
+    """``trial3-s1.pcap`` → ``(3, switch:s1)``; ``s1.pcap`` → ``(None, switch:s1)``;
+    ``trial3-all.pcap`` or ``trial3.pcap`` → ``(3, global)``."""
     stem = path.name.split(".")[0]
     m = _TRIAL.search(stem)
     if not m:
-        return None, stem
+        return None, Vantage.from_stem(stem)
     vantage = (stem[: m.start()] + stem[m.end() :]).strip("-_.") or "global"
-    return int(m.group(1)), vantage
+    return int(m.group(1)), Vantage.from_stem(vantage)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,19 +76,17 @@ def analyze_command(args: argparse.Namespace) -> int:
         print("error: give --run or --ground-truth", file=sys.stderr)
         return 2
     try:
-        gt = json.loads(gt_path.read_text())
-    except (OSError, ValueError) as exc:
+        truths = load_truth(gt_path).by_trial()
+    except (OSError, TruthError) as exc:
         print(f"error: cannot read ground truth {gt_path}: {exc}", file=sys.stderr)
         return 2
-    truths = {int(t["trial"]): t for t in gt.get("trials", [])}
-    failed = [i for i, t in truths.items() if t.get("status", "done") != "done"]
+    failed = [i for i, t in truths.items() if t.status != "done"]
     for i in failed:  # a failed migration has no migration to find; the runner reports it
-        print(f"note: trial {i} skipped (status {truths.pop(i).get('status')})", file=sys.stderr)
-    named: list[tuple[int, str, Path]] = []
+        print(f"note: trial {i} skipped (status {truths.pop(i).status})", file=sys.stderr)
+    named: list[tuple[int, Vantage, Path]] = []
     if args.run and not args.pcap and not args.pcap_dir:
         for trial, t in truths.items():
-            for name, rel in (t.get("pcaps") or {}).items():
-                vantage = name[len("switch-") :] if name.startswith("switch-") else name
+            for vantage, rel in t.vantage_pcaps().items():
                 named.append((trial, vantage, args.run / rel))
         if not named:
             args.pcap_dir = args.run / "pcaps"
@@ -112,16 +112,16 @@ def analyze_command(args: argparse.Namespace) -> int:
                 return 2
             trial = next(iter(truths))
         named.append((trial, vantage, path))
-    captures: dict[int, dict] = {}
+    captures: dict[int, dict[Vantage, Capture]] = {}
     for trial, vantage, path in named:
         try:
-            captures.setdefault(trial, {})[vantage] = read_pcap(path, vantage=vantage)
+            captures.setdefault(trial, {})[vantage] = read_pcap(path, vantage=str(vantage))
         except Exception as exc:  # scapy raises its own exception types for bad files
             print(f"error: cannot read {path}: {exc}", file=sys.stderr)
             return 2
     candidates = None
     if args.hosts_only:
-        candidates = {ip_to_int(h["ip"]) for t in truths.values() for h in t.get("hosts", [])}
+        candidates = {ip_to_int(h.ip) for t in truths.values() for h in t.hosts}
     results, records, metrics = analyze_run(
         captures, truths, window_s=args.window, candidates=candidates, seed=args.seed
     )

@@ -1,4 +1,5 @@
-"""Scoring: attack results against the runner's ground truth, in one place, after the attack.
+"""Scoring: attack results against the trial's ground truth (``attacks.truth.TrialTruth``), in
+one place, after the attack.
 
 Nothing here feeds back into an attacker. Per attacker per trial one record:
 
@@ -17,8 +18,8 @@ Nothing here feeds back into an attacker. Per attacker per trial one record:
 - ``path_precision`` / ``path_recall``: over directed host-level edges. Predicted edges are the
   attacker's relay graph, addresses mapped to host names through the ground truth's host list (an
   unresolved virtual address maps to nothing and counts as wrong); true edges are
-  ``{(p["from"], p["to"]) for p in paths}``. precision = |P ∩ T| / |P| (0.0 when P is empty),
-  recall = |P ∩ T| / |T| (None when T is empty).
+  ``{(p.src, p.to) for p in paths}`` (``"from"``/``"to"`` in ground_truth.json).
+  precision = |P ∩ T| / |P| (0.0 when P is empty), recall = |P ∩ T| / |T| (None when T is empty).
 - ``ks_sizes_stat``, ``ks_sizes_p``, ``ks_gaps_stat``, ``ks_gaps_p``: two-sample KS of packet sizes
   and inter-packet gaps, migration windows vs the others (None without both).
 
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from attacks.detection import Detection, label_windows
+from attacks.truth import TrialTruth
 
 METRIC_FIELDS = [
     "detection_auc",
@@ -79,15 +81,15 @@ def detection_metrics(det: Detection, start: float | None, end: float | None) ->
     return out
 
 
-def _ip_to_host(truth: dict) -> dict[str, str]:
-    return {h["ip"]: h["host"] for h in truth.get("hosts", [])}
+def _ip_to_host(truth: TrialTruth) -> dict[str, str]:
+    return {h.ip: h.host for h in truth.hosts}
 
 
 def identification_metrics(
-    source_ranking: list[str], destination_ranking: list[str], truth: dict
+    source_ranking: list[str], destination_ranking: list[str], truth: TrialTruth
 ) -> dict[str, Any]:
     """Top-1/top-3 accuracy (1.0 or 0.0) and the chance rates; rankings are lists of IPs."""
-    n_hosts = len(truth.get("hosts", []))
+    n_hosts = len(truth.hosts)
     others = max(n_hosts - 1, 1)
     out: dict[str, Any] = {
         "destination_top1": None,
@@ -96,8 +98,8 @@ def identification_metrics(
         "destination_top3_chance": min(1.0, 3.0 / others) if n_hosts else None,
         "source_top1": None,
     }
-    dst = (truth.get("destination") or {}).get("ip")
-    src = (truth.get("source") or {}).get("ip")
+    dst = truth.destination.ip if truth.destination else None
+    src = truth.source.ip if truth.source else None
     if dst:
         out["destination_top1"] = float(destination_ranking[:1] == [dst])
         out["destination_top3"] = float(dst in destination_ranking[:3])
@@ -106,11 +108,11 @@ def identification_metrics(
     return out
 
 
-def path_metrics(edges: list[tuple[str, str]], truth: dict) -> dict[str, Any]:
+def path_metrics(edges: list[tuple[str, str]], truth: TrialTruth) -> dict[str, Any]:
     """Edge precision and recall of a relay graph given as (ip, ip) pairs."""
     names = _ip_to_host(truth)
     pred = {(names.get(a, a), names.get(b, b)) for a, b in edges}
-    true = {(p["from"], p["to"]) for p in truth.get("paths", [])}
+    true = {(p.src, p.to) for p in truth.paths}
     hit = len(pred & true)
     return {
         "path_precision": hit / len(pred) if pred else (None if not true else 0.0),

@@ -190,14 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: everything torn down")
         return 130
-    from experiments import report
+    from experiments import analysis, report, tables
 
     with console.status("attackers analysing the captures"):
-        an = report.analyze(out, sc, truths)
-        report.write(out, sc, truths, an)
+        an = analysis.analyze(out, sc)
+        report.write(out, sc, an)
     metrics = an.metrics
-    console.print(report.comparison_table(metrics))
-    console.print(report.cost_table(metrics))
+    console.print(tables.comparison_table(metrics))
+    console.print(tables.cost_table(metrics))
     console.print(f"report: {out / 'report.md'}")
     for p in sorted((out / "plots").glob("*.png")):
         console.print(f"plot:   {p}")

@@ -142,7 +142,7 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
 
 def run(sc: Scenario, out: Path) -> dict[str, Any]:
     """All trials of all modes, then the analysis; returns the metrics."""
-    from experiments import report
+    from experiments import analysis, report
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.json").write_text(json.dumps(_asdict(sc), indent=1))
@@ -158,9 +158,9 @@ def run(sc: Scenario, out: Path) -> dict[str, Any]:
             console.log(f"trial {trial + 1}: {record_trial(out, truths, gt)}")
             prog.advance(task)
     with console.status("attackers analysing the captures"):
-        an = report.analyze(out, sc, truths)
+        an = analysis.analyze(out, sc)
     with console.status("writing plots and report"):
-        report.write(out, sc, truths, an)
+        report.write(out, sc, an)
     return an.metrics
 
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         sc.seed = args.seed
     out = Path(args.out or f"results/{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    from experiments.report import comparison_table, cost_table, write_sweep
+    from experiments.tables import comparison_table, cost_table, write_sweep
 
     variants = expand(sc)
     done: list[tuple[str, dict[str, Any]]] = []

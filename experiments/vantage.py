@@ -11,7 +11,9 @@ Captures are written by tcpdump (pcap files that Wireshark and scapy open; tcpdu
 the userspace datapath where a Python sniffer would drop packets on 2 cores) with a small snap
 length (headers only). The live demo sniffs with scapy's AsyncSniffer instead
 (``attacks.capture.packet_record``). Each capture reports what it dropped, so a number is never
-silently computed from a lossy capture. Called by the runner and the root tests.
+silently computed from a lossy capture. Names are ``attacks.truth.Vantage``: the scenario's
+``switch:e1`` is the pcap ``switch-e1<tag>.pcap`` and the key ``switch-e1`` of a trial's
+``pcaps``/``capture_stats`` (``Vantage.file_stem``). Called by the runner and the root tests.
 """
 
 from __future__ import annotations
@@ -24,30 +26,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attacks.truth import Vantage
+
 SNAPLEN = 128
 BPF = "ip or arp"
 
 
 @dataclass
-class Vantage:
+class VantageCapture:
     """One attacker vantage point and its capture process."""
 
-    name: str  # 'switch-e1' or 'global'
-    kind: str  # 'switch' | 'global'
-    switch: str | None = None
+    vantage: Vantage
     attacker_host: str | None = None
     pcap: Path | None = None
     proc: subprocess.Popen | None = None
     stats: dict[str, int] = field(default_factory=dict)
 
-
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``'switch:e1'`` → ('switch', 'e1'); ``'global'`` → ('global', None)."""
-    if spec == "global":
-        return "global", None
-    if spec.startswith("switch:") and len(spec) > 7:
-        return "switch", spec[7:]
-    raise ValueError(f"vantage point {spec!r}: use 'global' or 'switch:<switch name>'")
+    @property
+    def name(self) -> str:
+        """``'switch-e1'`` / ``'global'``: the key of the trial's ``pcaps`` and
+        ``capture_stats``."""
+        return self.vantage.file_stem
 
 
 def attacker_for(description: dict[str, Any], switch: str) -> str:
@@ -67,15 +66,16 @@ def mirror_to(switch: str, out_intf: str) -> None:
         check=True, capture_output=True, text=True)
 
 
-def start(tb: Any, spec: str, out_dir: Path, tag: str = "") -> Vantage:
-    """Set up the vantage point ``spec`` in testbed ``tb`` and start its capture."""
-    kind, switch = parse_spec(spec)
+def start(tb: Any, spec: str | Vantage, out_dir: Path, tag: str = "") -> VantageCapture:
+    """Set up the vantage point ``spec`` (``'switch:e1'``, ``'global'``) in testbed ``tb`` and
+    start its capture."""
+    vantage = spec if isinstance(spec, Vantage) else Vantage.parse(spec)
+    switch = vantage.switch
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = "global" if kind == "global" else f"switch-{switch}"
-    pcap = out_dir / f"{name}{tag}.pcap"
+    pcap = out_dir / f"{vantage.file_stem}{tag}.pcap"
     cmd = ["tcpdump", "-n", "-U", "-s", str(SNAPLEN), "-Z", "root", "-w", str(pcap)]
-    v = Vantage(name=name, kind=kind, switch=switch, pcap=pcap)
-    if kind == "global":
+    v = VantageCapture(vantage, pcap=pcap)
+    if vantage.is_global:
         # every interface of the root namespace: the switches' ports, but also the machine's
         # own; the filter keeps the testbed's addresses (10.0.0.0/8) and ARP
         cmd[1:1] = ["-i", "any", "-y", "LINUX_SLL"]
@@ -97,7 +97,7 @@ def start(tb: Any, spec: str, out_dir: Path, tag: str = "") -> Vantage:
     return v
 
 
-def _wait_started(v: Vantage, timeout: float = 5.0) -> None:
+def _wait_started(v: VantageCapture, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if v.proc is not None and v.proc.poll() is not None:
@@ -110,7 +110,7 @@ def _wait_started(v: Vantage, timeout: float = 5.0) -> None:
     raise RuntimeError(f"capture at {v.name} did not start within {timeout:.0f} s")
 
 
-def stop(v: Vantage) -> dict[str, int]:
+def stop(v: VantageCapture) -> dict[str, int]:
     """Stop the capture and return tcpdump's counts (captured, dropped by kernel...)."""
     if v.proc is None:
         return v.stats

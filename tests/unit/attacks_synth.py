@@ -23,7 +23,6 @@ while the files stay valid pcaps that Wireshark opens.
 
 from __future__ import annotations
 
-import json
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from attacks.capture import PACKET_DTYPE, int_to_ip, ip_to_int
+from attacks.truth import RunTruth, TrialTruth, write_truth
 
 MSS = 1448
 HDR = 52  # IP 20 + TCP 32 (timestamps)
@@ -345,7 +345,7 @@ def _ip_checksum(hdr: bytes) -> int:
 @dataclass
 class SynthTrial:
     table: np.ndarray
-    truth: dict
+    truth: TrialTruth
     pcap: Path | None = None
 
 
@@ -418,7 +418,7 @@ def make_trial(
             destination={"host": names[dst], "ip": dst},
             paths=[{"from": names[a], "to": names[b], "switches": []} for a, b in paths],
         )
-    return SynthTrial(table=table, truth=truth)
+    return SynthTrial(table=table, truth=TrialTruth.from_dict(truth))
 
 
 def split_vip_views(table: np.ndarray, vip: str, real: str) -> tuple[np.ndarray, np.ndarray]:
@@ -451,7 +451,7 @@ def trial_pcap(trial: int, mode: str, seed: int, virtual_ip: bool = False) -> Sy
 
 
 def write_ground_truth(path: Path, trials: list[SynthTrial]) -> None:
-    path.write_text(json.dumps({"trials": [t.truth for t in trials]}, indent=1))
+    write_truth(path, RunTruth([t.truth for t in trials]))
 
 
 @lru_cache(maxsize=8)

@@ -104,7 +104,7 @@ def test_global_view_counts_a_packet_seen_on_two_switches_once(tmp_path):
 
 def test_virtual_address_is_resolved_only_with_the_edge_switch_in_view():
     st = make_trial(0, "stealth", 5, virtual_ip=True)
-    vip, real = st.truth["virtual_ip"], st.truth["destination"]["ip"]
+    vip, real = st.truth.virtual_ip, st.truth.destination.ip
     core, edge = split_vip_views(st.table, vip, real)
     merged = merge_captures([Capture(core, ["core"]), Capture(edge, ["edge"])], dedupe=False)
     aliases = resolve_aliases(merged.packets)

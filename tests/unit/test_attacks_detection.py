@@ -20,6 +20,7 @@ from attacks.detection import (
 )
 from attacks.features import FEATURE_NAMES
 from attacks.pipeline import analyze_run
+from attacks.truth import GLOBAL
 from tests.unit.attacks_synth import make_trial, trial_pcap
 
 N_DIRECT, N_BACKGROUND = 6, 6
@@ -31,10 +32,10 @@ def run_results():
     see test_attacks_capture), which keeps the test fast."""
     modes = ["direct"] * N_DIRECT + ["background"] * N_BACKGROUND
     trials = [make_trial(i, mode, 1000 + i) for i, mode in enumerate(modes)]
-    truths = {st.truth["trial"]: st.truth for st in trials}
-    caps = {st.truth["trial"]: {"all": Capture(st.table, ["all"])} for st in trials}
+    truths = {st.truth.trial: st.truth for st in trials}
+    caps = {st.truth.trial: {GLOBAL: Capture(st.table, ["all"])} for st in trials}
     pcap = trial_pcap(0, "direct", 1000).pcap
-    caps[0] = {"all": read_pcap(pcap, "all")}
+    caps[0] = {GLOBAL: read_pcap(pcap, "all")}
     results, records, metrics = analyze_run(caps, truths)
     return caps, truths, results, {r["trial"]: r for r in records}, metrics
 
@@ -50,10 +51,10 @@ def test_direct_migration_windows_and_hosts_are_flagged():
     assert len(detected) >= N_DIRECT - 1 and max(detected) < 3.0, detected
     # trial 0 is the h1 → h9 migration: the best window is inside it, the hosts are named
     t0 = truths[0]
-    assert (t0["source"]["host"], t0["destination"]["host"]) == ("h1", "h9")
+    assert (t0.source.host, t0.destination.host) == ("h1", "h9")
     res = next(r for r in results if r.trial == 0)
     best = res.detection.window_starts[int(np.argmax(res.detection.scores))]
-    assert t0["migration_start"] - 1.0 < best <= t0["migration_end"]
+    assert t0.migration_start - 1.0 < best <= t0.migration_end
     assert res.ranking.source[0][0] == "10.0.0.1"
     assert res.ranking.destination[0][0] == "10.0.0.9"
     assert res.graph.edges == [("10.0.0.1", "10.0.0.9")]
@@ -81,9 +82,9 @@ def test_background_is_not_separable_by_a_constant():
     caps, truths, _, records, _ = run_results()
     naive = []
     for t in range(N_DIRECT):
-        wf = trial_features(caps[t]["all"].packets)
+        wf = trial_features(caps[t][GLOBAL].packets)
         y = label_windows(
-            wf.window_starts, wf.window_s, truths[t]["migration_start"], truths[t]["migration_end"]
+            wf.window_starts, wf.window_s, truths[t].migration_start, truths[t].migration_end
         )
         naive.append(roc_auc_score(y, wf.X[:, FEATURE_NAMES.index("bytes")]))
     ours = np.mean([records[t]["detection_auc"] for t in range(N_DIRECT)])
@@ -93,14 +94,14 @@ def test_background_is_not_separable_by_a_constant():
 def test_change_detector_alone_alarms_inside_the_migration():
     caps, truths, _, _, _ = run_results()
     t = truths[0]
-    wf = trial_features(caps[0]["all"].packets)
+    wf = trial_features(caps[0][GLOBAL].packets)
     det = detect_change(wf)
-    y = label_windows(wf.window_starts, wf.window_s, t["migration_start"], t["migration_end"])
+    y = label_windows(wf.window_starts, wf.window_s, t.migration_start, t.migration_end)
     assert roc_auc_score(y, det.scores) >= 0.85
     assert det.alarms[y].any()
     # the CUSUM needs a couple of windows to drain after the migration ends; elsewhere it is quiet
     drain = label_windows(
-        wf.window_starts, wf.window_s, t["migration_start"], t["migration_end"] + 2 * wf.window_s
+        wf.window_starts, wf.window_s, t.migration_start, t.migration_end + 2 * wf.window_s
     )
     assert det.alarms[~drain].mean() <= 0.05
 

@@ -17,10 +17,10 @@ def test_live_guess_names_the_hosts_soon_after_the_migration_starts():
         g = det.feed(row)
         if g is not None:
             guesses.append(g)
-    before = [g for g in guesses if g.window_end <= t["migration_start"]]
+    before = [g for g in guesses if g.window_end <= t.migration_start]
     assert before and not any(g.alarm for g in before)
     first = next(g for g in guesses if g.alarm)
-    assert t["migration_start"] < first.window_end <= t["migration_start"] + 3.0
+    assert t.migration_start < first.window_end <= t.migration_start + 3.0
     assert (first.source, first.destination) == ("10.0.0.1", "10.0.0.9")
     assert det.packets_seen == len(st.table)
     assert "ALARM" in first.line()

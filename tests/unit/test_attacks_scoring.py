@@ -16,9 +16,10 @@ from attacks.scoring import (
     identification_metrics,
     path_metrics,
 )
+from attacks.truth import GLOBAL, TrialTruth, Vantage
 from tests.unit.attacks_synth import synthetic_run
 
-TRUTH = {
+TRUTH_JSON = {
     "trial": 0,
     "mode": "stealth",
     "migration_start": 103.5,
@@ -35,6 +36,7 @@ TRUTH = {
     ],
     "hosts": [{"host": f"h{i}", "ip": f"10.0.0.{i}"} for i in range(1, 11)],
 }
+TRUTH = TrialTruth.from_dict(TRUTH_JSON)
 
 
 def _det(scores, alarms, t0=100.0):
@@ -89,7 +91,8 @@ def test_path_metrics():
     m = path_metrics(edges, TRUTH)
     assert m["path_precision"] == pytest.approx(2 / 4) and m["path_recall"] == pytest.approx(2 / 3)
     assert path_metrics([], TRUTH) == {"path_precision": 0.0, "path_recall": 0.0}
-    assert path_metrics([], {**TRUTH, "paths": []}) == {"path_precision": None, "path_recall": None}
+    no_paths = TrialTruth.from_dict({**TRUTH_JSON, "paths": []})
+    assert path_metrics([], no_paths) == {"path_precision": None, "path_recall": None}
 
 
 def test_aggregate_means_ignore_missing_values():
@@ -108,9 +111,11 @@ def test_aggregate_means_ignore_missing_values():
 def test_pcap_names():
     from pathlib import Path
 
-    assert parse_pcap_name(Path("trial3-s1.pcap")) == (3, "s1")
-    assert parse_pcap_name(Path("trial_12_global.pcapng")) == (12, "global")
-    assert parse_pcap_name(Path("s7.pcap")) == (None, "s7")
+    assert parse_pcap_name(Path("trial3-s1.pcap")) == (3, Vantage("s1"))
+    assert parse_pcap_name(Path("trial_12_global.pcapng")) == (12, GLOBAL)
+    assert parse_pcap_name(Path("s7.pcap")) == (None, Vantage("s7"))
+    assert parse_pcap_name(Path("trial2-switch-e1.pcap")) == (2, Vantage("e1"))
+    assert parse_pcap_name(Path("trial4-all.pcap")) == (4, GLOBAL)
 
 
 def test_cli_analyze_writes_the_metrics_contract(tmp_path, capsys):

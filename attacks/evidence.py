@@ -1,7 +1,7 @@
-"""Path tracing: which hosts relay whose bytes, chained into a reconstructed relay graph.
+"""Relay evidence: which hosts pass on whose bytes, from what crosses the wire only.
 
 A relay (intermediate or leader) receives a chunk and sends it on soon after, about the same size
-give or take a header. Two pieces of evidence, both over what crosses the wire only:
+give or take a header. Two pieces of evidence:
 
 1. **transfer matching** (sizes and timing): every data-carrying connection, or every burst of
    one (persistent hop connections carry one chunk per burst), is a *transfer* (endpoints, start,
@@ -16,11 +16,11 @@ give or take a header. Two pieces of evidence, both over what crosses the wire o
    ``0..max_lag_s`` (at most 50 bins); a streaming relay that
    re-sends one long flow shows a high peak at a positive lag with similar volumes.
 
-A triple that passes either test adds edges ``a→h`` and ``h→b``. The graph keeps the part reachable
-from the attacker's top-ranked source; when no relay is found (a direct migration) it is the single
-edge top source → top destination. ``RelayGraph.edges`` are host-level directed edges (IPs).
+A triple that passes either test is a ``RelayEvidence`` (``trace_relays``); ``relay_activity``
+turns the evidence into bytes relayed per window, a feature of the detectors.
+``attacks.relaygraph`` chains the triples into the attacker's relay graph.
 
-Callers: ``attacks.pipeline``, the tests.
+Callers: ``attacks.pipeline``, ``attacks.relaygraph``, the tests.
 """
 
 from __future__ import annotations
@@ -66,20 +66,6 @@ class RelayEvidence:
         d = {k: v for k, v in vars(self).items() if k != "events"}
         d["t_first"], d["t_last"] = float(self.t_first), float(self.t_last)
         return d
-
-
-@dataclass
-class RelayGraph:
-    """The reconstructed relay graph: directed host-level edges plus the evidence for them."""
-
-    edges: list[tuple[str, str]]
-    evidence: list[RelayEvidence] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {
-            "edges": [list(e) for e in self.edges],
-            "evidence": [e.to_json() for e in self.evidence],
-        }
 
 
 def transfers(
@@ -405,92 +391,3 @@ def relay_activity(
             if 0 <= i < len(out):
                 out[i] += b
     return out
-
-
-def extend_chain(
-    graph: RelayGraph,
-    packets: np.ndarray,
-    source: str,
-    span: tuple[float, float],
-    min_share: float = 0.5,
-) -> RelayGraph:
-    """Follow the bytes past the deepest hosts of the chain by volume alone.
-
-    A leader that merges several inputs into one fast stream defeats per-transfer matching and,
-    when the whole transfer fits in a few bins, correlation too. Bytes are still conserved: if a
-    deepest host sent, during the relay's span, at least ``min_share`` of what it received over
-    the chain's edges to one host outside the chain, that host is the next hop.
-    """
-    if not graph.edges:
-        return graph
-    edges = set(graph.edges)
-    lo, hi = span
-    data = packets[(packets["plen"] > 0) & (packets["ts"] >= lo) & (packets["ts"] <= hi + 1.0)]
-    pair: dict[tuple[str, str], float] = defaultdict(float)
-    for s_, d_, b_ in zip(
-        data["src"].tolist(), data["dst"].tolist(), data["plen"].tolist(), strict=True
-    ):
-        pair[(int_to_ip(s_), int_to_ip(d_))] += b_
-    for _ in range(4):  # a few hops at most
-        depth = bfs_depth(sorted(edges), source)
-        deepest = max(depth.values())
-        added = False
-        for n in [n for n, d in depth.items() if d == deepest and d > 0]:
-            received = sum(pair.get((a, n), 0.0) for a, b in edges if b == n)
-            outs = [(b, v) for (a, b), v in pair.items() if a == n and b not in depth]
-            if not outs or received <= 0:
-                continue
-            b, v = max(outs, key=lambda o: o[1])
-            if v >= min_share * received:
-                edges.add((n, b))
-                added = True
-        if not added:
-            break
-    return RelayGraph(edges=sorted(edges), evidence=graph.evidence)
-
-
-def bfs_depth(edges: list[tuple[str, str]], root: str) -> dict[str, int]:
-    """Breadth-first depth of every node reachable from ``root`` along directed edges."""
-    import networkx as nx
-
-    g = nx.DiGraph(edges)
-    g.add_node(root)
-    return dict(nx.single_source_shortest_path_length(g, root))
-
-
-def relay_span(evidence: list[RelayEvidence]) -> tuple[float, float] | None:
-    """When relaying was seen: ``(first, last)`` over all evidence, or None without any."""
-    if not evidence:
-        return None
-    return min(e.t_first for e in evidence), max(e.t_last for e in evidence)
-
-
-def relay_graph(
-    evidence: list[RelayEvidence], source: str | None, destination: str | None
-) -> RelayGraph:
-    """Chain relay triples into a graph rooted at the attacker's source guess.
-
-    Only edges reachable from the source that lead *away* from it (to a node first reached at a
-    deeper breadth-first level) are kept: acks relayed back towards the source are relaying too,
-    but not the migration's path. With no triple touching the source, the graph is the direct
-    edge source → destination.
-    """
-    edges: set[tuple[str, str]] = set()
-    for ev in evidence:
-        edges |= {(ev.a, ev.relay), (ev.relay, ev.b)}
-    if source is not None and edges:
-        level = {source: 0}
-        frontier = [source]
-        while frontier:
-            nxt = []
-            for n in frontier:
-                for a, b in sorted(edges):
-                    if a == n and b not in level:
-                        level[b] = level[n] + 1
-                        nxt.append(b)
-            frontier = nxt
-        edges = {(a, b) for a, b in edges if a in level and b in level and level[b] > level[a]}
-        evidence = [ev for ev in evidence if (ev.a, ev.relay) in edges or (ev.relay, ev.b) in edges]
-    if not edges and source is not None and destination is not None and source != destination:
-        edges = {(source, destination)}
-    return RelayGraph(edges=sorted(edges), evidence=evidence)
