@@ -228,7 +228,10 @@ def clean(*, lock_held: bool = False, force: bool = False) -> dict[str, list[str
             if LINK_NAME.fullmatch(name) and subprocess.run(
                     ["ip", "link", "del", name], capture_output=True).returncode == 0:
                 removed["links"].append(name)
-        _remove_run_folders(removed["temp"], removed["warnings"])
+        if not force and live_runs():  # started meanwhile: its folder may already be there
+            removed["warnings"].append("a run started meanwhile: run folders left alone")
+        else:
+            _remove_run_folders(removed["temp"], removed["warnings"])
         try:
             from topologies.ovs import ensure
 

@@ -23,15 +23,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SLEEPER = "import time; time.sleep(300)"
+SLEEPER = "import time; time.sleep(120)"
 
 
 @pytest.fixture
 def testbed_lock():
-    """The machine-wide testbed lock, held by this test (waits for other runs)."""
+    """The machine-wide testbed lock, held by this test (waits for other runs), at a moment when
+    no run is in progress either: a run between two testbeds waits for the lock, so the lock is
+    let go and taken again until none is."""
+    from experiments.clean import live_runs
     from experiments.testbed import acquire_lock
 
-    fd = acquire_lock(timeout=3000)
+    deadline = time.monotonic() + 3000
+    while True:
+        fd = acquire_lock(timeout=3000)
+        runs = live_runs()
+        if not runs:
+            break
+        os.close(fd)
+        if time.monotonic() > deadline:
+            pytest.fail(f"runs in progress for 50 minutes: {runs}")
+        time.sleep(10)
     yield fd
     os.close(fd)
 
@@ -120,12 +132,24 @@ from topologies.linear import LinearTopo
 from topologies.net import start_network
 
 net = start_network(LinearTopo(2, 1), controller_port=free_port(6900), wait_connected=0)
-agent = net.get("h1").popen([sys.executable, "-c", "import time; time.sleep(300)",
+agent = net.get("h1").popen([sys.executable, "-c", "import time; time.sleep(120)",
                              "-m", "hosts.agent"])
 print(json.dumps({"shells": [n.pid for n in net.hosts + net.switches], "agent": agent.pid}),
       flush=True)
-time.sleep(300)
+time.sleep(120)
 """
+
+
+def _remove_own_network(pids: dict) -> None:
+    """The killed testbed's processes (by the pids it printed), bridges and links (LinearTopo(2, 1)
+    makes s1, s2, s1-eth1, s1-eth2): this test's own, removed while it holds the lock."""
+    for pid in [*pids["shells"], pids["agent"]]:
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    for bridge in ("s1", "s2"):
+        subprocess.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", bridge])
+    for link in ("s1-eth1", "s1-eth2", "s2-eth1"):
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
 
 
 @pytest.mark.root
@@ -148,6 +172,7 @@ def test_clean_removes_a_killed_testbed_and_nothing_else(testbed_lock, started, 
     link = RUN_ROOT / f"link-test-{tag}"
     link.symlink_to(victim)
     foreign_bridge = f"keep{tag}"
+    pids: dict[str, list[int] | int] = {"shells": [], "agent": 0}
     subprocess.run(["ovs-vsctl", "--timeout=10", "add-br", foreign_bridge, "--", "set",
                     "bridge", foreign_bridge, "datapath_type=netdev"], check=True)
     try:
@@ -159,7 +184,7 @@ def test_clean_removes_a_killed_testbed_and_nothing_else(testbed_lock, started, 
         started.append(bed)
         line = bed.stdout.readline()
         assert line, (tmp_path / "bed.err").read_text()
-        pids = json.loads(line)
+        pids.update(json.loads(line))
         os.kill(bed.pid, signal.SIGKILL)  # the run dies; its network stays
         bed.wait(5)
         assert _alive(pids["agent"])
@@ -180,6 +205,7 @@ def test_clean_removes_a_killed_testbed_and_nothing_else(testbed_lock, started, 
         assert loopback_agent.poll() is None, "clean killed a loopback agent (no testbed's)"
         assert not removed["warnings"], removed["warnings"]
     finally:
+        _remove_own_network(pids)  # if clean failed, what this test made must not stay
         subprocess.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", foreign_bridge])
         for f in others:
             f.unlink(missing_ok=True)
