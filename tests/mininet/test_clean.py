@@ -212,3 +212,25 @@ def test_clean_removes_a_killed_testbed_and_nothing_else(testbed_lock, started, 
         shutil.rmtree(leftover, ignore_errors=True)
         if link.is_symlink():
             link.unlink()
+
+
+@pytest.mark.root
+@pytest.mark.timeout(3300)
+def test_force_cleans_although_the_lock_is_held_and_stops_runs(testbed_lock, started,
+                                                              monkeypatch):
+    """--force: the lock is held (by this test) and a run lives, clean goes ahead and stops it.
+    Only this test's own stand-in run may match: RUNS is narrowed to its unique marker."""
+    from experiments import clean
+
+    marker = f"stealth-mtd-test-run-{secrets.token_hex(4)}"
+    monkeypatch.setattr(clean, "RUNS", (marker,))
+    run = subprocess.Popen(_sleeper(marker))
+    started.append(run)
+    time.sleep(0.2)
+    with pytest.raises(clean.CleanRefused):
+        clean.clean(lock_held=True)
+    assert run.poll() is None
+    removed = clean.clean(force=True)
+    assert run.wait(5) is not None
+    assert any(f"forced while pid {os.getpid()}" in w for w in removed["warnings"]), removed
+    assert any(str(run.pid) in p for p in removed["processes"]), removed
