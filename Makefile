@@ -24,8 +24,8 @@ bench: setup
 	$(SMTD) bench net
 	$(SMTD) bench protocol
 
-clean:
-	@if [ -x $(SMTD) ]; then $(SMTD) clean; else mn -c; fi
+clean:  ## what a killed testbed left behind; refuses while a run holds the testbed lock (never `mn -c`: it deletes /tmp/*.log)
+	@if [ -x $(SMTD) ]; then $(SMTD) clean; else /usr/bin/python3 -m experiments.clean; fi
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stealth-mtd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("clean", help="remove what a killed run left behind (needs root)")
+    sub.add_parser("clean", add_help=False,
+                   help="remove what a killed run left behind (needs root; clean --force)")
     sub.add_parser("demo", help="attacker versus defender: a direct and a stealth migration, live")
     sub.add_parser("monitor-eval", add_help=False,
                    help="the monitor (Alg 1): detection delay, TPR/FPR, false alarms in migrations")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "clean":
         from experiments.clean import main as clean_main
 
-        return clean_main()
+        return clean_main(rest)
     if args.cmd == "run":
         _need_root("run")
         from experiments.runner import main as run_main

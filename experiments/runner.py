@@ -230,13 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=None, help="override the scenario's trials")
     ap.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     args = ap.parse_args(argv)
+    if args.trials is not None and args.trials < 1:
+        ap.error(f"--trials {args.trials}: must be >= 1")
+    if args.seed is not None and args.seed < 0:
+        ap.error(f"--seed {args.seed}: must be >= 0")
     logging.basicConfig(level=logging.WARNING)
     try:
         sc = load(args.scenario)
     except ScenarioError as exc:
         console.print(f"[red]scenario error:[/] {exc}")
         return 2
-    if args.trials:
+    if args.trials is not None:
         sc.trials = args.trials
     if args.seed is not None:
         sc.seed = args.seed

@@ -1,6 +1,7 @@
 """Scenario files: one TOML describes a run (topology, roles, VM, modes, policy, background
-traffic, attackers, seed, trials). Parsed into plain dataclasses with clear errors; used by the
-runner and the demo.
+traffic, attackers, seed, trials). Parsed into plain dataclasses and checked completely when the
+file loads: every wrong type or value is a ``ScenarioError`` naming the key and what is allowed,
+never a failure at trial start. Used by the runner, the demo and the monitor evaluation.
 
     name = "quick"
     seed = 1
@@ -16,10 +17,21 @@ runner and the demo.
 
 from __future__ import annotations
 
+import copy
+import functools
+import itertools
+import math
+import re
 import tomllib
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from hosts.anomalies import KINDS
+from hosts.traffic import MAX_CHUNK, MIN_CHUNK
+from hosts.workload import CDFS
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -31,7 +43,7 @@ class ScenarioError(ValueError):
 @dataclass
 class TopologySpec:
     kind: str = "fattree"
-    args: list[Any] = field(default_factory=lambda: [4])
+    args: list[int | float | str] = field(default_factory=lambda: [4])
     attackers: list[str] = field(default_factory=list)
     bw_mbit: float | None = None
 
@@ -112,62 +124,152 @@ class Scenario:
         return cls(*self.topology.args, **kw)
 
 
+
+# -- checking ---------------------------------------------------------------------------------
+# A scenario name and a VM name become folder and file names: a strict character set, so neither
+# can leave the results folder (no '/', no '..').
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SAFE_NAME_RULE = ("letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 "
+                  "characters, no '..' (it names a folder)")
+MODES = ("direct", "stealth")
+POLICIES = ("profile", "fixed")
+MAX_VM_MIB = 16384
+_PARTS: dict[str, type] = {"topology": TopologySpec, "vm": VMSettings, "stealth": StealthSettings,
+                           "background": BackgroundSettings, "attackers": AttackerSettings}
+_INTERNAL = {"source_file"}  # set by load(), not by the file
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad(key: str, value: Any, allowed: str) -> ScenarioError:
+    return ScenarioError(f"{key} = {_show(value)}: {allowed}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Does a TOML value have the type of a field annotated ``hint``?"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if isinstance(hint, type) and is_dataclass(hint):  # a section, already built and checked
+        return isinstance(value, hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin in (typing.Union, types.UnionType):  # None only as a default: TOML has no null
+        return any(value is None if a is type(None) else _fits(value, a) for a in args)
+    raise TypeError(f"no check for fields of type {hint}")  # a new field needs a case above
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        items = typing.get_args(args[0]) or args
+        if Any in items:
+            return "a list"
+        plural = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+        return "a list of " + " or ".join(plural[a] for a in items)
+    if origin is dict:
+        return "a table"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    return {bool: "true or false", int: "an integer", float: "a finite number",
+            str: "a string"}.get(hint, str(hint))
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_types(obj: Any, where: str = "") -> None:
+    """Every field of ``obj`` (and of its sections) has its annotated type."""
+    for name, hint in _hints(type(obj)).items():
+        value = getattr(obj, name)
+        if is_dataclass(value):
+            _check_types(value, f"{name}.")
+        elif not _fits(value, hint):
+            raise _bad(where + name, value, f"must be {_describe(hint)}")
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls)} - _INTERNAL
     unknown = set(data) - known
     if unknown:
         raise ScenarioError(f"[{where}]: unknown field(s) {sorted(unknown)}; known: "
                             f"{sorted(known)}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise ScenarioError(f"[{where}]: {exc}") from None
+    hints = _hints(cls)
+    for name, value in data.items():
+        if not _fits(value, hints[name]):
+            key = name if where == "top level" else f"{where}.{name}"
+            raise _bad(key, value, f"must be {_describe(hints[name])}")
+    return cls(**data)
 
 
 def from_dict(data: dict[str, Any], source: str = "") -> Scenario:
+    """A checked scenario from parsed TOML; ``ScenarioError`` names the first wrong key."""
     data = dict(data)
-    parts = {"topology": TopologySpec, "vm": VMSettings, "stealth": StealthSettings,
-             "background": BackgroundSettings, "attackers": AttackerSettings}
     kw: dict[str, Any] = {}
-    for key, cls in parts.items():
+    for key, cls in _PARTS.items():
         section = data.pop(key, {})
         if not isinstance(section, dict):
-            raise ScenarioError(f"[{key}] must be a table")
+            raise _bad(key, section, f"must be a table ([{key}] with its fields)")
         kw[key] = _build(cls, section, key)
     if "name" not in data:
         data["name"] = Path(source).stem if source else "scenario"
-    sc = _build(Scenario, {**data, **kw, "source_file": source}, "top level")
-    validate(sc)
+    sc = _build(Scenario, {**data, **kw}, "top level")
+    sc.source_file = source
     _check_sweep(sc)
-    for _, variant in expand(sc):
-        validate(variant)
+    expand(sc)  # validates the scenario itself, or each variant of its sweep
     return sc
 
 
-def validate(sc: Scenario) -> None:
-    from topologies import registry
+def _check_range(key: str, value: float, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> None:
+    if low is not None and (value <= low if low_open else value < low):
+        raise _bad(key, value, f"must be {'>' if low_open else '>='} {low}"
+                   + (f" and <= {high}" if high is not None else ""))
+    if high is not None and value > high:
+        raise _bad(key, value, f"must be <= {high}" + (f" and >= {low}" if low is not None else ""))
 
-    if sc.topology.kind not in registry():
-        raise ScenarioError(f"topology.kind {sc.topology.kind!r}: choose from {sorted(registry())}")
-    bad = [m for m in sc.modes if m not in ("direct", "stealth")]
-    if bad or not sc.modes:
-        raise ScenarioError(f"modes {sc.modes}: each must be 'direct' or 'stealth'")
-    if sc.trials < 1:
-        raise ScenarioError("trials must be >= 1")
-    if not 2 <= sc.stealth.k <= sc.stealth.n:
-        raise ScenarioError(f"stealth: need 2 <= k <= n, got k={sc.stealth.k} n={sc.stealth.n}")
-    if sc.stealth.policy not in ("profile", "fixed"):
-        raise ScenarioError("stealth.policy must be 'profile' or 'fixed'")
+
+def validate(sc: Scenario, topology: bool = True) -> None:
+    """Every value in range and every name known; ``topology=False`` skips building the
+    topology (when a sweep variant changes nothing of it)."""
+    _check_types(sc)
+    if not SAFE_NAME.fullmatch(sc.name) or ".." in sc.name:
+        raise _bad("name", sc.name, SAFE_NAME_RULE)
+    _check_range("seed", sc.seed, 0)
+    _check_range("trials", sc.trials, 1)
+    bad = [m for m in sc.modes if m not in MODES]
+    if bad or not sc.modes or len(set(sc.modes)) != len(sc.modes):
+        raise _bad("modes", sc.modes, f"a non-empty list of {list(MODES)}, each at most once")
+    _check_range("timeout_s", sc.timeout_s, 0, low_open=True)
     kind = sc.trigger.partition(":")[2]
-    if sc.trigger != "controller" and not (sc.trigger.startswith("monitor:") and kind in (
-            "scan", "exfil", "miner", "beacon")):
-        raise ScenarioError(f"trigger {sc.trigger!r}: 'controller' or 'monitor:<kind>' with "
-                            "kind scan, exfil, miner or beacon")
+    if sc.trigger != "controller" and not (sc.trigger.startswith("monitor:") and kind in KINDS):
+        raise _bad("trigger", sc.trigger, "'controller' or 'monitor:<kind>' with kind one of "
+                   f"{', '.join(KINDS)}")
     if sc.trigger != "controller" and sc.background.warmup_s < 15:
         raise ScenarioError("trigger 'monitor:...' needs background.warmup_s >= 15: the "
                             "monitor trains on the VM's normal behaviour during the warm-up")
-    if sc.vm.mib < 1:
-        raise ScenarioError("vm.mib must be >= 1")
+    _check_stealth(sc.stealth)
+    _check_vm(sc.vm)
+    _check_background(sc.background)
+    _check_range("attackers.window_s", sc.attackers.window_s, 0, low_open=True)
+    if topology:
+        _check_topology(sc)
     for v in sc.attackers.vantage:
         if v != "global":
             if not v.startswith("switch:"):
@@ -177,25 +279,86 @@ def validate(sc: Scenario) -> None:
                                     f"switch: add {v[7:]!r} to topology.attackers")
 
 
+def _check_stealth(s: StealthSettings) -> None:
+    if not 2 <= s.k <= s.n <= 255:
+        raise ScenarioError(f"stealth.k, stealth.n: need 2 <= k <= n <= 255, got k={s.k} "
+                            f"n={s.n}")
+    if s.policy not in POLICIES:
+        raise _bad("stealth.policy", s.policy, f"one of {list(POLICIES)}")
+    _check_range("stealth.fixed_chunk", s.fixed_chunk, MIN_CHUNK, MAX_CHUNK)
+    _check_range("stealth.rate_budget_mbit", s.rate_budget_mbit, 0)
+    _check_range("stealth.sniff_s", s.sniff_s, 0, low_open=True)
+
+
+def _check_vm(vm: VMSettings) -> None:
+    if not SAFE_NAME.fullmatch(vm.name) or ".." in vm.name:
+        raise _bad("vm.name", vm.name, SAFE_NAME_RULE)
+    _check_range("vm.mib", vm.mib, 1, MAX_VM_MIB)
+    _check_range("vm.dirty_pages_per_s", vm.dirty_pages_per_s, 0)
+
+
+def _check_background(bg: BackgroundSettings) -> None:
+    if bg.cdf not in CDFS:
+        raise _bad("background.cdf", bg.cdf, f"one of {sorted(CDFS)}")
+    for name in ("flows_per_s", "bulk_per_min", "bulk_max_bytes", "warmup_s", "cooldown_s"):
+        _check_range(f"background.{name}", getattr(bg, name), 0)
+    _check_range("background.cap_bytes", bg.cap_bytes, 1)
+
+
+def _check_topology(sc: Scenario) -> None:
+    """The topology is built here (pure bookkeeping, no root): wrong arguments, unknown attacker
+    switches or VM host, and too few hosts for the stealth roles show now, not at trial start."""
+    from topologies import registry
+
+    t = sc.topology
+    kinds = registry()
+    if t.kind not in kinds:
+        raise ScenarioError(f"topology.kind {t.kind!r}: choose from {sorted(kinds)}")
+    if t.bw_mbit is not None:
+        _check_range("topology.bw_mbit", t.bw_mbit, 0, low_open=True)
+    cls = kinds[t.kind]
+    try:
+        bare = cls(*t.args)
+    except Exception as exc:  # the topology's own message says what is wrong
+        import inspect
+
+        params = list(inspect.signature(cls.build_fabric).parameters)[1:]
+        raise _bad("topology.args", t.args, f"{t.kind} takes [{', '.join(params)}]: "
+                   f"{exc}") from None
+    switches = list(bare.switches())
+    bad = [a for a in t.attackers if a not in switches]
+    if bad:
+        raise _bad("topology.attackers", t.attackers, f"switch names of this {t.kind}: "
+                   f"{', '.join(switches)}")
+    tenants = bare.tenant_hosts()
+    if sc.vm.host not in tenants:
+        raise _bad("vm.host", sc.vm.host, f"a tenant host of this {t.kind}: h1..h{len(tenants)}")
+    if "stealth" in sc.modes and sc.stealth.n > len(tenants) - 3:
+        raise _bad("stealth.n", sc.stealth.n, f"at most {max(len(tenants) - 3, 0)} here: this "
+                   f"{t.kind} has {len(tenants)} tenant hosts and the source, destination and "
+                   "leader take 3")
+
+
 def expand(sc: Scenario) -> list[tuple[str, Scenario]]:
     """A sweep's variants: the Cartesian product of ``[sweep]`` (keys like
-    ``"stealth.n"`` or ``"background.flows_per_s"``), each a complete scenario with a label.
-    Without a sweep: the scenario itself, labelled ''."""
-    import copy
-    import itertools
-
+    ``"stealth.n"`` or ``"background.flows_per_s"``), each a complete, validated scenario with a
+    label. Without a sweep: the scenario itself (validated), labelled ''."""
     if not sc.sweep:
+        validate(sc)
         return [("", sc)]
     keys = sorted(sc.sweep)
+    topology_swept = any(k.startswith("topology.") for k in keys)
     out = []
-    for values in itertools.product(*(sc.sweep[k] for k in keys)):
+    for i, values in enumerate(itertools.product(*(sc.sweep[k] for k in keys))):
         v = copy.deepcopy(sc)
         v.sweep = {}
         for key, value in zip(keys, values, strict=True):
             section, _, name = key.partition(".")
             setattr(getattr(v, section), name, value)
-        validate(v)
+        validate(v, topology=topology_swept or i == 0)  # the name checked is the file's own
         label = "_".join(f"{k.split('.')[-1]}={val}" for k, val in zip(keys, values, strict=True))
+        if "/" in label or "\0" in label:
+            raise _bad("sweep", sc.sweep, f"variant {label!r} would name a folder with '/'")
         v.name = f"{sc.name}-{label}"
         out.append((label, v))
     return out
@@ -204,24 +367,37 @@ def expand(sc: Scenario) -> list[tuple[str, Scenario]]:
 def _check_sweep(sc: Scenario) -> None:
     for key, values in sc.sweep.items():
         section, _, name = key.partition(".")
-        part = getattr(sc, section, None)
-        if part is None or not name or not hasattr(part, name) or section in (
-                "name", "seed", "trials"):
-            raise ScenarioError(f"sweep key {key!r}: use '<section>.<field>', e.g. 'stealth.n'")
+        part = _PARTS.get(section)
+        if part is None or name not in _hints(part):
+            raise ScenarioError(f"sweep key {key!r}: use '<section>.<field>', e.g. 'stealth.n' "
+                                f"(sections: {', '.join(_PARTS)})")
+        hint = _hints(part)[name]
         if not isinstance(values, list) or not values:
-            raise ScenarioError(f"sweep {key!r}: a non-empty list of values")
+            raise _bad(f"sweep.{key!r}", values, "a non-empty list of values")
+        for value in values:
+            if not _fits(value, hint):
+                raise _bad(f"sweep.{key!r}", value, f"each value must be {_describe(hint)} "
+                           f"(the type of {key})")
 
 
 def load(path: str | Path) -> Scenario:
+    """The scenario in file ``path`` (or the shipped one of that name), checked."""
     p = Path(path)
     for cand in (SCENARIO_DIR / p, SCENARIO_DIR / f"{p}.toml"):
-        if not p.exists() and cand.exists():
+        if not p.exists() and cand.is_file():
             p = cand
     if not p.exists():
         raise ScenarioError(f"no scenario file {path}; shipped ones: "
                             f"{sorted(x.name for x in SCENARIO_DIR.glob('*.toml'))}")
+    if not p.is_file():
+        raise ScenarioError(f"{p} is not a file: give a scenario TOML file")
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{p}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") \
+            from None
+    except OSError as exc:
+        raise ScenarioError(f"{p}: cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{p}: {exc}") from None
     return from_dict(data, str(p))

@@ -3,7 +3,9 @@
 The source splits each migration's AES-256 key into ``n`` shares with threshold ``k`` (Alg 3);
 the leader combines ``k`` of them (Alg 5). A share is the ``y`` bytes (one per secret byte)
 followed by one ``x`` byte; the x values are distinct, random and never 0. Fewer than ``k`` shares
-say nothing about the secret: every candidate is equally likely.
+say nothing about the secret: every candidate is equally likely. The field arithmetic is Vault's
+constant-time ``mult`` (bit masks, inverse as a^254): no branch or table look-up depends on a
+secret byte. Every wrong argument, of any type, raises a ``ShamirError``.
 
 Public API (other tools call it): ``split(secret, k, n)`` and ``combine(shares)``.
 """
@@ -19,6 +21,7 @@ __all__ = [
     "DuplicateShare",
     "ShareLengthMismatch",
     "BadParameters",
+    "NoInverse",
     "gf_mul",
     "gf_inv",
     "split",
@@ -31,7 +34,7 @@ class ShamirError(ValueError):
 
 
 class BadParameters(ShamirError):
-    """k, n or the secret are out of range."""
+    """k, n, the secret or the shares are of the wrong type or out of range."""
 
 
 class NotEnoughShares(ShamirError):
@@ -46,60 +49,66 @@ class ShareLengthMismatch(ShamirError):
     """Shares of one secret all have the same length."""
 
 
-# log/exp tables for GF(2^8) with the AES polynomial x^8 + x^4 + x^3 + x + 1 and generator 0x03.
-_EXP = [0] * 512
-_LOG = [0] * 256
+class NoInverse(ShamirError, ZeroDivisionError):
+    """0 has no multiplicative inverse."""
 
 
-def _build_tables() -> None:
-    x = 1
-    for i in range(255):
-        _EXP[i] = x
-        _LOG[x] = i
-        # multiply by the generator 0x03: x*2 xor x
-        x2 = (x << 1) ^ (0x11B if x & 0x80 else 0)
-        x = x2 ^ x
-    for i in range(255, 512):
-        _EXP[i] = _EXP[i - 255]
+# GF(2^8) with the AES polynomial x^8 + x^4 + x^3 + x + 1, in constant time as Vault's ``mult``:
+# no branch and no table indexed by a value, so the time taken says nothing about the secret.
 
 
-_build_tables()
+def _mul(a: int, b: int) -> int:
+    """a * b: for each bit of b (high to low), double r (reducing by 0x1B when its top bit
+    falls out) and add a when the bit is set, the conditions turned into all-ones/zero masks."""
+    r = 0
+    for i in (7, 6, 5, 4, 3, 2, 1, 0):
+        r = ((-((b >> i) & 1) & a) ^ (-(r >> 7) & 0x1B) ^ (r << 1)) & 0xFF
+    return r
 
 
-def gf_add(a: int, b: int) -> int:
-    """Addition (and subtraction) in GF(2^8) is xor."""
-    return a ^ b
+def _inv(a: int) -> int:
+    """a^254, which is a^-1 for a != 0 (and 0 for 0): Vault's addition chain, 11 products."""
+    b = _mul(a, a)  # 2
+    c = _mul(a, b)  # 3
+    b = _mul(c, c)  # 6
+    b = _mul(b, b)  # 12
+    c = _mul(b, c)  # 15
+    b = _mul(b, b)  # 24
+    b = _mul(b, b)  # 48
+    b = _mul(b, c)  # 63
+    b = _mul(b, b)  # 126
+    b = _mul(a, b)  # 127
+    return _mul(b, b)  # 254
+
+
+def _element(v: object, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 255:
+        raise BadParameters(f"{what} must be an integer 0..255, got {v!r}")
+    return v
 
 
 def gf_mul(a: int, b: int) -> int:
-    """Multiplication in GF(2^8) (AES field)."""
-    if a == 0 or b == 0:
-        return 0
-    return _EXP[_LOG[a] + _LOG[b]]
+    """Multiplication in GF(2^8) (AES field), constant time."""
+    return _mul(_element(a, "a"), _element(b, "b"))
 
 
 def gf_inv(a: int) -> int:
-    """Multiplicative inverse; 0 has none."""
-    if a == 0:
-        raise ZeroDivisionError("0 has no inverse in GF(2^8)")
-    return _EXP[255 - _LOG[a]]
-
-
-def gf_div(a: int, b: int) -> int:
-    """a / b in GF(2^8)."""
-    if b == 0:
-        raise ZeroDivisionError("division by 0 in GF(2^8)")
-    if a == 0:
-        return 0
-    return _EXP[(_LOG[a] - _LOG[b]) % 255]
+    """Multiplicative inverse (a^254, constant time); 0 has none."""
+    if _element(a, "a") == 0:
+        raise NoInverse("0 has no inverse in GF(2^8)")
+    return _inv(a)
 
 
 def _eval(coeffs: Sequence[int], x: int) -> int:
     """Horner evaluation of a polynomial given lowest-degree first."""
     acc = 0
     for c in reversed(coeffs):
-        acc = gf_mul(acc, x) ^ c
+        acc = _mul(acc, x) ^ c
     return acc
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def split(secret: bytes, k: int, n: int) -> list[bytes]:
@@ -109,8 +118,8 @@ def split(secret: bytes, k: int, n: int) -> list[bytes]:
     """
     if not isinstance(secret, bytes | bytearray) or len(secret) == 0:
         raise BadParameters("the secret must be non-empty bytes")
-    if not (2 <= k <= n <= 255):
-        raise BadParameters(f"need 2 <= k <= n <= 255, got k={k} n={n}")
+    if not (_is_int(k) and _is_int(n) and 2 <= k <= n <= 255):
+        raise BadParameters(f"need integers 2 <= k <= n <= 255, got k={k!r} n={n!r}")
     xs = list(range(1, 256))
     rng = secrets.SystemRandom()
     rng.shuffle(xs)
@@ -127,8 +136,15 @@ def combine(shares: Sequence[bytes]) -> bytes:
     """Recover the secret by Lagrange interpolation at x = 0.
 
     With fewer than k shares the result is a uniformly random candidate, not an error: the
-    caller learns it is wrong only when the key fails to open its ciphertext.
+    caller learns it is wrong only when the key fails to open its ciphertext. The checks look
+    only at types, lengths and the (public) x coordinates; the y bytes go through constant-time
+    arithmetic alone.
     """
+    if not isinstance(shares, list | tuple):
+        raise BadParameters(f"shares must be a list of bytes, got {type(shares).__name__}")
+    for s in shares:
+        if not isinstance(s, bytes | bytearray):
+            raise BadParameters(f"a share must be bytes, got {type(s).__name__}")
     if len(shares) < 2:
         raise NotEnoughShares(f"got {len(shares)} share(s), need at least 2")
     length = len(shares[0])
@@ -148,16 +164,11 @@ def combine(shares: Sequence[bytes]) -> bytes:
         num, den = 1, 1
         for j, xj in enumerate(xs):
             if i != j:
-                num = gf_mul(num, xj)
-                den = gf_mul(den, xj ^ xi)
-        basis.append(gf_div(num, den))
+                num = _mul(num, xj)
+                den = _mul(den, xj ^ xi)
+        basis.append(_mul(num, _inv(den)))
     out = bytearray(length - 1)
     for s, li in zip(shares, basis, strict=True):
-        if li == 0:
-            continue
-        log_li = _LOG[li]
         for j in range(length - 1):
-            y = s[j]
-            if y:
-                out[j] ^= _EXP[_LOG[y] + log_li]
+            out[j] ^= _mul(s[j], li)
     return bytes(out)

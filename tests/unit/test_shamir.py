@@ -86,3 +86,66 @@ def test_candidate_key_from_k_minus_1_shares_fails_aes_gcm() -> None:
     with pytest.raises(InvalidTag):
         AESGCM(candidate).decrypt(nonce, ct, b"ad")
     assert AESGCM(shamir.combine(shares[1:4])).decrypt(nonce, ct, b"ad") == b"VM page"
+
+
+def _reference_mul(a: int, b: int) -> int:
+    """Schoolbook carry-less product, then reduction by the AES polynomial 0x11B."""
+    p = 0
+    for i in range(8):
+        if b >> i & 1:
+            p ^= a << i
+    for bit in range(14, 7, -1):
+        if p >> bit & 1:
+            p ^= 0x11B << (bit - 8)
+    return p
+
+
+def test_multiplication_table_equals_the_reference() -> None:
+    table = [[shamir.gf_mul(a, b) for b in range(256)] for a in range(256)]
+    assert table == [[_reference_mul(a, b) for b in range(256)] for a in range(256)]
+    assert all(shamir.gf_inv(a) == next(b for b in range(1, 256) if _reference_mul(a, b) == 1)
+               for a in range(1, 256))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: shamir.split("secret", 2, 3),
+    lambda: shamir.split(b"secret", "2", 3),
+    lambda: shamir.split(b"secret", 2, 3.0),
+    lambda: shamir.split(b"secret", 2, None),
+    lambda: shamir.split(b"secret", True, 3),
+    lambda: shamir.combine(None),
+    lambda: shamir.combine(b"\x01\x02\x03"),
+    lambda: shamir.combine("ab"),
+    lambda: shamir.combine([b"ab\x01", "ab\x02"]),
+    lambda: shamir.combine([b"ab\x01", None]),
+    lambda: shamir.combine([b"ab\x01", [1, 2, 3]]),
+    lambda: shamir.combine({b"ab\x01", b"ab\x02"}),
+    lambda: shamir.gf_mul("a", 1),
+    lambda: shamir.gf_mul(1, 256),
+    lambda: shamir.gf_mul(-1, 3),
+    lambda: shamir.gf_inv(None),
+    lambda: shamir.gf_inv(0),
+])
+def test_wrong_types_and_values_raise_shamir_error(call) -> None:
+    with pytest.raises(shamir.ShamirError):
+        call()
+
+
+def test_zero_inverse_is_both_a_shamir_error_and_a_zero_division() -> None:
+    with pytest.raises(shamir.NoInverse) as info:
+        shamir.gf_inv(0)
+    assert isinstance(info.value, ZeroDivisionError)
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=st.binary(min_size=1, max_size=48), data=st.data())
+def test_any_k_or_more_shares_in_any_order_recover(secret: bytes, data: st.DataObject) -> None:
+    n = data.draw(st.sampled_from([2, 3, 5, 8, 16, 255]))
+    k = data.draw(st.integers(2, min(n, 8)))
+    shares = shamir.split(secret, k, n)
+    assert len({s[-1] for s in shares}) == n and all(len(s) == len(secret) + 1 for s in shares)
+    picked = data.draw(st.permutations(shares))[: data.draw(st.integers(k, min(n, 12)))]
+    assert shamir.combine(picked) == secret
+    if k > 2:  # one share too few: a candidate, never an error, and (almost never) the secret
+        candidate = shamir.combine(picked[: k - 1])
+        assert len(candidate) == len(secret)
