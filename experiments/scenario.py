@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from hosts.anomalies import KINDS
+from hosts.chunk_policy import POLICIES as CHUNK_POLICIES
+from hosts.protocol.plan import DEFAULTS
 from hosts.traffic import MAX_CHUNK, MIN_CHUNK
 from hosts.workload import CDFS
 
@@ -61,8 +63,8 @@ class StealthSettings:
     n: int = 3
     k: int = 2
     hide_destination: bool = True
-    policy: str = "profile"  # 'profile' (measured normal traffic) or 'fixed'
-    fixed_chunk: int = 65536
+    policy: str = "profile"  # a kind in hosts.chunk_policy.POLICIES ('profile': measured)
+    fixed_chunk: int = DEFAULTS.chunk_size
     rate_budget_mbit: float = 0.0  # 0: unshaped
     sniff_s: float = 3.0
 
@@ -108,10 +110,11 @@ class Scenario:
         """The chunk policy of ``mode``: direct is today's live migration, one unshaped stream."""
         s = self.stealth
         if mode == "direct":
-            return {"kind": "fixed", "size": 65536}
+            return {"kind": "fixed", "size": DEFAULTS.chunk_size}
         if s.policy == "fixed":
             return {"kind": "fixed", "size": s.fixed_chunk}
-        return {"kind": "profile", "sniff_s": s.sniff_s,
+        # 'profile' and any other registered policy get the common shaping settings
+        return {"kind": s.policy, "sniff_s": s.sniff_s, "size": s.fixed_chunk,
                 "rate_budget_bps": s.rate_budget_mbit * 1e6 / 8}  # the policy counts bytes/s
 
     def build_topology(self) -> Any:
@@ -132,7 +135,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SAFE_NAME_RULE = ("letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 "
                   "characters, no '..' (it names a folder)")
 MODES = ("direct", "stealth")
-POLICIES = ("profile", "fixed")
+POLICIES = tuple(CHUNK_POLICIES)  # one registry: hosts.chunk_policy
 MAX_VM_MIB = 16384
 _PARTS: dict[str, type] = {"topology": TopologySpec, "vm": VMSettings, "stealth": StealthSettings,
                            "background": BackgroundSettings, "attackers": AttackerSettings}

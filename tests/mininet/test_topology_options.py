@@ -64,5 +64,7 @@ def test_mn_custom_command_line_with_our_controller(tmp_path):
         ctl.terminate()
         ctl.wait(5)
         if "Results: 0% dropped" not in r.stdout + r.stderr:
-            subprocess.run(["mn", "-c"], capture_output=True)  # what a failed mn left behind
+            # what a failed mn left behind; never `mn -c`, which deletes /tmp/*.log and *.out
+            from experiments.clean import clean
+            clean(lock_held=True)
         os.close(lock)

@@ -113,7 +113,7 @@ BAD = [
     ({"trigger": "monitor"}, "trigger", "'controller' or 'monitor:<kind>'"),
     ({"stealth": {"k": 1}}, "stealth.k", "2 <= k <= n <= 255"),
     ({"stealth": {"n": 20}}, "stealth.n", "at most 13"),  # a k=4 fat-tree has 16 hosts
-    ({"stealth": {"policy": "random"}}, "stealth.policy", "'profile', 'fixed'"),
+    ({"stealth": {"policy": "random"}}, "stealth.policy", "'fixed', 'profile'"),
     ({"stealth": {"fixed_chunk": 10}}, "stealth.fixed_chunk", ">= 512"),
     ({"stealth": {"fixed_chunk": 1 << 30}}, "stealth.fixed_chunk", "<= 4194304"),
     ({"stealth": {"rate_budget_mbit": -1}}, "stealth.rate_budget_mbit", ">= 0"),
