@@ -34,6 +34,8 @@ log = logging.getLogger("stealth_mtd.anomalies")
 
 ALLOWED = [ipaddress.ip_network("10.0.0.0/16"), ipaddress.ip_network("127.0.0.0/8")]
 KINDS = ("scan", "exfil", "miner", "beacon")
+VERDICTS = {"scan": "port_scan", "exfil": "exfiltration", "miner": "miner",
+            "beacon": "beaconing"}
 
 
 class TargetRefused(ValueError):
