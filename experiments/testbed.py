@@ -148,6 +148,8 @@ class Testbed:
         from topologies.ovs import ensure
 
         self._lock()
+        # the folder may have gone while we waited for the lock (a `stealth-mtd clean` elsewhere)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         ensure()
         t0 = time.monotonic()
         topo_file = self.run_dir / "topology.json"
