@@ -1,7 +1,7 @@
 """The ``stealth-mtd`` command: run, demo, monitor-eval, attack, bench, clean.
 
 Each subcommand is a thin shell over the module that does the work; root is checked here, once,
-with a message that says what to do.
+with a message that says what to do (``clean`` checks it itself, ``experiments.clean.main``).
 """
 
 from __future__ import annotations

@@ -37,10 +37,11 @@ STEPS = [("1", "Monitor", "detects the anomalous VM, reports it to the controlle
 
 
 class LiveView(Hooks):
-    """Polls the controller, the role agents and the live attacker; renders one panel."""
+    """The runner's ``Hooks`` as a live panel: the migration record the runner polls, each
+    role agent's status (asked here) and the live attacker's latest guess (read from its file)."""
 
     def __init__(self, live: Live, mode: str, sc: Scenario, run_dir: Path) -> None:
-        self.live, self.mode, self.sc, self.run_dir = live, mode, sc, run_dir
+        self.live, self.mode, self.sc = live, mode, sc
         self.text = "starting"
         self.rec: dict[str, Any] = {}
         self.roles: dict[str, dict[str, Any]] = {}
@@ -48,7 +49,6 @@ class LiveView(Hooks):
         self.peak: dict[str, Any] = {}
         self.guess_file = run_dir / f"live-attacker-{mode}.jsonl"
         self.names: dict[str, str] = {}
-        self.tb: Any = None
         self.last = 0.0
 
     def phase(self, text: str) -> None:
@@ -57,7 +57,6 @@ class LiveView(Hooks):
         self.refresh()
 
     def up(self, tb: Any) -> None:
-        self.tb = tb
         self.names = {h["ip"]: h["name"] for h in tb.description["hosts"]}
         x = next(h["name"] for h in tb.description["hosts"] if h["attacker"])
         self.guess_file.unlink(missing_ok=True)

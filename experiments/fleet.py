@@ -1,6 +1,7 @@
 """The VMs' side of a running testbed: a role agent in every tenant host, the VM on the source,
-and the normal-traffic workload. Thin glue over ``hosts.agent`` and ``hosts.workload``; the
-processes live inside the Mininet hosts and are stopped with the testbed.
+and the normal-traffic workload. Thin glue over ``hosts.agent`` and ``hosts.workload`` used by
+``experiments.trial``, the network benchmark and the root tests; the processes live inside the
+Mininet hosts and are stopped with the testbed.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ class VMSpec:
 
 
 def tenants(tb: Any) -> list[dict[str, Any]]:
+    """The testbed's hosts that are not attackers (their description entries)."""
     return [h for h in tb.description["hosts"] if not h["attacker"]]
 
 
 def start_agents(tb: Any, vm: VMSpec | None, timeout: float = 60.0) -> dict[str, str]:
-    """An agent in every tenant host (the VM on ``vm.host``); wait until all registered."""
+    """An agent in every tenant host (the VM on ``vm.host``); wait until all registered.
+    Returns host → its agent's socket path."""
     socks = {}
     (tb.run_dir / "agents").mkdir(exist_ok=True)
     for h in tenants(tb):

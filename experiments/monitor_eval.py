@@ -1,8 +1,9 @@
 """``stealth-mtd monitor-eval SCENARIO``: how well the monitor (Alg 1) detects, in the real testbed.
 
-Each trial is one testbed (controller + Mininet) with a role agent in every tenant host (the VM
-on ``vm.host``), the normal workload, and a monitor (``hosts.monitor``) in every tenant host,
-each trained on its own host's normal behaviour for ``monitor.train_s``. Then:
+Each trial is one bring-up (``experiments.trial.Trial``: a testbed with a role agent in every
+tenant host, the VM on ``vm.host``, the normal workload; no captures) and a monitor
+(``hosts.monitor``) in every tenant host, each trained on its own host's normal behaviour for
+``monitor.train_s``. Then:
 
 1. ``clean_s`` of normal load: every alarm is a false positive (``false_positive_rate``);
 2. a scheduled MTD move of the clean VM (a stealth migration the eval asks for): every alarm of
@@ -17,8 +18,10 @@ each trained on its own host's normal behaviour for ``monitor.train_s``. Then:
 Every monitor judges every interval both with and without migration-awareness (see
 ``hosts.monitor``) and logs both; the deployed one (which reports) is the aware one. So one run
 gives both false-positive rates on identical traffic. ``evaluate(path)`` returns the ``monitor``
-section of ``metrics.json`` (and writes ``metrics.json`` and the logs into the run folder);
-``main(argv)`` is the command line.
+section of ``metrics.json`` (and writes ``metrics.json``, ``ground_truth.json`` — the runner's
+shape, ``experiments.trial.write_ground_truth`` — and the logs into the run folder);
+``score_run(run_dir)`` scores such a folder again; ``main(argv)`` is the command line.
+The runner's ``trigger = "monitor:KIND"`` trials use ``start_monitors`` and ``anomaly_cmd``.
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from experiments.fleet import tenants, wait_migration
 from experiments.scenario import Scenario, ScenarioError
 from experiments.scenario import load as scenario_load
+from experiments.trial import Trial, read_ground_truth, trial_seed, write_ground_truth
+from hosts.anomalies import KINDS, VERDICTS
 
 log = logging.getLogger("stealth_mtd.monitor_eval")
 
-KINDS = ("scan", "exfil", "miner", "beacon")
-MONITOR_KIND = {"scan": "port_scan", "exfil": "exfiltration", "miner": "miner",
-                "beacon": "beaconing"}
 C2_PORT = 4444
 
 
@@ -140,21 +143,14 @@ def wait_trained(logs: dict[str, Path], timeout: float) -> None:
 def run_trial(sc: Scenario, ms: MonitorSettings, trial: int, run_dir: Path) -> dict[str, Any]:
     """One testbed: clean period, a scheduled move, then each anomaly kind; returns the
     ground truth of the trial (phases, migrations, anomalies) with the monitors' logs read."""
-    from experiments.fleet import VMSpec, start_agents, start_workload, tenants, wait_migration
-    from experiments.testbed import Testbed
-
-    seed = sc.seed * 1000 + trial
+    seed = trial_seed(sc, trial)
     rng = random.Random(seed)
     logs_dir = run_dir / "logs" / f"trial-{trial}"
     truth: dict[str, Any] = {"trial": trial, "seed": seed, "migrations": [], "anomalies": []}
-    with Testbed(sc.build_topology(), run_dir=logs_dir, seed=seed) as tb:
+    with Trial(sc, trial, logs_dir) as t:
+        tb = t.tb
         hosts = tenants(tb)
         ips = {h["name"]: h["ip"] for h in hosts}
-        start_agents(tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib, sc.vm.dirty_pages_per_s,
-                                seed=seed))
-        bg = sc.background
-        start_workload(tb, seed, bg.flows_per_s, bg.cdf, bg.cap_bytes, bg.bulk_per_min,
-                       bulk_max_bytes=bg.bulk_max_bytes)
         tb.mgmt({"op": "defaults", "mode": "stealth", "n": sc.stealth.n, "k": sc.stealth.k,
                  "hide_destination": sc.stealth.hide_destination,
                  "chunk_policy": sc.chunk_policy("stealth"), "timeout_s": sc.timeout_s})
@@ -280,7 +276,7 @@ def score_trials(trials: list[dict[str, Any]], grace_s: float = 8.0,
                 rep = reps[0]
                 pk["detected"] += 1
                 pk["delays"].append(rep["reported"].get("detected_at", rep["t"]) - a["start"])
-                pk["kind_correct"] += rep["aware"]["kind"] == MONITOR_KIND[a["kind"]]
+                pk["kind_correct"] += rep["aware"]["kind"] == VERDICTS[a["kind"]]
             if a.get("migration_state") == "done":
                 pk["migrations_done"] += 1
 
@@ -324,7 +320,7 @@ def score_trials(trials: list[dict[str, Any]], grace_s: float = 8.0,
 def score_run(run_dir: str | Path, grace_s: float = 8.0) -> dict[str, Any]:
     """Score a run folder: its ``ground_truth.json`` and each trial's monitor logs."""
     run_dir = Path(run_dir)
-    trials = json.loads((run_dir / "ground_truth.json").read_text())
+    trials = read_ground_truth(run_dir / "ground_truth.json")
     for tr in trials:
         mon = run_dir / "logs" / f"trial-{tr['trial']}" / "monitor"
         tr["monitor_logs"] = {p.stem: read_log(p) for p in sorted(mon.glob("*.jsonl"))}
@@ -344,7 +340,7 @@ def evaluate(path: str | Path, trials: int | None = None, out: str | Path | None
     got = []
     for t in range(n):
         got.append(run_trial(sc, ms, t, run_dir))
-        (run_dir / "ground_truth.json").write_text(json.dumps(got, indent=1))
+        write_ground_truth(run_dir / "ground_truth.json", got)
     section = score_run(run_dir, ms.grace_s)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}

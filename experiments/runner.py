@@ -1,12 +1,14 @@
 """``sudo stealth-mtd run SCENARIO``: trials × modes in the real network, then the attackers.
 
-For every mode and trial: a fresh testbed (controller + Mininet), a role agent in every host
-with the VM on the source, the normal-traffic workload, captures at every vantage point, a
-warm-up, the migration (through the monitor's report path: an ``anomaly`` to the controller),
-a cool-down, teardown — also on Ctrl-C or an error. Then the attackers analyse the pcaps
-(``attacks.pipeline``, which sees the ground truth only when scoring) and the run folder gets
-``ground_truth.json``, ``pcaps/``, ``logs/``, ``metrics.json``, ``metrics.csv``, plots and
-``report.md`` (see ``experiments.report``).
+For every mode and trial: the trial's bring-up (``experiments.trial.Trial``: a fresh testbed,
+a role agent in every tenant host with the VM on the source, the normal-traffic workload,
+captures at every vantage point; torn down also on Ctrl-C or an error), a warm-up, the
+migration (an ``anomaly`` to the controller, or with ``trigger = "monitor:KIND"`` a real
+anomaly that the source's monitor reports), a cool-down. Then the attackers analyse the pcaps
+(``attacks.pipeline`` through ``experiments.report.analyze``; they see the ground truth only
+when scoring) and the run folder gets ``ground_truth.json``, ``pcaps/``, ``logs/``,
+``metrics.json``, ``metrics.csv``, plots and ``report.md`` (see ``experiments.report``). The demo
+runs its trials through ``run_trial`` with its own ``Hooks``.
 """
 
 from __future__ import annotations
@@ -17,23 +19,26 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from experiments import vantage
-from experiments.fleet import VMSpec, start_agents, start_workload, wait_migration
+from experiments.fleet import wait_migration
+from experiments.monitor_eval import (
+    C2_PORT,
+    MonitorSettings,
+    anomaly_cmd,
+    start_monitors,
+    wait_trained,
+)
 from experiments.scenario import Scenario, ScenarioError, expand, load
+from experiments.trial import Trial, write_ground_truth
 
 console = Console()
 log = logging.getLogger("stealth_mtd.runner")
-
-
-def trial_seed(sc: Scenario, trial: int) -> int:
-    """Trial ``t`` of both modes shares a seed: the same destination, comparable paths."""
-    return sc.seed * 1000 + trial
 
 
 class Hooks:
@@ -55,64 +60,49 @@ class Hooks:
 def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
               hooks: Hooks | None = None) -> dict[str, Any]:
     """One migration with background traffic and captures; returns its ground-truth record."""
-    from experiments.testbed import Testbed
-
-    seed = trial_seed(sc, trial)
     logs = run_dir / "logs" / f"{mode}-{trial}"
     hooks = hooks or Hooks()
-    say = hooks.phase
-    say("bringing up the network")
     try:
-        return _trial(sc, mode, trial, trial_id, run_dir, logs, seed, hooks, Testbed)
+        return _trial(sc, mode, trial, trial_id, run_dir, logs, hooks)
     finally:
         hooks.down()
 
 
 def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, logs: Path,
-           seed: int, hooks: Hooks, Testbed: Any) -> dict[str, Any]:  # noqa: N803
+           hooks: Hooks) -> dict[str, Any]:
     say = hooks.phase
-    with Testbed(sc.build_topology(), run_dir=logs, seed=seed) as tb:
-        say("starting agents and the VM")
-        start_agents(tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib, sc.vm.dirty_pages_per_s,
-                                seed=seed))
-        bg = sc.background
-        start_workload(tb, seed, bg.flows_per_s, bg.cdf, bg.cap_bytes, bg.bulk_per_min,
-                       bulk_max_bytes=bg.bulk_max_bytes)
-        vps = [vantage.start(tb, spec, run_dir / "pcaps", tag=f"-{mode}-{trial}")
-               for spec in sc.attackers.vantage]
+    with Trial(sc, trial, logs, sc.attackers.vantage, run_dir / "pcaps", tag=f"-{mode}-{trial}",
+               say=say) as t:
+        tb, seed, bg = t.tb, t.seed, sc.background
         monitor_logs = {}
         if sc.trigger != "controller":
-            from experiments.monitor_eval import MonitorSettings, start_monitors
-
             ms = MonitorSettings(train_s=bg.warmup_s - 5)
             src = next(h for h in tb.description["hosts"] if h["name"] == sc.vm.host)
             monitor_logs = start_monitors(tb, [src], ms, seed)
-        try:
-            hooks.up(tb)
-            t_end = time.monotonic() + bg.warmup_s
-            while time.monotonic() < t_end:
-                say(f"normal traffic only (warm-up, {t_end - time.monotonic():.0f} s left)")
-                time.sleep(0.5)
-            tb.mgmt({"op": "defaults", "mode": mode, "n": sc.stealth.n, "k": sc.stealth.k,
-                     "hide_destination": sc.stealth.hide_destination and mode == "stealth",
-                     "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s})
-            if sc.trigger == "controller":
-                say("anomaly reported: controller starts the migration")
-                r = tb.mgmt({"op": "anomaly", "host": sc.vm.host, "kind": "scenario",
-                             "seed": seed})
-            else:
-                r = {"migration": monitor_trigger(tb, sc, seed, monitor_logs, say)}
-            rec = wait_migration(tb, r["migration"], timeout=sc.timeout_s + 30,
-                                 on_tick=lambda m: (say(f"{mode} migration {m['state']}"),
-                                                    hooks.migrating(tb, m)))
-            t_end = time.monotonic() + bg.cooldown_s
-            while time.monotonic() < t_end:
-                say(f"cool-down ({t_end - time.monotonic():.0f} s left)")
-                time.sleep(0.5)
-        finally:
-            drops = {v.name: vantage.stop(v) for v in vps}
+        hooks.up(tb)
+        t_end = time.monotonic() + bg.warmup_s
+        while time.monotonic() < t_end:
+            say(f"normal traffic only (warm-up, {t_end - time.monotonic():.0f} s left)")
+            time.sleep(0.5)
+        tb.mgmt({"op": "defaults", "mode": mode, "n": sc.stealth.n, "k": sc.stealth.k,
+                 "hide_destination": sc.stealth.hide_destination and mode == "stealth",
+                 "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s})
+        if sc.trigger == "controller":
+            say("anomaly reported: controller starts the migration")
+            r = tb.mgmt({"op": "anomaly", "host": sc.vm.host, "kind": "scenario",
+                         "seed": seed})
+        else:
+            r = {"migration": monitor_trigger(tb, sc, seed, monitor_logs, say)}
+        rec = wait_migration(tb, r["migration"], timeout=sc.timeout_s + 30,
+                             on_tick=lambda m: (say(f"{mode} migration {m['state']}"),
+                                                hooks.migrating(tb, m)))
+        t_end = time.monotonic() + bg.cooldown_s
+        while time.monotonic() < t_end:
+            say(f"cool-down ({t_end - time.monotonic():.0f} s left)")
+            time.sleep(0.5)
         hosts = {h["name"]: h["ip"] for h in tb.description["hosts"] if not h["attacker"]}
         attackers = {h["name"]: h["ip"] for h in tb.description["hosts"] if h["attacker"]}
+    vps, drops = t.captures, t.capture_stats
     shutil.rmtree(logs / "work", ignore_errors=True)  # the VMs' memory images
     for sock in logs.glob("**/*.sock"):
         sock.unlink(missing_ok=True)
@@ -167,7 +157,7 @@ def run(sc: Scenario, out: Path) -> dict[str, Any]:
 def record_trial(out: Path, truths: list[dict[str, Any]], gt: dict[str, Any]) -> str:
     """Add a finished trial to the run's ground_truth.json; return a one-line summary."""
     truths.append(gt)
-    (out / "ground_truth.json").write_text(json.dumps({"trials": truths}, indent=1))
+    write_ground_truth(out / "ground_truth.json", truths)
     r = gt["result"]
     return (f"{gt['mode']} {gt['status']} in {r.get('migration_time_s', 0):.1f} s, "
             f"{gt['source']['host']} → {gt['destination']['host']}"
@@ -175,16 +165,9 @@ def record_trial(out: Path, truths: list[dict[str, Any]], gt: dict[str, Any]) ->
 
 
 def monitor_trigger(tb: Any, sc: Scenario, seed: int, logs: dict[str, Path],
-                    say: Any) -> str:
+                    say: Callable[[str], None]) -> str:
     """Alg 1 for real: start the anomaly in the VM's host and wait until its monitor's report
     has made the controller start a migration; returns the migration's id."""
-    from experiments.monitor_eval import (
-        C2_PORT,
-        MonitorSettings,
-        anomaly_cmd,
-        wait_trained,
-    )
-
     ms = MonitorSettings()
     kind = sc.trigger.partition(":")[2]
     wait_trained(logs, 60)

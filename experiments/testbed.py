@@ -1,10 +1,11 @@
 """A running testbed: the controller process, the Mininet network, the run folder.
 
-``Testbed`` is a context manager used by the runner, the demo, the benchmarks and the root
-tests. It writes the topology description, starts the os-ken controller as its own process and
-waits until its OpenFlow port listens (so OVS never backs off), starts the network, waits until
-the controller reports every switch's rules confirmed, and on exit — normal, error, Ctrl-C or
-SIGTERM — stops the network, the controller and every process it started.
+``Testbed`` is a context manager used by ``experiments.trial`` (so by the runner, the demo and
+monitor-eval), the network benchmark and the root tests. It writes the topology description,
+starts the os-ken controller as its own process and waits until its OpenFlow port listens (so
+OVS never backs off), starts the network, waits until the controller reports every switch's
+rules confirmed, and on exit — normal, error, Ctrl-C or SIGTERM — stops the network, the
+controller and every process it started.
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class Testbed:
         from topologies.ovs import ensure
 
         self._lock()
+        # the folder may have gone while we waited for the lock (a `stealth-mtd clean` elsewhere)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         ensure()
         t0 = time.monotonic()
         topo_file = self.run_dir / "topology.json"

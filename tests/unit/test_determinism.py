@@ -5,8 +5,8 @@ import random
 from controllers import paths as P
 from controllers import rules as R
 from controllers.migrations import Migrations
-from experiments.runner import trial_seed
 from experiments.scenario import load
+from experiments.trial import trial_seed
 from hosts.chunk_policy import policy_from_settings
 from topologies.base import describe
 

@@ -1,9 +1,12 @@
 """Scoring of the monitor experiment (experiments.monitor_eval.score_trials) on a made-up trial,
-and its scenario file; no root."""
+a run folder scored back from its ground_truth.json (score_run), and its scenario file; no root."""
 
 from __future__ import annotations
 
-from experiments.monitor_eval import load, score_trials
+import json
+
+from experiments.monitor_eval import load, score_run, score_trials
+from experiments.trial import write_ground_truth
 
 
 def _row(t: float, host: str, aware: bool, unaware: bool, reported: dict | None = None) -> dict:
@@ -57,3 +60,18 @@ def test_shipped_scenario_loads() -> None:
     sc, ms = load("monitor")
     assert sc.topology.kind == "leafspine" and set(ms.kinds) == {"scan", "exfil", "miner",
                                                                  "beacon"}
+
+
+def test_score_run_reads_the_runners_ground_truth_shape(tmp_path) -> None:
+    rows = [_row(15.0, "h1", True, True, {"detected_at": 12.0, "kind": "miner"})]
+    truth = {"trial": 3, "anomalies": [{"kind": "miner", "host": "h1", "start": 10.0,
+                                        "end": 20.0}], "migrations": []}
+    write_ground_truth(tmp_path / "ground_truth.json", [truth])
+    assert "trials" in json.loads((tmp_path / "ground_truth.json").read_text())
+    mon = tmp_path / "logs" / "trial-3" / "monitor"
+    mon.mkdir(parents=True)
+    (mon / "h1.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{trunc")
+    m = score_run(tmp_path)
+    assert m == score_trials([{**truth, "monitor_logs": {"h1": rows}}])
+    assert m["trials"] == 1 and m["per_kind"]["miner"]["detected"] == 1
+    assert m["per_kind"]["miner"]["kind_correct"] == 0  # aware said port_scan, not miner

@@ -1,0 +1,99 @@
+"""One trial's bring-up, shared by the runner, the demo and monitor-eval; the trial seed; the
+run folder's ``ground_truth.json``.
+
+``with Trial(sc, trial, logs, ...) as t:`` brings up, in this order, the testbed (controller +
+Mininet) with the scenario's topology, a role agent in every tenant host with the scenario's VM
+on its host, the normal-traffic workload, all seeded with ``trial_seed(sc, trial)``, and the
+captures at the given vantage points. On leaving the block — normally, on an error, on Ctrl-C
+or SIGTERM, also when the bring-up itself fails half-way — the captures stop (their tcpdump
+counts land in ``t.capture_stats``) and then the testbed with every process it started.
+What a trial does once the network is up (warm-up, migrations, anomalies) stays with its caller.
+
+``write_ground_truth`` / ``read_ground_truth`` are the one writer and reader of the file for both
+the runner's and monitor-eval's run folders, through the one schema, ``attacks.truth``
+(``{"schema", "scenario", "seed", "meta", "trials": [one record per trial, ...]}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from attacks.truth import RunTruth, load_truth, write_truth
+from experiments import vantage
+from experiments.fleet import VMSpec, start_agents, start_workload
+from experiments.scenario import Scenario
+
+
+def trial_seed(sc: Scenario, trial: int) -> int:
+    """Trial ``t`` of every mode shares a seed: the same destination, comparable paths."""
+    return sc.seed * 1000 + trial
+
+
+def _quiet(text: str) -> None:
+    pass
+
+
+class Trial:
+    """The running testbed of trial ``trial`` of scenario ``sc``, its logs in ``logs``.
+
+    ``captures`` are vantage specs (``"global"``, ``"switch:e1"``); their pcaps go to
+    ``pcaps`` (required when there are captures) named with ``tag``. ``say`` gets a short line
+    for each bring-up step. Inside the block: ``t.tb`` (the ``Testbed``), ``t.seed``,
+    ``t.captures`` (the started ``vantage.Vantage`` points); after it: ``t.capture_stats``.
+    """
+
+    def __init__(self, sc: Scenario, trial: int, logs: Path, captures: Sequence[str] = (),
+                 pcaps: Path | None = None, tag: str = "",
+                 say: Callable[[str], None] = _quiet) -> None:
+        if captures and pcaps is None:
+            raise ValueError("captures need a pcaps folder")
+        self.sc, self.trial, self.logs = sc, trial, logs
+        self.seed = trial_seed(sc, trial)
+        self.specs, self.pcaps, self.tag, self.say = list(captures), pcaps, tag, say
+        self.tb: Any = None
+        self.captures: list[vantage.Vantage] = []
+        self.capture_stats: dict[str, dict[str, int]] = {}
+        self._stack = ExitStack()
+
+    def __enter__(self) -> Trial:
+        from experiments.testbed import Testbed  # needs Mininet (root); imported on use
+
+        sc, seed = self.sc, self.seed
+        try:
+            self.say("bringing up the network")
+            self.tb = self._stack.enter_context(
+                Testbed(sc.build_topology(), run_dir=self.logs, seed=seed))
+            self.say("starting agents and the VM")
+            start_agents(self.tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib,
+                                         sc.vm.dirty_pages_per_s, seed=seed))
+            bg = sc.background
+            start_workload(self.tb, seed, bg.flows_per_s, bg.cdf, bg.cap_bytes, bg.bulk_per_min,
+                           bulk_max_bytes=bg.bulk_max_bytes)
+            self._stack.callback(self._stop_captures)  # runs before the testbed stops
+            for spec in self.specs:
+                assert self.pcaps is not None
+                self.captures.append(vantage.start(self.tb, spec, self.pcaps, tag=self.tag))
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _stop_captures(self) -> None:
+        self.capture_stats = {v.name: vantage.stop(v) for v in self.captures}
+
+
+def write_ground_truth(path: Path, trials: list[dict[str, Any]]) -> None:
+    """Write a run folder's ground truth (checked against ``attacks.truth``), rewritten after
+    every trial so an interrupted run keeps the trials it finished."""
+    write_truth(path, RunTruth.from_dict({"trials": trials}))
+
+
+def read_ground_truth(path: Path) -> list[dict[str, Any]]:
+    """The trial records of a run folder's ``ground_truth.json``, as plain dicts."""
+    return [t.to_dict() for t in load_truth(path).trials]
