@@ -1,15 +1,20 @@
-"""The os-ken (Ryu API) controller app: proactive ECMP forwarding, relay rules, management plane.
+"""The os-ken (Ryu API) controller app: OpenFlow and management-plane handlers that delegate.
 
-Thin shell: the rules come from ``controllers.rules`` and the paths from ``controllers.paths``.
+Handlers only, after Faucet: every message it sends comes from a pure function — the forwarding
+and relay rules and the ARP answer for a virtual address from ``controllers.rules`` (built with
+``datapath=None``), the relays from ``controllers.relays.RelayBook``, the registered agents in
+``controllers.agents.AgentBook``, the migrations from ``controllers.migrations.Migrations``. The
+app's own work is the plumbing: set the datapath, send, wait for barrier replies.
+
 The topology is given by the runner (a JSON description, ``topologies.base.describe``) rather than
 discovered by LLDP: the runner built the network and knows it exactly, proactive rules can go in
 the moment a switch connects, and no LLDP or ARP flooding ever crosses the tenant network, where
 attackers listen. Requests arrive over the management socket (``hosts.protocol.mgmt``) on their own
 threads; each waits on OpenFlow barriers, so a reply means the rules are in the switches.
 
-Management operations: ``status``, ``register``, ``relay``, ``relay_remove``, ``flows``; the
-migration operations (``migrate``, ``anomaly``, ``migration_status``, reports) are added by
-``controllers.migrations``.
+Management operations (``hosts.protocol.ops``): ``status``, ``register``, ``relay``,
+``relay_remove``, ``flows`` here, and the migration operations of ``Migrations.operations()``;
+the op table below lists them all.
 Started by ``python -m controllers`` (see ``controllers/__main__.py``).
 """
 
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -26,11 +30,15 @@ from typing import Any
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.lib.packet import arp, ethernet, packet
 from os_ken.ofproto import ofproto_v1_3
 
 from controllers import paths as P
 from controllers import rules as R
+from controllers.addresses import PoolExhausted
+from controllers.agents import AgentBook
+from controllers.migrations import Migrations
+from controllers.relays import RelayBook, RequestError
+from hosts.protocol import ops
 from hosts.protocol.mgmt import MgmtServer
 
 log = logging.getLogger("stealth_mtd.controller")
@@ -49,10 +57,6 @@ class Settings:
 SETTINGS = Settings()
 
 
-class RequestError(ValueError):
-    """A management request that cannot be carried out; the reply says why."""
-
-
 class StealthController(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
@@ -67,17 +71,12 @@ class StealthController(app_manager.OSKenApp):
         self.errors: list[str] = []
         self.send_lock = threading.Lock()
         self.barrier_waits: dict[tuple[int, int], threading.Event] = {}
-        self.relays: dict[str, dict[str, Any]] = {}
-        self.virtual: dict[str, R.VirtualAddress] = {}  # ip -> address, for ARP answers
-        self.agents: dict[str, dict[str, Any]] = {}
-        self.seq = 0
-        self.rng = random.Random(SETTINGS.seed)
-        self.ops = {"status": self.op_status, "register": self.op_register,
-                    "relay": self.op_relay, "relay_remove": self.op_relay_remove,
-                    "flows": self.op_flows}
-        from controllers.migrations import Migrations
-
-        self.migrations = Migrations(self, SETTINGS.seed)
+        self.agents = AgentBook(h["name"] for h in self.topo["hosts"])
+        self.relays = RelayBook(self.g, self.topo, self.push, SETTINGS.seed)
+        self.migrations = Migrations(self.agents, self.relays, SETTINGS.seed)
+        self.ops = {ops.STATUS: self.op_status, ops.REGISTER: self.op_register,
+                    ops.RELAY: self.op_relay, ops.RELAY_REMOVE: self.op_relay_remove,
+                    ops.FLOWS: self.op_flows, **self.migrations.operations()}
         self.mgmt = MgmtServer(SETTINGS.mgmt, self.handle)
         self.mgmt.start()
         log.info("event=started switches=%d hosts=%d mgmt=%s", len(self.topo["switches"]),
@@ -113,6 +112,14 @@ class StealthController(app_manager.OSKenApp):
             if not ev.wait(max(0.0, deadline - time.monotonic())):
                 raise RequestError(f"switch {n} did not confirm within "
                                    f"{SETTINGS.barrier_timeout:.0f} s")
+
+    def push(self, by_switch: dict[str, list], *, connected_only: bool = False) -> None:
+        """The relay book's ``Push``: send each switch its messages, then confirm them all."""
+        if connected_only:
+            by_switch = {n: m for n, m in by_switch.items() if n in self.datapaths}
+        for n, msgs in by_switch.items():
+            self.send(self.dp(n), msgs)
+        self.confirm(sorted(by_switch))
 
     def dp(self, name: str) -> Any:
         try:
@@ -159,24 +166,8 @@ class StealthController(app_manager.OSKenApp):
     def on_packet_in(self, ev: Any) -> None:
         """Answer ARP for a virtual destination address (the relay sends only those here)."""
         msg = ev.msg
-        pkt = packet.Packet(msg.data)
-        req = pkt.get_protocol(arp.arp)
-        if req is None or req.opcode != arp.ARP_REQUEST or req.dst_ip not in self.virtual:
-            return
-        v = self.virtual[req.dst_ip]
-        reply = packet.Packet()
-        reply.add_protocol(ethernet.ethernet(ethertype=0x0806, dst=req.src_mac, src=v.mac))
-        reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=v.mac, src_ip=v.ip,
-                                   dst_mac=req.src_mac, dst_ip=req.src_ip))
-        reply.serialize()
-        dp = msg.datapath
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        out = parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER,
-                                  in_port=ofp.OFPP_CONTROLLER,
-                                  actions=[parser.OFPActionOutput(msg.match["in_port"])],
-                                  data=reply.data)
-        with self.send_lock:
-            dp.send_msg(out)
+        self.send(msg.datapath, R.answer_arp(msg.data, msg.match["in_port"],
+                                             self.relays.virtual))
 
     # -- management plane --------------------------------------------------------------------
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -185,94 +176,33 @@ class StealthController(app_manager.OSKenApp):
             return {"ok": False, "error": f"unknown op {msg['op']!r}; known: {sorted(self.ops)}"}
         try:
             return op(msg)
-        except (RequestError, P.UnknownHost, KeyError, TypeError, ValueError) as exc:
+        except (RequestError, PoolExhausted, P.UnknownHost, KeyError, TypeError,
+                ValueError) as exc:
             return {"ok": False, "error": str(exc)}
 
     def op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
         n = len(self.topo["switches"])
         return {"ready": len(self.ready) == n, "switches_ready": len(self.ready),
-                "switches_expected": n, "relays": sorted(self.relays),
-                "agents": sorted(self.agents),
-                "vms": {a["vm"]: h for h, a in self.agents.items() if a.get("vm")},
+                "switches_expected": n, "relays": self.relays.names(),
+                "agents": self.agents.names(), "vms": self.agents.vms(),
                 "openflow_errors": self.errors[-20:]}
 
     def op_register(self, msg: dict[str, Any]) -> dict[str, Any]:
-        host = msg["host"]
-        P.host(self.topo, host)
-        self.agents[host] = {k: v for k, v in msg.items() if k != "op"}
+        host = self.agents.register(msg)
         log.info("event=register host=%s vm=%s", host, msg.get("vm"))
         return {"registered": host}
 
     def op_relay(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Install a migration's relay. Request: ``migration``, ``hops`` ([{from, to, port,
         hidden?}]), optional ``seed``, ``idle_timeout``, ``hard_timeout``."""
-        return self.install_relay(str(msg["migration"]), msg["hops"], msg.get("seed"),
-                                  int(msg.get("idle_timeout", 120)),
-                                  int(msg.get("hard_timeout", 1800)))
-
-    def install_relay(self, mid: str, hop_specs: list[dict[str, Any]], seed: int | None,
-                      idle_timeout: int = 120, hard_timeout: int = 1800) -> dict[str, Any]:
-        if mid in self.relays:
-            raise RequestError(f"migration {mid} already has a relay")
-        if not isinstance(hop_specs, list) or not hop_specs:
-            raise RequestError("'hops' must be a non-empty list of {from, to, port}")
-        t0 = time.monotonic()
-        self.seq += 1
-        cookie = R.relay_cookie(self.seq)
-        hops = []
-        for spec in hop_specs:
-            port = int(spec["port"])
-            if not 0 < port < 65536:
-                raise RequestError(f"bad TCP port {port}")
-            virtual = None
-            if spec.get("hidden"):
-                virtual = R.VirtualAddress(f"10.255.{self.seq >> 8 & 255}.{self.seq & 255 or 1}",
-                                           f"02:ff:00:00:{self.seq >> 8 & 255:02x}:"
-                                           f"{self.seq & 255:02x}")
-            hops.append(R.RelayHop(spec["from"], spec["to"], port, virtual=virtual))
-        rng = random.Random(seed) if seed is not None else self.rng
-        R.choose_paths(self.g, self.topo, hops, rng)
-        by_switch = R.relay_rules(self.g, self.topo, hops, cookie, idle_timeout, hard_timeout)
-        for h in hops:
-            if h.virtual:
-                self.virtual[h.virtual.ip] = h.virtual
-        self.relays[mid] = {"cookie": cookie, "hops": hops, "switches": sorted(by_switch)}
-        try:
-            for sw, msgs in by_switch.items():
-                self.send(self.dp(sw), msgs)
-            self.confirm(sorted(by_switch))
-        except RequestError:
-            self.remove_relay(mid)
-            raise
-        dt = time.monotonic() - t0
-        log.info("event=relay_installed migration=%s cookie=%#x switches=%d rules=%d t=%.4f",
-                 mid, cookie, len(by_switch), sum(map(len, by_switch.values())), dt)
-        return {"migration": mid, "cookie": cookie, "paths": [h.to_dict() for h in hops],
-                "switches": sorted(by_switch),
-                "rules": sum(map(len, by_switch.values())), "install_s": dt}
+        return self.relays.install(str(msg["migration"]), msg["hops"], msg.get("seed"),
+                                   int(msg.get("idle_timeout", 120)),
+                                   int(msg.get("hard_timeout", 1800)))
 
     def op_relay_remove(self, msg: dict[str, Any]) -> dict[str, Any]:
-        mid = str(msg["migration"])
-        if mid not in self.relays:
-            raise RequestError(f"no relay for migration {mid}")
-        return self.remove_relay(mid)
-
-    def remove_relay(self, mid: str) -> dict[str, Any]:
-        t0 = time.monotonic()
-        relay = self.relays.pop(mid)
-        for h in relay["hops"]:
-            if h.virtual:
-                self.virtual.pop(h.virtual.ip, None)
-        names = [n for n in relay["switches"] if n in self.datapaths]
-        for n in names:
-            self.send(self.datapaths[n], [R.delete_cookie(relay["cookie"])])
-        self.confirm(names)
-        dt = time.monotonic() - t0
-        log.info("event=relay_removed migration=%s cookie=%#x t=%.4f", mid, relay["cookie"], dt)
-        return {"migration": mid, "removed": True, "remove_s": dt}
+        return self.relays.remove(str(msg["migration"]))
 
     def op_flows(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Which relays exist and on which switches (the switches themselves are the truth:
         tests read them with ovs-ofctl)."""
-        return {"relays": {m: {"cookie": r["cookie"], "switches": r["switches"]}
-                           for m, r in self.relays.items()}}
+        return {"relays": self.relays.summary()}

@@ -1,6 +1,7 @@
 """Alg 2, the controller's part of a migration: pick the roles, install the relay, drive it.
 
-``Migrations`` adds management operations to the controller app:
+``Migrations`` serves the migration operations (``operations()``; op names from
+``hosts.protocol.ops``), which the controller app puts into its op table:
 
 - ``migrate``: ``{source, mode: stealth|direct, n, k, chunk_policy, precopy, hide_destination,
   seed, destination?, leader?, intermediates?, timeout_s?}`` — picks the roles among the
@@ -16,7 +17,9 @@
   monitor can tell a migration's own traffic from its VM's.
 - ``migration_done`` / ``migration_failed``: the roles' reports, forwarded to the orchestration.
 
-Pure bookkeeping around the app's ``install_relay``/``remove_relay``; no OpenFlow here.
+It is given what it needs, not the app: the agent book (``controllers.agents``: who registered,
+where each VM runs), the relay book (``controllers.relays``: installs and removes the rules) and
+the management call the orchestration sends to the agents with. No OpenFlow here.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from controllers.orchestration import MigrationResult, ReportRouter, run_migration
+from controllers.agents import AgentBook
+from controllers.orchestration import Caller, MigrationResult, ReportRouter, run_migration
+from controllers.relays import RelayBook
+from hosts.protocol import mgmt, ops
 from hosts.protocol.plan import Endpoint, MigrationPlan
 
 log = logging.getLogger("stealth_mtd.migrations")
@@ -69,21 +76,30 @@ def suspect_relays(result: dict[str, Any], host_of_key: dict[str, str]) -> list[
     return out
 
 
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class Migrations:
     """The migration operations of one controller."""
 
-    def __init__(self, app: Any, seed: int | None = None) -> None:
-        self.app = app
+    def __init__(self, agents: AgentBook, relays: RelayBook, seed: int | None = None,
+                 caller: Caller = mgmt.call) -> None:
+        self.agents = agents
+        self.relays = relays
+        self.call = caller
         self.rng = random.Random(seed)
         self.router = ReportRouter()
         self.records: dict[str, dict[str, Any]] = {}
         self.defaults = dict(DEFAULTS)
         self.count = 0
         self.lock = threading.Lock()
-        app.ops.update({"migrate": self.op_migrate, "anomaly": self.op_anomaly,
-                        "migration_status": self.op_status, "defaults": self.op_defaults,
-                        "migrations_active": self.op_active,
-                        "migration_done": self.op_report, "migration_failed": self.op_report})
+
+    def operations(self) -> dict[str, Handler]:
+        """The management operations served here, by op name."""
+        return {ops.MIGRATE: self.op_migrate, ops.ANOMALY: self.op_anomaly,
+                ops.MIGRATION_STATUS: self.op_status, ops.DEFAULTS: self.op_defaults,
+                ops.MIGRATIONS_ACTIVE: self.op_active,
+                ops.MIGRATION_DONE: self.op_report, ops.MIGRATION_FAILED: self.op_report}
 
     # -- role choice (pure) -------------------------------------------------------------------
     @staticmethod
@@ -144,7 +160,7 @@ class Migrations:
 
     # -- operations ---------------------------------------------------------------------------
     def endpoint(self, host: str, port: int) -> Endpoint:
-        a = self.app.agents[host]
+        a = self.agents.lookup(host)
         return Endpoint(host=host, ip=a["ip"], agent=a["agent"], port=port, pubkey=a["pubkey"])
 
     def op_defaults(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +189,8 @@ class Migrations:
         with self.lock:
             busy = {h for r in self.records.values() if r["state"] == "running"
                     for h in r["hosts"]}
-            agents = {h: a for h, a in self.app.agents.items() if h not in busy or h == source}
+            agents = {h: a for h, a in self.agents.snapshot().items()
+                      if h not in busy or h == source}
             if source in busy:
                 raise ValueError(f"{source} is already migrating")
             roles = self.choose_roles(agents, source, mode, n, rng, msg.get("destination"),
@@ -192,7 +209,7 @@ class Migrations:
             inter = [self.endpoint(h, ports[h]) for h in roles["intermediates"]]
             lead = self.endpoint(roles["leader"], ports[roles["leader"]]) if roles["leader"] \
                 else None
-            relay = self.app.install_relay(mid, hops, seed)
+            relay = self.relays.install(mid, hops, seed)
             vip = next((p["virtual_ip"] for p in relay["paths"] if p["virtual_ip"]), None)
             policy = dict(msg.get("chunk_policy") or self.defaults["chunk_policy"])
             if policy.get("kind") == "profile" and not (
@@ -210,8 +227,8 @@ class Migrations:
         except Exception:
             with self.lock:
                 self.records.pop(mid, None)
-            if mid in self.app.relays:
-                self.app.remove_relay(mid)
+            if mid in self.relays:
+                self.relays.remove(mid)
             raise
         rec = self.records[mid]
         rec.update(state="running", mode=mode, roles=roles, paths=relay["paths"],
@@ -228,12 +245,12 @@ class Migrations:
     def _run(self, plan: MigrationPlan, timeout: float) -> None:
         mid = plan.migration
         try:
-            result = run_migration(plan, self.router, timeout_s=timeout)
+            result = run_migration(plan, self.router, timeout_s=timeout, caller=self.call)
         except Exception as exc:  # the thread must always end with a record
             log.exception("migration=%s crashed", mid)
             result = MigrationResult(mid, plan.mode, status="aborted", reason=f"crash: {exc}")
         try:
-            removed = self.app.remove_relay(mid)
+            removed = self.relays.remove(mid)
         except Exception as exc:
             removed = {"removed": False, "error": str(exc)}
             log.error("migration=%s event=relay_remove_failed error=%s", mid, exc)
@@ -245,9 +262,7 @@ class Migrations:
             log.warning("event=suspect_relay migration=%s host=%s why=%r", mid, s["host"],
                         s["why"])
         if result.ok:  # the VM now lives at the destination
-            vm = self.app.agents.get(plan.source.host, {}).get("vm")
-            self.app.agents[plan.source.host]["vm"] = None
-            self.app.agents[plan.destination.host]["vm"] = vm
+            self.agents.move_vm(plan.source.host, plan.destination.host)
         rec.update(state=result.status, result=out, relay_removed=removed)
         log.info("event=migration_%s migration=%s reason=%r", result.status, mid, result.reason)
 
@@ -264,7 +279,7 @@ class Migrations:
             if rec["state"] not in ("installing", "running"):
                 continue
             hosts = list(rec["hosts"])
-            ips = [self.app.agents[h]["ip"] for h in hosts if h in self.app.agents]
+            ips = [self.agents.lookup(h)["ip"] for h in hosts if h in self.agents]
             if rec.get("virtual_ip"):
                 ips.append(rec["virtual_ip"])
             ports = sorted({int(p["port"]) for p in rec.get("paths") or []}) or list(RELAY_PORTS)

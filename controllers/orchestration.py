@@ -1,11 +1,13 @@
 """Drives the roles of one migration over the agents' management sockets (Alg 2, the role part).
 
-Pure Python, no os-ken: the controller app builds a ``MigrationPlan`` (roles, ports, vouched
-public keys), installs the relay's flow rules, then calls ``run_migration(plan)`` (or
-``Orchestration(plan).run()`` in a worker thread) and forwards every ``migration_done`` /
-``migration_failed`` message its management socket receives to ``on_report`` (a
-``ReportRouter`` dispatches by migration id when several run). Without forwarded reports the
-orchestration still works by polling each role's ``status``; reports only make it react sooner.
+Pure Python, no os-ken: ``controllers.migrations`` builds a ``MigrationPlan`` (roles, ports,
+vouched public keys), installs the relay's flow rules, then calls ``run_migration(plan, router)``
+in a worker thread and forwards every ``migration_done`` / ``migration_failed`` message the
+controller receives to the ``ReportRouter``, which hands it to the right ``Orchestration``
+(``experiments.loopback`` does the same with its stand-in controller). The orchestration waits on
+those reports; a watchdog asks each role's ``status`` every ``watchdog_s`` only to catch what no
+report tells (a report lost, an agent that died), so without any reports a migration still ends,
+just later.
 
 Order: prepare destination, leader, intermediates (receivers listen before anyone sends), then
 the source; ``start`` the source; wait for the destination's ``migration_done``; ``release`` the
@@ -22,12 +24,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hosts.protocol import mgmt
+from hosts.protocol import mgmt, ops
 from hosts.protocol.plan import Endpoint, MigrationPlan
 
 log = logging.getLogger("controllers.orchestration")
 
 Caller = Callable[..., dict[str, Any]]
+Outcome = tuple[str, str, dict[str, Any]]  # ("done" | "failed", why, the done stats)
+
+WATCHDOG_S = 2.0  # how often the roles' status is polled when no report decides the outcome
 
 
 @dataclass
@@ -66,15 +71,15 @@ class Orchestration:
         self,
         plan: MigrationPlan,
         timeout_s: float = 600.0,
-        poll_s: float = 0.5,
+        watchdog_s: float = WATCHDOG_S,
         caller: Caller = mgmt.call,
     ) -> None:
         self.plan = plan
         self.timeout_s = timeout_s
-        self.poll_s = poll_s
+        self.watchdog_s = watchdog_s
         self.call = caller
         self.reports: list[dict[str, Any]] = []
-        self._event = threading.Event()
+        self._reported = threading.Condition()
         self.result = MigrationResult(plan.migration, plan.mode)
         self._prepared: list[tuple[str, Endpoint]] = []
         self._silent: dict[str, int] = {}
@@ -84,10 +89,11 @@ class Orchestration:
         """Take a ``migration_done``/``migration_failed`` message; False if not ours."""
         if msg.get("migration") != self.plan.migration:
             return False
-        if msg.get("op") not in ("migration_done", "migration_failed"):
+        if msg.get("op") not in ops.REPORTS:
             return False
-        self.reports.append(dict(msg))
-        self._event.set()
+        with self._reported:
+            self.reports.append(dict(msg))
+            self._reported.notify_all()
         return True
 
     def _log(self, event: str, **kv: Any) -> None:
@@ -109,18 +115,13 @@ class Orchestration:
             return self._abort(f"prepare failed: {exc}")
         t0 = time.time()
         try:
-            self.call(plan.source.agent, {"op": "start", "migration": plan.migration})
+            self.call(plan.source.agent, {"op": ops.START, "migration": plan.migration})
         except mgmt.MgmtError as exc:
             return self._abort(f"start failed: {exc}")
         self._log("started", mode=plan.mode, source=plan.source.host)
-        deadline = time.monotonic() + self.timeout_s
-        outcome: tuple[str, str, dict[str, Any]] | None = None
-        while outcome is None:
-            if time.monotonic() > deadline:
-                return self._abort(f"timed out after {self.timeout_s:.0f}s")
-            self._event.wait(self.poll_s)
-            self._event.clear()
-            outcome = self._outcome()
+        outcome = self._wait(time.monotonic() + self.timeout_s)
+        if outcome is None:
+            return self._abort(f"timed out after {self.timeout_s:.0f}s")
         kind, why, done = outcome
         if kind == "failed":
             # a late failure (e.g. the last ack lost) while the destination already runs the
@@ -135,7 +136,7 @@ class Orchestration:
         res.sha256 = str(done.get("sha256", ""))
         res.downtime_s = float(done["downtime_s"]) if done.get("downtime_s") is not None else None
         try:
-            self.call(plan.source.agent, {"op": "release", "migration": plan.migration})
+            self.call(plan.source.agent, {"op": ops.RELEASE, "migration": plan.migration})
         except mgmt.MgmtError as exc:  # the VM runs at the destination; say so, keep going
             self._log("release_failed", why=exc)
             res.reason = f"source copy not released: {exc}"
@@ -143,7 +144,8 @@ class Orchestration:
         for role, ep in self._prepared:
             if role != "source":
                 try:
-                    self.call(ep.agent, {"op": "release", "migration": plan.migration}, check=False)
+                    self.call(ep.agent, {"op": ops.RELEASE, "migration": plan.migration},
+                              check=False)
                 except mgmt.MgmtError:  # a dead intermediate: nothing to release
                     pass
         res.status = "done"
@@ -162,20 +164,46 @@ class Orchestration:
             if role == "destination" and not self.plan.dest_port:
                 self.plan.dest_port = port
 
-    def _outcome(self) -> tuple[str, str, dict[str, Any]] | None:
-        for msg in self.reports:
+    def _wait(self, deadline: float) -> Outcome | None:
+        """Wait for the roles' reports to decide; every ``watchdog_s`` without a decision, ask
+        the roles themselves. None once ``deadline`` (monotonic) has passed undecided."""
+        seen = 0
+        watchdog = time.monotonic() + self.watchdog_s
+        while True:
+            with self._reported:
+                if len(self.reports) == seen:  # nothing new: sleep until a report or a timer
+                    self._reported.wait(max(0.0, min(deadline, watchdog) - time.monotonic()))
+                reports = list(self.reports)
+            if len(reports) > seen:
+                seen = len(reports)
+                outcome = self._from_reports(reports)
+                if outcome is not None:
+                    return outcome
+            if time.monotonic() >= watchdog:
+                outcome = self._watchdog()
+                if outcome is not None:
+                    return outcome
+                watchdog = time.monotonic() + self.watchdog_s
+            if time.monotonic() > deadline:
+                return None
+
+    def _from_reports(self, reports: list[dict[str, Any]]) -> Outcome | None:
+        for msg in reports:
             # an intermediate giving up is not fatal: the source re-sends through the others
-            if msg["op"] == "migration_failed" and msg.get("role") != "intermediate":
+            if msg["op"] == ops.MIGRATION_FAILED and msg.get("role") != "intermediate":
                 why = f"{msg.get('host')} ({msg.get('role')}): {msg.get('reason')}"
                 return "failed", self._diagnose(why), msg
-        for msg in self.reports:
-            if msg["op"] == "migration_done":
+        for msg in reports:
+            if msg["op"] == ops.MIGRATION_DONE:
                 return "done", "", msg
-        # no report (yet): ask the roles themselves
+        return None
+
+    def _watchdog(self) -> Outcome | None:
+        """No report has decided (yet): ask the roles themselves."""
         for role, ep in self._prepared:
             try:
                 st = self.call(
-                    ep.agent, {"op": "status", "migration": self.plan.migration}, timeout=5.0
+                    ep.agent, {"op": ops.STATUS, "migration": self.plan.migration}, timeout=5.0
                 )
             except mgmt.MgmtError as exc:
                 # three silent polls in a row: that agent is gone (one may be a busy moment)
@@ -196,7 +224,7 @@ class Orchestration:
             return {}
         try:
             return self.call(
-                ep.agent, {"op": "status", "migration": self.plan.migration}, timeout=5.0
+                ep.agent, {"op": ops.STATUS, "migration": self.plan.migration}, timeout=5.0
             )
         except mgmt.MgmtError:
             return {}
@@ -208,7 +236,7 @@ class Orchestration:
             if role == "intermediate":
                 continue
             try:
-                self.call(ep.agent, {"op": "status"}, timeout=2.0)
+                self.call(ep.agent, {"op": ops.STATUS}, timeout=2.0)
             except mgmt.MgmtError:
                 dead.append(f"{ep.host} ({role}) is unreachable")
         return "; ".join([*dead, why])
@@ -220,7 +248,7 @@ class Orchestration:
             try:
                 self.call(
                     ep.agent,
-                    {"op": "abort", "migration": self.plan.migration, "reason": reason},
+                    {"op": ops.ABORT, "migration": self.plan.migration, "reason": reason},
                     timeout=5.0,
                 )
             except mgmt.MgmtError as exc:
@@ -231,7 +259,7 @@ class Orchestration:
         res.migration_time_s = res.end_time - res.start_time
         self._collect()
         try:
-            vm = self.call(self.plan.source.agent, {"op": "status"}, timeout=5.0).get("vm")
+            vm = self.call(self.plan.source.agent, {"op": ops.STATUS}, timeout=5.0).get("vm")
             res.source_vm_running = bool(vm and vm["running"] and not vm["paused"])
         except mgmt.MgmtError:
             res.source_vm_running = None
@@ -249,7 +277,8 @@ class Orchestration:
         }
         for role, ep in self._prepared:
             try:
-                st = self.call(ep.agent, {"op": "status", "migration": plan.migration}, timeout=5.0)
+                st = self.call(ep.agent, {"op": ops.STATUS, "migration": plan.migration},
+                               timeout=5.0)
             except mgmt.MgmtError:
                 if role == "intermediate":
                     res.failed_intermediates.append(ep.host)
@@ -294,10 +323,13 @@ def run_migration(
     plan: MigrationPlan,
     router: ReportRouter | None = None,
     timeout_s: float = 600.0,
-    poll_s: float = 0.5,
+    watchdog_s: float = WATCHDOG_S,
+    caller: Caller = mgmt.call,
 ) -> MigrationResult:
-    """Run one migration to its end (blocking); register with ``router`` for reports if given."""
-    orch = Orchestration(plan, timeout_s=timeout_s, poll_s=poll_s)
+    """Run one migration to its end (blocking); register with ``router`` for reports if given.
+
+    ``caller`` sends a management request to an agent (``hosts.protocol.mgmt.call``)."""
+    orch = Orchestration(plan, timeout_s=timeout_s, watchdog_s=watchdog_s, caller=caller)
     if router is not None:
         router.add(orch)
     try:

@@ -1,7 +1,7 @@
 """Path computation over the topology description: ECMP next hops and equal-cost paths.
 
-Pure functions on a networkx graph built from ``topologies.net.describe()`` output (switches,
-links with port numbers, hosts). Used by the controller app for the proactive forwarding rules
+Pure functions on a networkx graph built from ``topologies.base.describe()`` output (switches,
+links with port numbers, hosts). Used by ``controllers.rules`` for the proactive forwarding rules
 (every next hop lies on a shortest path, so forwarding is loop-free by construction) and for the
 relay (one of the equal-cost switch paths, picked at random per migration).
 """
@@ -32,11 +32,6 @@ def build_graph(topo: Topology) -> nx.Graph:
         a, b = link["a"], link["b"]
         g.add_edge(a, b, port={a: link["a_port"], b: link["b_port"]})
     return g
-
-
-def host_index(topo: Topology) -> dict[str, dict[str, Any]]:
-    """Hosts by name."""
-    return {h["name"]: h for h in topo["hosts"]}
 
 
 def host(topo: Topology, name: str) -> dict[str, Any]:

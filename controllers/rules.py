@@ -1,4 +1,4 @@
-"""OpenFlow 1.3 messages for forwarding and for the migration relay, as pure functions.
+"""OpenFlow 1.3 messages for forwarding, the migration relay and its ARP answers: pure functions.
 
 Following Faucet, every function returns a list of os-ken messages built with
 ``datapath=None``; the app sets the datapath and sends them, and unit tests feed them to a fake
@@ -10,20 +10,24 @@ Rule layout (table 0):
                  or to a SELECT group over the equal-cost next hops (ECMP)
   priority 1000  relay: exact match (in_port, ipv4 src/dst, TCP port) on every switch of the
                  hop's chosen path, both directions, cookie = the migration's, with timeouts
-  priority 1100  relay: ARP for a virtual destination address, to the controller
+  priority 1100  relay: ARP for a virtual destination address, to the controller, which
+                 answers with the packet-out of ``answer_arp``
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+from os_ken.lib.packet import arp, ethernet, packet
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controllers import paths as P
+from controllers.addresses import VirtualAddress
 
 BASE_COOKIE = 0x1
 RELAY_COOKIE_TAG = 0x53 << 56  # 'S' in the top byte marks a migration's rules
@@ -95,14 +99,6 @@ def base_rules(g: nx.Graph, topo: P.Topology, switch: str) -> list:
 
 
 @dataclass
-class VirtualAddress:
-    """The address the destination hides behind; only its edge switch rewrites it."""
-
-    ip: str
-    mac: str
-
-
-@dataclass
 class RelayHop:
     """One TCP hop of a migration: ``src`` connects to ``dst``'s ``port``."""
 
@@ -166,3 +162,28 @@ def relay_rules(g: nx.Graph, topo: P.Topology, hops: list[RelayHop], cookie: int
                 [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)],
                 PRIO_VIP_ARP)
     return out
+
+
+def arp_reply(request: arp.arp, virtual: VirtualAddress, out_port: int) -> parser.OFPPacketOut:
+    """The packet-out that answers ``request`` for ``virtual``'s IP with its MAC, out of
+    ``out_port`` (the port the request came in on)."""
+    reply = packet.Packet()
+    reply.add_protocol(ethernet.ethernet(ethertype=ETH_ARP, dst=request.src_mac,
+                                         src=virtual.mac))
+    reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=virtual.mac, src_ip=virtual.ip,
+                               dst_mac=request.src_mac, dst_ip=request.src_ip))
+    reply.serialize()
+    return parser.OFPPacketOut(datapath=None, buffer_id=ofp.OFP_NO_BUFFER,
+                               in_port=ofp.OFPP_CONTROLLER,
+                               actions=[parser.OFPActionOutput(out_port)], data=reply.data)
+
+
+def answer_arp(data: bytes, in_port: int,
+               lookup: Callable[[str], VirtualAddress | None]) -> list:
+    """What to send for a packet-in: the ARP reply if ``data`` is an ARP request for a virtual
+    address that ``lookup`` knows, else nothing."""
+    req = packet.Packet(data).get_protocol(arp.arp)
+    if req is None or req.opcode != arp.ARP_REQUEST:
+        return []
+    virtual = lookup(req.dst_ip)
+    return [arp_reply(req, virtual, in_port)] if virtual else []

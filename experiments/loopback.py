@@ -170,7 +170,7 @@ class LoopbackBed:
         )
 
     def migrate(self, plan: MigrationPlan, timeout_s: float = 120.0) -> MigrationResult:
-        return run_migration(plan, router=self.router, timeout_s=timeout_s, poll_s=0.5)
+        return run_migration(plan, router=self.router, timeout_s=timeout_s)
 
     def status(self, host: str, **kw: Any) -> dict[str, Any]:
         return call(self.registered[host]["agent"], {"op": "status", **kw})

@@ -198,7 +198,7 @@ def test_agents_work_without_a_controller(tmp_path) -> None:
         bed.add_agent("a1", f"{NET}21", vm="vm9", vm_mib=2, controller=False, wait=False)
         bed.add_agent("a2", f"{NET}22", controller=False, wait=False)
         bed.wait_registered(["a1", "a2"])
-        res = run_migration(bed.plan("m-noctl", "direct", "a1", "a2"), timeout_s=60, poll_s=0.2)
+        res = run_migration(bed.plan("m-noctl", "direct", "a1", "a2"), timeout_s=60, watchdog_s=0.2)
         assert res.ok, res.reason
         assert res.downtime_s is not None and res.sha256
         assert ask_service(f"{NET}22", 7000)["vm"] == "vm9"

@@ -18,7 +18,7 @@ def plan_for(seed: int):
     agents = {h["name"]: {"vm": "vm1" if h["name"] == "h1" else None}
               for h in topo["hosts"] if not h["attacker"]}
     # what the controller's migrate op does with a seed: one generator for roles and ports,
-    # a fresh one seeded alike for the paths (install_relay)
+    # a fresh one seeded alike for the paths (RelayBook.install)
     rng = random.Random(seed)
     roles = Migrations.choose_roles(agents, "h1", "stealth", 3, rng)
     ports, specs = Migrations.relay_hops("h1", roles, rng, hide=True)

@@ -3,14 +3,22 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
+from controllers import paths as P
+from controllers.agents import AgentBook
 from controllers.migrations import RELAY_PORTS, Migrations, suspect_relays
+from controllers.relays import RelayBook
+from hosts.protocol import ops
+from topologies.base import describe
+from topologies.linear import LinearTopo
 
 
 def _migrations() -> Migrations:
-    app = SimpleNamespace(ops={}, agents={f"h{i}": {"ip": f"10.0.0.{i}"} for i in range(1, 8)})
-    m = Migrations(app, seed=1)
+    topo = describe(LinearTopo(4, 2))
+    agents = AgentBook(h["name"] for h in topo["hosts"])
+    for i in range(1, 8):
+        agents.register({"op": ops.REGISTER, "host": f"h{i}", "ip": f"10.0.0.{i}"})
+    relays = RelayBook(P.build_graph(topo), topo, push=lambda by_switch, **kw: None)
+    m = Migrations(agents, relays, seed=1)
     m.records = {
         "m1": {"migration": "m1", "state": "running", "hosts": ["h1", "h6", "h5", "h2"],
                "roles": {"destination": "h6"}, "virtual_ip": "10.255.0.1",
@@ -23,7 +31,7 @@ def _migrations() -> Migrations:
 
 def test_migrations_active_lists_hosts_addresses_and_ports() -> None:
     m = _migrations()
-    assert "migrations_active" in m.app.ops
+    assert ops.MIGRATIONS_ACTIVE in m.operations()
     got = {x["migration"]: x for x in m.op_active({"op": "migrations_active"})["migrations"]}
     assert set(got) == {"m1", "m2"}  # m0 is over
     assert got["m1"]["ports"] == [8091, 8093] and "10.255.0.1" in got["m1"]["ips"]

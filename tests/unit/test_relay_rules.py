@@ -1,11 +1,17 @@
-"""Forwarding and relay rules walked hop by hop through a fake flow table (no switch needed)."""
+"""Forwarding and relay rules walked hop by hop through a fake flow table, and the ARP answer
+for a virtual address decoded from its packet-out (no switch needed)."""
 
 import random
+from types import SimpleNamespace
 
 import pytest
+from os_ken.lib.packet import arp, ethernet, ipv4, packet
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as ofparser
 
 from controllers import paths as P
 from controllers import rules as R
+from controllers.addresses import VirtualAddress
 from tests.unit.fakeoftable import FakeFabric
 from topologies.base import describe
 from topologies.fattree import FatTreeTopo
@@ -127,7 +133,7 @@ def test_fresh_paths_per_migration(fattree):
 def test_virtual_destination_never_crosses_the_core(fattree):
     topo, g = fattree
     fab = loaded_fabric(topo, g)
-    vip = R.VirtualAddress("10.255.0.9", "02:ff:00:00:00:09")
+    vip = VirtualAddress("10.255.0.9", "02:ff:00:00:00:09")
     hop = R.RelayHop("h13", "h1", 9200, virtual=vip)
     install_relay(fab, topo, g, [hop])
     got = fab.send("h13", tcp(topo, "h13", "h1", 9200, dst_ip=vip.ip))
@@ -161,3 +167,47 @@ def test_leafspine_paths():
     assert len(P.equal_cost_paths(g, topo, "h1", "h8")) == 3
     fab = loaded_fabric(topo, g)
     assert {d.host for d in fab.send("h1", tcp(topo, "h1", "h8", 1))} == {"h8"}
+
+
+def _arp_request(src_mac: str, src_ip: str, dst_ip: str, opcode: int = arp.ARP_REQUEST) -> bytes:
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(ethertype=R.ETH_ARP, dst="ff:ff:ff:ff:ff:ff",
+                                       src=src_mac))
+    pkt.add_protocol(arp.arp(opcode=opcode, src_mac=src_mac, src_ip=src_ip,
+                             dst_mac="00:00:00:00:00:00", dst_ip=dst_ip))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def test_arp_reply_for_a_virtual_address_is_a_packet_out_without_a_switch():
+    vip = VirtualAddress("10.255.0.7", "02:ff:00:00:00:07")
+    known = {vip.ip: vip}.get
+    (out,) = R.answer_arp(_arp_request("00:00:00:00:00:0d", "10.0.0.13", vip.ip), 3, known)
+    assert isinstance(out, ofparser.OFPPacketOut) and out.datapath is None
+    assert out.in_port == ofp.OFPP_CONTROLLER and out.buffer_id == ofp.OFP_NO_BUFFER
+    assert [a.port for a in out.actions] == [3]  # back out of the port it came in on
+    reply = packet.Packet(out.data)
+    eth, ans = reply.get_protocol(ethernet.ethernet), reply.get_protocol(arp.arp)
+    assert (eth.ethertype, eth.src, eth.dst) == (R.ETH_ARP, vip.mac, "00:00:00:00:00:0d")
+    assert ans.opcode == arp.ARP_REPLY
+    assert (ans.src_mac, ans.src_ip) == (vip.mac, vip.ip)
+    assert (ans.dst_mac, ans.dst_ip) == ("00:00:00:00:00:0d", "10.0.0.13")
+    # the app sets the datapath when it sends: the message then serializes as OpenFlow 1.3
+    out.datapath = SimpleNamespace(ofproto=ofp, ofproto_parser=ofparser)
+    out.set_xid(1)
+    out.serialize()
+    assert out.buf[0] == ofp.OFP_VERSION and out.msg_type == ofp.OFPT_PACKET_OUT
+
+
+def test_arp_for_other_addresses_or_other_packets_gets_no_answer():
+    vip = VirtualAddress("10.255.0.7", "02:ff:00:00:00:07")
+    known = {vip.ip: vip}.get
+    assert R.answer_arp(_arp_request("00:00:00:00:00:0d", "10.0.0.13", "10.0.0.1"), 3,
+                        known) == []
+    assert R.answer_arp(_arp_request("00:00:00:00:00:0d", "10.0.0.13", vip.ip,
+                                     opcode=arp.ARP_REPLY), 3, known) == []
+    ip4 = packet.Packet()
+    ip4.add_protocol(ethernet.ethernet(ethertype=R.ETH_IP))
+    ip4.add_protocol(ipv4.ipv4(src="10.0.0.13", dst=vip.ip))
+    ip4.serialize()
+    assert R.answer_arp(bytes(ip4.data), 3, known) == []
