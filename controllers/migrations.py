@@ -35,6 +35,7 @@ from controllers.agents import AgentBook
 from controllers.orchestration import Caller, MigrationResult, ReportRouter, run_migration
 from controllers.relays import RelayBook
 from hosts.protocol import mgmt, ops
+from hosts.protocol.plan import DEFAULTS as PROTOCOL
 from hosts.protocol.plan import Endpoint, MigrationPlan
 
 log = logging.getLogger("stealth_mtd.migrations")
@@ -222,7 +223,7 @@ class Migrations:
                 dest_address=vip or dst.ip, dest_port=dst.port,
                 chunk_policy=policy,
                 precopy=dict(msg.get("precopy") or {}), seed=seed,
-                stall_timeout_s=float(msg.get("stall_timeout_s", 30.0)),
+                stall_timeout_s=float(msg.get("stall_timeout_s", PROTOCOL.stall_timeout_s)),
                 faults=dict(msg.get("faults") or {}))
         except Exception:
             with self.lock:
