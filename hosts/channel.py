@@ -74,6 +74,13 @@ def record_size(frame_len: int) -> int:
     return frame_len + TAG * max(1, -(-frame_len // SEGMENT))
 
 
+def frame_size(record_len: int) -> int:
+    """The largest frame whose record is at most ``record_len`` bytes (exactly, except for the
+    unreachable lengths k*65535 + 1..16): lets a sender draw record sizes, not frame sizes."""
+    k = max(1, -(-record_len // MAX_MESSAGE))
+    return max(0, record_len - TAG * k)
+
+
 def _segments(n: int) -> list[int]:
     """Lengths of the Noise messages in a record of ``n`` bytes (all full but the last)."""
     full, last = divmod(n, MAX_MESSAGE)

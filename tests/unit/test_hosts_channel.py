@@ -15,6 +15,7 @@ from hosts.channel import (
     SEGMENT,
     Channel,
     ChannelError,
+    frame_size,
     listen,
     noise_state,
     public_hex,
@@ -80,6 +81,15 @@ def test_frames_of_any_size_round_trip_as_one_record(pair, size: int) -> None:
     assert server.recv() == frame
     assert server.send(frame) == 4 + record_size(size)
     assert client.recv() == frame
+
+
+def test_frame_size_inverts_record_size() -> None:
+    for frame in [*range(0, 300), *range(SEGMENT - 40, SEGMENT + 40), 3 * SEGMENT + 5, 17 << 20]:
+        assert frame_size(record_size(frame)) == frame
+    for rec in range(MAX_MESSAGE - 40, 3 * MAX_MESSAGE + 40):
+        assert record_size(frame_size(rec)) <= rec
+        unreachable = rec > MAX_MESSAGE and 1 <= rec % MAX_MESSAGE <= 16
+        assert (record_size(frame_size(rec)) == rec) != unreachable
 
 
 def test_unexpected_sender_is_refused(pair) -> None:
