@@ -1,5 +1,7 @@
 """The hop's Noise implementation against the Noise project's published test vector for its
-pattern, and the project's own IK set-up (``hosts.channel.noise_state``) interoperating.
+pattern, an independent responder written from the specification with ``cryptography``
+primitives (it reproduces the vector and talks to the channel's own initiator), and the
+project's IK set-up (``hosts.channel.noise_state``) interoperating with itself.
 
 The vector is the ``Noise_IK_25519_AESGCM_SHA256`` entry of Cacophony's ``vectors/cacophony.txt``
 (github.com/centromere/cacophony, linked from the Noise wiki's test-vector page; the same file is
@@ -12,7 +14,10 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from noise.connection import Keypair, NoiseConnection
 
 from hosts.channel import PROTOCOL, noise_state, public_hex
@@ -101,7 +106,7 @@ def test_a_changed_vector_byte_fails() -> None:
     init, resp = _party(True), _party(False)
     msg1 = bytearray(init.write_message(bytes.fromhex(VECTOR["messages"][0][0])))
     msg1[40] ^= 1  # inside the encrypted initiator static key
-    with pytest.raises(Exception):  # noqa: B017 -- cryptography's InvalidTag
+    with pytest.raises(InvalidTag):
         resp.read_message(bytes(msg1))
 
 
@@ -119,3 +124,118 @@ def test_project_noise_states_interoperate() -> None:
     assert a.get_handshake_hash() == b.get_handshake_hash()
     assert b.decrypt(a.encrypt(b"three")) == b"three"
     assert a.decrypt(b.encrypt(b"four")) == b"four"
+
+
+# --- an independent responder written from the Noise specification (rev 34, sections 5 and 7) --
+def _hmac(key: bytes, data: bytes) -> bytes:
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+def _hkdf2(ck: bytes, ikm: bytes) -> tuple[bytes, bytes]:
+    temp = _hmac(ck, ikm)
+    o1 = _hmac(temp, b"\x01")
+    return o1, _hmac(temp, o1 + b"\x02")
+
+
+def _sha(data: bytes) -> bytes:
+    d = hashes.Hash(hashes.SHA256())
+    d.update(data)
+    return d.finalize()
+
+
+def _nonce(n: int) -> bytes:
+    return b"\0" * 4 + n.to_bytes(8, "big")
+
+
+def _pub(priv: X25519PrivateKey) -> bytes:
+    return bytes.fromhex(public_hex(priv))
+
+
+class SpecResponder:
+    """IK responder: reads message 1, writes message 2, splits; nothing from noiseprotocol."""
+
+    def __init__(self, static: X25519PrivateKey, prologue: bytes) -> None:
+        name = PROTOCOL
+        self.h = name + bytes(32 - len(name))  # a name of <= HASHLEN bytes, zero-padded
+        self.ck, self.k, self.n = self.h, b"", 0
+        self.s = static
+        self._mix_hash(prologue)
+        self._mix_hash(_pub(static))  # pre-message: <- s
+
+    def _mix_hash(self, data: bytes) -> None:
+        self.h = _sha(self.h + data)
+
+    def _mix_key(self, ikm: bytes) -> None:
+        self.ck, self.k = _hkdf2(self.ck, ikm)
+        self.n = 0
+
+    def _decrypt_and_hash(self, ct: bytes) -> bytes:
+        pt = AESGCM(self.k).decrypt(_nonce(self.n), ct, self.h)
+        self.n += 1
+        self._mix_hash(ct)
+        return pt
+
+    def _encrypt_and_hash(self, pt: bytes) -> bytes:
+        ct = AESGCM(self.k).encrypt(_nonce(self.n), pt, self.h)
+        self.n += 1
+        self._mix_hash(ct)
+        return ct
+
+    def read_message_1(self, msg: bytes) -> tuple[bytes, bytes]:
+        """-> e, es, s, ss: returns (initiator static public key, payload)."""
+        self.re = X25519PublicKey.from_public_bytes(msg[:32])
+        self._mix_hash(msg[:32])
+        self._mix_key(self.s.exchange(self.re))  # es
+        rs = self._decrypt_and_hash(msg[32:80])
+        self.rs = X25519PublicKey.from_public_bytes(rs)
+        self._mix_key(self.s.exchange(self.rs))  # ss
+        return rs, self._decrypt_and_hash(msg[80:])
+
+    def write_message_2(self, e: X25519PrivateKey, payload: bytes) -> bytes:
+        """<- e, ee, se; then Split(): (initiator->responder key, responder->initiator key)."""
+        out = _pub(e)
+        self._mix_hash(out)
+        self._mix_key(e.exchange(self.re))  # ee
+        self._mix_key(e.exchange(self.rs))  # se
+        out += self._encrypt_and_hash(payload)
+        self.c1, self.c2 = _hkdf2(self.ck, b"")
+        return out
+
+
+def test_spec_responder_reproduces_the_vector() -> None:
+    """The independent responder decrypts the vector's message 1 and writes its message 2."""
+    resp = SpecResponder(
+        X25519PrivateKey.from_private_bytes(bytes.fromhex(VECTOR["resp_static"])),
+        bytes.fromhex(VECTOR["resp_prologue"]),
+    )
+    (p1, c1), (p2, c2), (p3, c3), (p4, c4) = VECTOR["messages"][:4]
+    rs, payload = resp.read_message_1(bytes.fromhex(c1))
+    init_static = X25519PrivateKey.from_private_bytes(bytes.fromhex(VECTOR["init_static"]))
+    assert rs == _pub(init_static) and payload.hex() == p1
+    e = X25519PrivateKey.from_private_bytes(bytes.fromhex(VECTOR["resp_ephemeral"]))
+    assert resp.write_message_2(e, bytes.fromhex(p2)).hex() == c2
+    assert resp.h.hex() == VECTOR["handshake_hash"]
+    assert AESGCM(resp.c1).decrypt(_nonce(0), bytes.fromhex(c3), b"").hex() == p3
+    assert AESGCM(resp.c2).encrypt(_nonce(0), bytes.fromhex(p4), b"").hex() == c4
+
+
+def test_channel_handshake_matches_the_spec() -> None:
+    """The channel's own initiator (prologue bound to the migration id) against the independent
+    responder: message 1 hides and delivers its static key, message 2 and transport keys agree."""
+    a_key, b_key = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    init = noise_state(a_key, True, "m-9", remote=_pub(b_key))
+    init.start_handshake()
+    msg1 = bytes(init.write_message(b"padding"))
+    assert _pub(a_key) not in msg1
+    resp = SpecResponder(b_key, b"stealth-mtd hop v2|m-9")
+    assert resp.read_message_1(msg1) == (_pub(a_key), b"padding")
+    msg2 = resp.write_message_2(X25519PrivateKey.generate(), b"more padding")
+    assert bytes(init.read_message(msg2)) == b"more padding"
+    assert init.get_handshake_hash() == resp.h
+    assert AESGCM(resp.c1).decrypt(_nonce(0), init.encrypt(b"frame"), b"") == b"frame"
+    assert init.decrypt(AESGCM(resp.c2).encrypt(_nonce(0), b"ack", b"")) == b"ack"
+    other = SpecResponder(b_key, b"stealth-mtd hop v2|m-10")  # another migration's prologue
+    with pytest.raises(InvalidTag):
+        other.read_message_1(msg1)
