@@ -294,8 +294,7 @@ class Channel:
         view = memoryview(frame)
         parts = [head]
         for i, off in enumerate(range(0, max(1, len(frame)), SEGMENT)):
-            seg = bytes(view[off : off + SEGMENT])
-            parts.append(self._tx.encrypt_with_ad(_AD.pack(head, i), seg))
+            parts.append(self._tx.encrypt_with_ad(_AD.pack(head, i), view[off : off + SEGMENT]))
         return b"".join(parts)
 
     def send(self, frame: bytes) -> int:
