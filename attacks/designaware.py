@@ -4,15 +4,17 @@ It knows the protocol as published here and looks for it in the packets, nothing
 
 1. **hops**: every TCP connection is checked against what a migration hop looks like on the wire
    (``hop_connections``): its server port is a relay port; its first records have the
-   handshake's sizes (today's hello, or Noise IK's message 1 and 2); its server sends records of
-   exactly an ACK's size back. Any one marks the connection as a hop (a port alone only when the
-   connection carries data: a scan's SYN is not a hop).
+   handshake's sizes (Noise IK's message 1 and 2, or the cleartext hello it replaced); its
+   server sends records of exactly an ACK's size back. Any one marks the connection as a hop
+   (a port alone only when the connection carries data: a scan's SYN is not a hop).
 2. **trace** (``relay_structure``): the hops form a graph (client → server, the direction the
    image flows); the component that best fits the relay's fan-out shape (source → n
    intermediates → one leader → destination, or source → destination for a direct migration)
-   is the relay graph. Its root is the source; the destination is its sink at depth ≥ 2 (depth
-   1 only without a fan-out): in a fan-out the first hops are intermediates and the host they
-   all feed is the leader, so neither is named when the leader's own hop was not seen.
+   is the relay graph. Its root is the source; the leader is the host several hops feed (or,
+   without that merge seen, a fan-out's second level, or the sender of a chain's last hop when
+   that hop carries the merged image); the destination is a sink past the leader, and a
+   single hop's server for a direct migration. Intermediates and the leader are never named:
+   when the leader's own hop was not seen, the destination stays unknown.
 3. **detect**: a window's score is the hop traffic in it (handshakes opened, log bytes), plus a
    lower score for the *lead-in* before the relay's first handshake, when the source already
    sniffs and the roles are set up: its length is learnt from the other trials with the same
@@ -56,11 +58,12 @@ LEN_PREFIX = 4  # hosts/channel.py _LEN: every record and handshake message is u
 AEAD_TAG = 16  # hosts/channel.py / hosts/roles/source.py TAG: AES-GCM tag of a record
 X25519 = 32  # hosts/channel.py: raw X25519 public key
 PAD_STEP, PAD_MAX = 4, 255 * 4  # hosts/channel.py: handshake padding os.urandom(1)[0] * 4 bytes
-# today's hello (hosts/channel.py Channel.connect): ephemeral ‖ static key ‖ padding, no answer
+# the hop handshake, hosts/channel.py Channel.connect/accept. Noise IK (since the noise merge):
+# msg1 = e (32) + encrypted s (32 + tag) + padding payload + tag; msg2 = e (32) + padding
+# payload + tag; then the initiator's first transport record, padding only (_MIN_MSG1, _MIN_MSG2).
+# The cleartext hello it replaced (ephemeral ‖ static key ‖ padding, no answer) is kept: old
+# captures, and any build that still speaks it.
 HELLO_BODY = 2 * X25519
-# Noise IK (the hop handshake replacing the hello): msg1 = e (32) + encrypted s (32 + tag)
-# + padding payload + tag; msg2 = e (32) + padding payload + tag; then the initiator's first
-# transport record, padding only (hosts/channel.py _MIN_MSG1, _MIN_MSG2 on the noise branch)
 NOISE_MSG1_BODY = X25519 + (X25519 + AEAD_TAG) + AEAD_TAG
 NOISE_MSG2_BODY = X25519 + AEAD_TAG
 NOISE_CONFIRM_BODY = AEAD_TAG

@@ -14,10 +14,11 @@ What it models (all seeded):
   has it; the leader forwards in order to the destination (optionally through a virtual address
   rewritten only at the destination's edge); padded key shares take the same hops, and padded
   acks travel back leader → intermediates → source.
-- **the protocol's own marks**, off unless asked (``make_trial(relay_port=..., handshake=...,
-  ack_record=...)``): hops on a relay port, a handshake first (today's hello or Noise IK's
-  messages, sized as in ``hosts/channel.py``), ACK records of their exact size; with them the
-  relay looks as ``hosts`` runs it today, without them it uses the tenants' port and shapes.
+- **the protocol's own marks**, off unless asked (``make_trial(relay_port=...,
+  handshake_kind=..., ack_record=...)``): hops on a relay port, a handshake first (Noise IK's
+  messages or the hello they replaced, sized as in ``hosts/channel.py``), ACK records of their
+  exact size; with them the relay looks as ``hosts`` runs it today, without them it uses the
+  tenants' port and shapes.
 
 Frames are built with scapy once per connection direction (Ether/IP/TCP header template) and
 patched per packet (IP length, id, checksum, TCP seq and flags); the pcap keeps only headers
@@ -229,7 +230,7 @@ def background(
 
 
 # the hop handshake's wire sizes (u32 length prefix included), as hosts/channel.py sends them:
-# today's hello = eph 32 + static 32 + padding; Noise IK msg1 = e 32 + encrypted s 48 + tag 16
+# the old hello = eph 32 + static 32 + padding; Noise IK msg1 = e 32 + encrypted s 48 + tag 16
 # + padding, msg2 = e 32 + tag 16 + padding, then a padding-only record (tag 16); padding 4*r
 HANDSHAKES = {"hello": [("c", 4 + 64)], "noise": [("c", 4 + 96), ("s", 4 + 48), ("c", 4 + 16)]}
 

@@ -17,8 +17,8 @@ from attacks.capture import Capture
 from attacks.truth import GLOBAL, Vantage
 from tests.unit.attacks_synth import make_trial, split_vip_views
 
-# today's protocol shape, as hosts runs it: relay port, hello, 33-byte ACK records, tenants 8080
-TODAY = {"service_port": 8080, "relay_port": 8093, "handshake_kind": "hello", "ack_record": 33}
+# today's protocol shape, as hosts runs it: relay port, Noise IK, 33-byte ACK records, tenants 8080
+TODAY = {"service_port": 8080, "relay_port": 8093, "handshake_kind": "noise", "ack_record": 33}
 # the relay with none of the protocol's marks: the tenants' port, tenant-like first records
 UNMARKED = {"service_port": 8080, "relay_port": 8080}
 
@@ -43,8 +43,12 @@ def test_ports_addresses_and_policies_match_the_project():
 
 
 def test_record_framing_matches_the_wire_and_the_roles():
-    from hosts import wire
+    from hosts import channel, wire
     from hosts.roles import source
+
+    if hasattr(channel, "_MIN_MSG1"):  # Noise IK: the smallest messages 1 and 2
+        assert (channel._MIN_MSG1, channel._MIN_MSG2) == (da.NOISE_MSG1_BODY, da.NOISE_MSG2_BODY)
+        assert channel.TAG == da.AEAD_TAG and channel._LEN.size == da.LEN_PREFIX
 
     assert da.FRAME_HEADER == wire.HEADER.size and da.CHUNK_HEAD == wire.CHUNK_HEAD.size
     assert da.ACK_BODY == len(wire.ack_body(7))
@@ -116,10 +120,10 @@ def _recorded_hop(pad: int) -> tuple[list[int], list[int]]:
 
 @pytest.mark.parametrize("pad", [0, 40])
 def test_handshake_and_ack_sizes_match_a_real_hop(pad):
-    """Today's hello, or Noise IK once it lands: either way the attacker's sizes are the hop's."""
+    """Noise IK, or the hello it replaced: either way the attacker's sizes are the hop's."""
     c2s, s2c = _recorded_hop(pad)
     assert c2s[-1] == da.ACK_RECORD_WIRE
-    if not s2c:  # today's hello: one message, no answer
+    if not s2c:  # the cleartext hello: one message, no answer
         assert c2s[0] == da.HELLO_WIRE[0] + pad and c2s[0] in da.HELLO_WIRE
         assert len(c2s) == 2
     else:  # Noise IK: message 1, message 2 back, the initiator's padding record
