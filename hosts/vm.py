@@ -297,6 +297,7 @@ class VM:
             except OSError:
                 return
             with conn:
+                conn.settimeout(2.0)  # a client that never reads cannot hold the service
                 with self._lock:
                     self.device["counter"] = int(self.device.get("counter", 0)) + 1
                     reply = {

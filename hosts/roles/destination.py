@@ -149,6 +149,11 @@ class Destination(Role):
                 raise FrameError(f"unexpected {fr.type.name} in the stream")
         self.stats["bytes_received"] = ch.bytes_received
         trailer = json.loads(fr.body)
+        if not isinstance(trailer, dict):
+            raise RoleError(f"trailer must be an object, got {type(trailer).__name__}")
+        if trailer.get("vm_bytes", self.vm.size) != self.vm.size:
+            raise RoleError(f"trailer says {trailer['vm_bytes']} image bytes, the manifest "
+                            f"{self.vm.size}")
         installer.finish()
         digest = self.vm.digest()
         if digest != trailer["sha256"]:

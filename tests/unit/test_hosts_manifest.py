@@ -108,13 +108,15 @@ class _Bed:
         self.port = self.role.prepare()["port"]
         self.mig = mig
 
-    def send_manifest(self, manifest: Any) -> str:
-        """Send one manifest as the leader would; the destination's ABORT reason."""
+    def send_manifest(self, manifest: Any, trailer: Any = None) -> str:
+        """Send one manifest (and a trailer) as the leader would; the destination's ABORT reason."""
         ch = Channel.connect("127.0.0.1", "127.0.0.1", self.port,
                              load_public(public_hex(self.static)), self.leader, self.mig,
                              io_timeout=5.0)
         try:
             ch.send(build_frame(FrameType.MANIFEST, json.dumps(manifest).encode()))
+            if trailer is not None:
+                ch.send(build_frame(FrameType.TRAILER, json.dumps(trailer).encode()))
             reply = parse_frame(ch.recv())
         finally:
             ch.close()
@@ -189,3 +191,21 @@ def test_the_listener_stops_on_close_and_a_closed_role_accepts_nothing(tmp_path)
     assert bed.role._pending == set()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", bed.port), timeout=1).close()
+
+
+@pytest.mark.parametrize("trailer,why", [
+    ({"vm_bytes": 8 * MIB, "sha256": "00", "paused_at": 0}, "trailer says 8388608 image bytes"),
+    ([1, 2], "trailer must be an object"),
+    ({"vm_bytes": 4 * MIB}, "without the device state"),  # a stream cut before the end
+])
+def test_a_bad_trailer_fails_and_the_image_is_discarded(tmp_path, trailer: Any, why: str) -> None:
+    bed = _Bed(str(tmp_path), max_image_bytes=4 * MIB)
+    try:
+        assert why in bed.send_manifest(GOOD, trailer)
+        deadline = time.monotonic() + 5
+        while not bed.reports and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bed.reports[0]["op"] == "migration_failed"
+    finally:
+        bed.role.close()
+    assert os.listdir(bed.workdir) == []  # the incoming image was deleted
