@@ -292,16 +292,20 @@ def window_scores(
 
 
 def _lead_in(structs: list[RelayStructure], views: list[AttackerView],
-             labels: list[np.ndarray | None], i: int) -> float:
+             labels: list[np.ndarray | None], i: int,
+             groups: list[str] | None = None) -> float:
     """Seconds before the relay's first handshake that the migration already runs: the median
-    over the *other* trials of the same shape whose labels are known, else the published
-    sniffing time for a relay (a direct migration starts with its hop)."""
+    over the *other* trials of the same shape whose labels are known — never a trial of the
+    same seed group (its twin), see ``AttackContext.groups`` — else the published sniffing time
+    for a relay (a direct migration starts with its hop)."""
     me = structs[i]
     if me.first_handshake is None:
         return 0.0
     leads = []
     for j, (s, v, y) in enumerate(zip(structs, views, labels, strict=True)):
         if j == i or y is None or not y.any() or s.first_handshake is None:
+            continue
+        if groups is not None and groups[j] == groups[i]:
             continue
         if s.relayed != me.relayed:
             continue
@@ -373,7 +377,7 @@ def attack(views: list[AttackerView], ctx: AttackContext) -> list[AttackResult]:
     labels = list(ctx.labels) if ctx.labels else [None] * len(views)
     return [
         analyze(v, ctx, structs[i], found[i][0], found[i][1],
-                _lead_in(structs, views, labels, i))
+                _lead_in(structs, views, labels, i, ctx.groups))
         for i, v in enumerate(views)
     ]
 
