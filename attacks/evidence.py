@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks.capture import int_to_ip
-from attacks.features import flow_ids
+from attacks.features import flow_order
 
 TRANSFER_DTYPE = np.dtype(
     [
@@ -68,20 +68,23 @@ class RelayEvidence:
         return d
 
 
-def transfers(
-    packets: np.ndarray, min_bytes: int = 1, burst_gap_s: float | None = None
-) -> np.ndarray:
-    """Data-carrying *transfers*: one row per connection direction, or, with ``burst_gap_s``, one
-    row per burst of it (a pause longer than ``burst_gap_s`` starts a new one). Persistent hop
-    connections carry one chunk per burst, so bursts are what a relay re-sends."""
+def _data_by_flow(packets: np.ndarray) -> np.ndarray:
+    """The data-carrying packets ordered by flow, then time (what ``transfers`` cuts up)."""
     data = packets[packets["plen"] > 0]
     if not len(data):
+        return data
+    _, _, order = flow_order(data)
+    return data[order]
+
+
+def _transfers_of(data: np.ndarray, min_bytes: int, burst_gap_s: float | None) -> np.ndarray:
+    """``transfers`` of packets already ordered by ``_data_by_flow``."""
+    if not len(data):
         return np.zeros(0, dtype=TRANSFER_DTYPE)
-    fid, _ = flow_ids(data)
-    order = np.lexsort([data["ts"], fid])
-    data, fid = data[order], fid[order]
     new = np.ones(len(data), dtype=bool)
-    new[1:] = fid[1:] != fid[:-1]
+    for f in ("src", "dst", "sport", "dport", "proto"):
+        new[1:] &= data[f][1:] == data[f][:-1]
+    new[1:] = ~new[1:]
     if burst_gap_s is not None:
         new[1:] |= np.diff(data["ts"]) > burst_gap_s
     bid = np.cumsum(new) - 1
@@ -96,6 +99,15 @@ def transfers(
     out["bytes"] = np.bincount(bid, weights=data["plen"].astype(float), minlength=n)
     out = out[out["bytes"] >= min_bytes]
     return out[np.argsort(out["start"], kind="stable")]
+
+
+def transfers(
+    packets: np.ndarray, min_bytes: int = 1, burst_gap_s: float | None = None
+) -> np.ndarray:
+    """Data-carrying *transfers*: one row per connection direction, or, with ``burst_gap_s``, one
+    row per burst of it (a pause longer than ``burst_gap_s`` starts a new one). Persistent hop
+    connections carry one chunk per burst, so bursts are what a relay re-sends."""
+    return _transfers_of(_data_by_flow(packets), min_bytes, burst_gap_s)
 
 
 def drop_popular_sizes(tr: np.ndarray, max_repeats: int = 2) -> np.ndarray:
@@ -170,17 +182,56 @@ def _bursts(x: np.ndarray, min_share: float = 0.05) -> int:
     return int(np.count_nonzero(sums >= min_share * x.sum()))
 
 
+def _pearson_exact(x: np.ndarray, y: np.ndarray, lag: int) -> float | None:
+    """Pearson correlation of ``x[:n-lag]`` and ``y[lag:]`` as ``np.corrcoef`` gives it (None
+    when one side is constant)."""
+    xa = x[: len(x) - lag] if lag else x
+    ya = y[lag:]
+    if xa.std() == 0 or ya.std() == 0:
+        return None
+    return float(np.corrcoef(xa, ya)[0, 1])
+
+
 def _xcorr_peak(x: np.ndarray, y: np.ndarray, max_lag: int) -> tuple[float, int]:
-    """Largest Pearson correlation of ``y`` shifted back by 0..max_lag bins against ``x``."""
+    """Largest Pearson correlation of ``y`` shifted back by 0..max_lag bins against ``x``.
+
+    ``x`` and ``y`` hold whole numbers (bytes per bin). Every lag's correlation comes at once from
+    running sums; the lags within a hair (1e-6) of the largest, and any whose running-sum
+    variance is too close to 0 to trust, are recomputed with ``np.corrcoef`` and chosen among as
+    the plain loop over the lags does (the first strictly largest above 0). The figure is thus
+    ``np.corrcoef``'s own.
+    """
+    n = len(x)
+    lags = np.arange(0, min(max_lag, n - 1) + 1) if n else np.zeros(0, dtype=np.int64)
+    if not len(lags):
+        return 0.0, 0
+    # a slice of whole numbers has a zero std exactly when it is constant
+    dx, dy = np.flatnonzero(x != x[0]), np.flatnonzero(y != y[-1])
+    fx = int(dx[0]) if len(dx) else n  # x[:m] is constant iff m <= fx
+    ly = int(dy[-1]) if len(dy) else -1  # y[lag:] is constant iff lag > ly
+    m = n - lags
+    valid = (m > fx) & (lags <= ly)
+    if not valid.any():
+        return 0.0, 0
+    sx, sy = x / max(float(np.abs(x).max()), 1.0), y / max(float(np.abs(y).max()), 1.0)
+    cx, cxx = np.cumsum(sx), np.cumsum(sx * sx)
+    sum_x, sum_xx = cx[m - 1], cxx[m - 1]  # over x[: n - lag]
+    ry, ryy = np.cumsum(sy[::-1])[::-1], np.cumsum((sy * sy)[::-1])[::-1]
+    sum_y, sum_yy = ry[lags], ryy[lags]  # over y[lag:]
+    sum_xy = np.array([float(sx[: n - k] @ sy[k:]) for k in lags.tolist()])
+    mf = m.astype(float)
+    vx, vy = mf * sum_xx - sum_x * sum_x, mf * sum_yy - sum_y * sum_y
+    stable = valid & (vx > 1e-9 * mf * sum_xx) & (vy > 1e-9 * mf * sum_yy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(stable, (mf * sum_xy - sum_x * sum_y) / np.sqrt(vx * vy), np.nan)
+    top = float(np.nanmax(r)) if stable.any() else -np.inf
+    cand = valid & (~stable | (r >= top - 1e-6))
     best, best_lag = 0.0, 0
-    for lag in range(0, max_lag + 1):
-        xa = x[: len(x) - lag] if lag else x
-        ya = y[lag:]
-        if xa.std() == 0 or ya.std() == 0:
-            continue
-        r = float(np.corrcoef(xa, ya)[0, 1])
-        if r > best:
-            best, best_lag = r, lag
+    for lag in lags[cand].tolist():
+        xa = x[: n - lag] if lag else x
+        rr = float(np.corrcoef(xa, y[lag:])[0, 1])
+        if rr > best:
+            best, best_lag = rr, lag
     return best, best_lag
 
 
@@ -268,19 +319,31 @@ def _xcorr_triples(
     uniq, inv = np.unique(pair, return_inverse=True)
     inv = inv.ravel()
     totals = np.bincount(inv, weights=data["plen"].astype(float))
-    series: dict[tuple[int, int], np.ndarray] = {}
-    for k in np.nonzero(totals >= min_bytes)[0]:
-        m = inv == k
-        key = (int(uniq[k] >> np.uint64(32)), int(uniq[k] & np.uint64(0xFFFFFFFF)))
-        series[key] = np.bincount(idx[m], weights=data["plen"][m].astype(float), minlength=nb)
+    keep = np.flatnonzero(totals >= min_bytes)
+    slot = np.full(len(uniq), -1, dtype=np.int64)
+    slot[keep] = np.arange(len(keep))
+    sel = slot[inv] >= 0
+    # one bincount over (pair, bin): each bin adds its packets in table order, as per pair
+    mat = np.bincount(
+        slot[inv][sel] * nb + idx[sel],
+        weights=data["plen"][sel].astype(float),
+        minlength=len(keep) * nb,
+    ).reshape(len(keep), nb)
+    series: dict[tuple[int, int], np.ndarray] = {
+        (int(uniq[k] >> np.uint64(32)), int(uniq[k] & np.uint64(0xFFFFFFFF))): mat[i]
+        for i, k in enumerate(keep.tolist())
+    }
+    inputs: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)  # relay → (a, a→relay)
+    for (a, h2), x in series.items():
+        inputs[h2].append((a, x))
     bursty = {k for k, v in series.items() if _bursts(v) >= min_bursts}
     max_lag = min(int(round(max_lag_s / bin_s)), 50)
     for (h, b), y in series.items():
         if (h, b) not in bursty:
             continue
         cands = []
-        for (a, h2), x in series.items():
-            if h2 != h or a == b or (a, h2) not in bursty:
+        for a, x in inputs.get(h, []):
+            if a == b or (a, h) not in bursty:
                 continue
             r, lag = _xcorr_peak(x, y, max_lag)
             if r > 0.2:
@@ -346,10 +409,9 @@ def trace_relays(
     hop that merges all its chunks into one stream leaves exactly that.
     """
     found: dict[tuple[int, int, int], RelayEvidence] = {}
+    data = _data_by_flow(packets)  # sorted once for every granularity
     for gap in burst_gaps_s:
-        tr = drop_popular_sizes(
-            transfers(packets, min_bytes=min_bytes, burst_gap_s=gap), max_repeats
-        )
+        tr = drop_popular_sizes(_transfers_of(data, min_bytes, gap), max_repeats)
         whole = gap is None  # whole connections: a single big, exact match counts
         for k, ev in _matched_triples(
             tr,
@@ -382,12 +444,12 @@ def relay_activity(
 ) -> np.ndarray:
     """Bytes seen being relayed in each window (each matched transfer counted where it starts)."""
     out = np.zeros(len(window_starts))
-    if not len(window_starts):
+    events = [e for ev in evidence for e in ev.events]
+    if not len(window_starts) or not events:
         return out
     t0 = float(window_starts[0])
-    for ev in evidence:
-        for t, b in ev.events:
-            i = int((t - t0) // window_s)
-            if 0 <= i < len(out):
-                out[i] += b
+    t, b = np.array(events, dtype=float).T
+    i = ((t - t0) // window_s).astype(np.int64)
+    ok = (i >= 0) & (i < len(out))
+    np.add.at(out, i[ok], b[ok])  # unbuffered, in event order: the sums of the plain loop
     return out
