@@ -371,6 +371,61 @@ def packet_key(packets: np.ndarray, with_dst: bool = True) -> np.ndarray:
     return packets[fields]
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _packed(packets: np.ndarray, fields: Sequence[str]) -> list[np.ndarray]:
+    """``fields`` packed without loss into as few 64-bit words per row as their widths allow."""
+    words, word, used = [], None, 0
+    for f in fields:
+        col = packets[f]
+        bits = col.dtype.itemsize * 8
+        if word is not None and used + bits > 64:
+            words.append(word)
+            word, used = None, 0
+        v = col.astype(np.uint64)
+        word = v if word is None else (word << np.uint64(bits)) | v
+        used += bits
+    if word is not None:
+        words.append(word)
+    return words
+
+
+def group_order(packets: np.ndarray, fields: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """An order of the rows in which rows equal in ``fields`` are adjacent, by time within, and
+    for each adjacent pair of that order whether the two rows are equal in ``fields``.
+
+    Within a group the order is that of ``np.lexsort([ts, *reversed(fields)])`` (time, then
+    table position); the groups themselves come in no particular order. Rows are grouped by one
+    stable sort on a 64-bit hash of the fields (far cheaper than a lexicographic sort over each
+    field); should two different keys ever share a hash, the exact ``np.lexsort`` is used.
+    """
+    ts = packets["ts"]
+    words = _packed(packets, fields)
+    h = np.zeros(len(ts), dtype=np.uint64)
+    for w in words:
+        h ^= w
+        h *= _MIX
+        h ^= h >> np.uint64(31)
+    if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
+        first = np.argsort(ts, kind="stable")
+        order = first[np.argsort(h[first], kind="stable")]
+    else:
+        order = np.argsort(h, kind="stable")
+    same = np.ones(max(len(order) - 1, 0), dtype=bool)
+    for w in words:
+        col = w[order]
+        same &= col[1:] == col[:-1]
+    hs = h[order]
+    if (~same & (hs[1:] == hs[:-1])).any():  # a collision: two keys may interleave
+        order = np.lexsort([ts] + [packets[f] for f in reversed(fields)])
+        same = np.ones(max(len(order) - 1, 0), dtype=bool)
+        for w in words:
+            col = w[order]
+            same &= col[1:] == col[:-1]
+    return order, same
+
+
 def dedupe_packets(packets: np.ndarray, tolerance_s: float = 0.05) -> np.ndarray:
     """Drop copies of one packet seen at several vantage points (keep the earliest copy).
 
@@ -379,18 +434,14 @@ def dedupe_packets(packets: np.ndarray, tolerance_s: float = 0.05) -> np.ndarray
     """
     if len(packets) < 2:
         return packets
-    key = packet_key(packets)
-    order = np.lexsort([packets["ts"]] + [key[f] for f in reversed(key.dtype.names)])
-    k = key[order]
+    order, same = group_order(packets, list(packet_key(packets[:0]).dtype.names))
     ts = packets["ts"][order]
-    same = np.ones(len(order) - 1, dtype=bool)
-    for f in k.dtype.names:
-        same &= k[f][1:] == k[f][:-1]
     # a row is a copy if it matches its predecessor (in key order) closely in time; chains of
     # copies (s1, s2, s3) are caught because each one matches the one before it.
     dup = np.zeros(len(order), dtype=bool)
     dup[1:] = same & (ts[1:] - ts[:-1] < tolerance_s)
-    keep = np.sort(order[~dup])
+    keep = np.ones(len(packets), dtype=bool)
+    keep[order[dup]] = False  # the kept rows in table order, as np.sort(order[~dup]) gives them
     return packets[keep]
 
 

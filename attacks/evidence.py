@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks.capture import int_to_ip
-from attacks.features import flow_order
+from attacks.features import flow_order, host_pairs
 
 TRANSFER_DTYPE = np.dtype(
     [
@@ -134,40 +134,56 @@ def _match_counts(
     extent: dict[tuple[int, int], list] | None = None,
 ) -> dict[tuple[int, int], int]:
     """Greedy one-to-one matching of incoming to outgoing transfers of one host; ``extent``
-    collects ``[bytes, first, last, [(time, bytes), ...]]`` of the matches per (from, to)."""
+    collects ``[bytes, first, last, [(time, bytes), ...]]`` of the matches per (from, to).
+
+    Each incoming transfer (in start order) takes the unused outgoing one, among those starting
+    in its window with a different destination and a size close enough, that starts nearest to
+    its end (ties: the earliest). The candidates of every transfer are found and ranked at once;
+    only the taking, which depends on what earlier transfers took, is a loop over them.
+    """
     counts: dict[tuple[int, int], int] = defaultdict(int)
     if not len(tin) or not len(tout):
         return counts
     o_start = tout["start"] + shift
     order = np.argsort(o_start, kind="stable")
     o_start, o_bytes, o_dst = o_start[order], tout["bytes"][order], tout["dst"][order]
-    used = np.zeros(len(order), dtype=bool)
-    for src, start, end, nbytes in zip(
-        tin["src"].tolist(),
-        tin["start"].tolist(),
-        tin["end"].tolist(),
-        tin["bytes"].tolist(),
-        strict=True,
-    ):
-        lo = np.searchsorted(o_start, start, side="left")
-        hi = np.searchsorted(o_start, end + max_delay, side="right")
-        if lo >= hi:
+    i_src, i_start, i_end, i_bytes = tin["src"], tin["start"], tin["end"], tin["bytes"]
+    lo = np.searchsorted(o_start, i_start, side="left")
+    hi = np.searchsorted(o_start, i_end + max_delay, side="right")
+    width = np.maximum(hi - lo, 0)
+    if not width.any():
+        return counts
+    inc = np.repeat(np.arange(len(tin)), width)  # (incoming, candidate) pairs
+    cand = np.arange(int(width.sum())) - np.repeat(np.cumsum(width) - width, width)
+    cand += np.repeat(lo, width)
+    ok = o_dst[cand] != i_src[inc]
+    ok &= np.abs(o_bytes[cand] - i_bytes[inc]) <= np.maximum(tol * i_bytes[inc], slack)
+    inc, cand = inc[ok], cand[ok]
+    rank = np.lexsort([cand, np.abs(o_start[cand] - i_end[inc]), inc])
+    inc, cand = inc[rank], cand[rank]
+    bounds = np.searchsorted(inc, np.arange(len(tin) + 1))
+    cands, bounds_l = cand.tolist(), bounds.tolist()
+    srcs, starts, ends, sizes = (
+        i_src.tolist(),
+        i_start.tolist(),
+        i_end.tolist(),
+        i_bytes.tolist(),
+    )
+    o_dst_l, o_start_l, o_bytes_l = o_dst.tolist(), o_start.tolist(), o_bytes.tolist()
+    used = [False] * len(o_start_l)
+    for i in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+        best = next((c for c in cands[bounds_l[i] : bounds_l[i + 1]] if not used[c]), None)
+        if best is None:
             continue
-        cand = np.arange(lo, hi)
-        ok = (~used[cand]) & (o_dst[cand] != src)
-        ok &= np.abs(o_bytes[cand] - nbytes) <= max(tol * nbytes, slack)
-        cand = cand[ok]
-        if not len(cand):
-            continue
-        best = cand[np.argmin(np.abs(o_start[cand] - end))]
         used[best] = True
-        key = (src, int(o_dst[best]))
+        src, start, end, nbytes = srcs[i], starts[i], ends[i], sizes[i]
+        key = (src, o_dst_l[best])
         counts[key] += 1
         if extent is not None:
             e = extent.setdefault(key, [0.0, start, end, []])
-            e[0] += float(o_bytes[best])
-            e[1], e[2] = min(e[1], start), max(e[2], float(o_start[best]))
-            e[3] += [(start, nbytes), (float(o_start[best]), float(o_bytes[best]))]
+            e[0] += o_bytes_l[best]
+            e[1], e[2] = min(e[1], start), max(e[2], o_start_l[best])
+            e[3] += [(start, nbytes), (o_start_l[best], o_bytes_l[best])]
     return counts
 
 
@@ -315,9 +331,7 @@ def _xcorr_triples(
         bin_s = float(np.clip((float(data["ts"].max()) - t0) / 300.0, 0.001, 0.1))
     nb = int((float(data["ts"].max()) - t0) / bin_s) + 1
     idx = ((data["ts"] - t0) / bin_s).astype(np.int64)
-    pair = data["src"].astype(np.uint64) << np.uint64(32) | data["dst"].astype(np.uint64)
-    uniq, inv = np.unique(pair, return_inverse=True)
-    inv = inv.ravel()
+    uniq, inv = host_pairs(data)
     totals = np.bincount(inv, weights=data["plen"].astype(float))
     keep = np.flatnonzero(totals >= min_bytes)
     slot = np.full(len(uniq), -1, dtype=np.int64)

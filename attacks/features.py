@@ -94,6 +94,10 @@ def make_windows(
     return Windows(t0=t0, window_s=window_s, count=count, index=np.clip(idx, 0, count - 1))
 
 
+# a (window, key) space up to this size is counted with a dense bincount instead of a sort
+_DENSE_MAX = 1 << 22
+
+
 def _is_sorted(values: np.ndarray) -> bool:
     return bool(len(values) < 2 or (values[1:] >= values[:-1]).all())
 
@@ -131,14 +135,32 @@ def host_index(packets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return hosts, np.searchsorted(hosts, packets["src"]), np.searchsorted(hosts, packets["dst"])
 
 
+def host_pairs(packets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(src << 32 | dst, return_inverse=True)``: the (source, destination) pairs as
+    ``src << 32 | dst`` in increasing order and each packet's pair; counted densely over the
+    hosts when that space is small."""
+    if not len(packets):
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    hosts, si, di = host_index(packets)
+    nh = len(hosts)
+    if nh * nh > max(_DENSE_MAX, 4 * len(packets)):
+        key = packets["src"].astype(np.uint64) << np.uint64(32) | packets["dst"].astype(np.uint64)
+        uniq, inv = np.unique(key, return_inverse=True)
+        return uniq, inv.ravel()
+    combo = si * nh + di
+    present = np.flatnonzero(np.bincount(combo, minlength=nh * nh))
+    slot = np.zeros(nh * nh, dtype=np.int64)
+    slot[present] = np.arange(len(present))
+    h = hosts.astype(np.uint64)
+    return h[present // nh] << np.uint64(32) | h[present % nh], slot[combo]
+
+
 def _group_max(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(n)
     np.maximum.at(out, groups, values)
     return out
 
 
-# a (window, key) space up to this size is counted with a dense bincount instead of a sort
-_DENSE_MAX = 1 << 22
 
 
 def _distinct(combo: np.ndarray, size: int) -> np.ndarray:

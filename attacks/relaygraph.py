@@ -17,6 +17,7 @@ import numpy as np
 
 from attacks.capture import int_to_ip
 from attacks.evidence import RelayEvidence
+from attacks.features import host_pairs
 
 
 @dataclass
@@ -55,10 +56,11 @@ def _pair_bytes(data: np.ndarray) -> dict[tuple[str, str], float]:
     """Payload bytes per (source IP, destination IP), pairs in the order they first appear."""
     if not len(data):
         return {}
-    key = data["src"].astype(np.uint64) << np.uint64(32) | data["dst"].astype(np.uint64)
-    uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    uniq, inv = host_pairs(data)
+    first = np.full(len(uniq), len(data))
+    np.minimum.at(first, inv, np.arange(len(data)))
     # whole numbers below 2**53: the float sums are exact, as the integer sums were
-    sums = np.bincount(inv.ravel(), weights=data["plen"].astype(float))
+    sums = np.bincount(inv, weights=data["plen"].astype(float), minlength=len(uniq))
     pair: dict[tuple[str, str], float] = {}
     for k in np.argsort(first, kind="stable").tolist():
         u = int(uniq[k])
