@@ -161,8 +161,6 @@ def _group_max(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-
-
 def _distinct(combo: np.ndarray, size: int) -> np.ndarray:
     """``np.unique(combo)`` for non-negative integers below ``size`` (dense when small)."""
     if size <= max(_DENSE_MAX, 4 * len(combo)):
