@@ -59,14 +59,13 @@ def _pairs(
     if len(packets) < 2:
         return votes
     order, same = _refine(packets, *(grouped or group_order(packets, _KEY)), fixed)
-    same = same.copy()  # the grouping may be shared with the other call
-    ts, var = packets["ts"][order], packets[varying][order]
-    same &= (ts[1:] - ts[:-1]) < tolerance_s
-    same &= var[1:] != var[:-1]
+    var = packets[varying][order]
+    idx = np.flatnonzero(same & (var[1:] != var[:-1]))  # few: rewritten copies only
+    ts, nxt = packets["ts"][order[idx]], packets["ts"][order[idx + 1]]
+    ok = (nxt - ts) < tolerance_s
     if distinct_vp:
-        vp = packets["vp"][order]
-        same &= vp[1:] != vp[:-1]
-    idx = np.flatnonzero(same)
+        ok &= packets["vp"][order[idx]] != packets["vp"][order[idx + 1]]
+    idx = idx[ok]
     if not len(idx):
         return votes
     rows = order[idx]

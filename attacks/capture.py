@@ -343,14 +343,15 @@ def merge_captures(captures: Sequence[Capture], dedupe: bool = True) -> Capture:
     ``dedupe``, a packet seen on several switches counts once (see ``dedupe_packets``); virtual
     addresses are not resolved here (``attacks.aliases`` does that).
     """
-    parts, vantages, arp = [], [], set()
+    parts, offsets, vantages, arp = [], [], [], set()
     for cap in captures:
-        pk = cap.packets.copy()
-        pk["vp"] = pk["vp"] + len(vantages)
-        parts.append(pk)
+        parts.append(cap.packets)
+        offsets.append(np.full(len(cap.packets), len(vantages), dtype=np.uint16))
         vantages.extend(cap.vantages)
         arp |= cap.arp_hosts
     packets = np.concatenate(parts) if parts else np.zeros(0, dtype=PACKET_DTYPE)
+    if parts:  # renumber the vantage points in the one new table (the inputs stay as they are)
+        packets["vp"] += np.concatenate(offsets)
     packets = packets[np.argsort(packets["ts"], kind="stable")]
     if dedupe:
         packets = dedupe_packets(packets)

@@ -10,10 +10,11 @@ the whole pipeline can run either way and the outputs be compared. Nothing else 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 
-from attacks.capture import TCP_ACK, TCP_SYN, int_to_ip, packet_key
+from attacks.capture import PACKET_DTYPE, TCP_ACK, TCP_SYN, Capture, int_to_ip, packet_key
 from attacks.evidence import (
     TRANSFER_DTYPE,
     RelayEvidence,
@@ -547,6 +548,27 @@ def dedupe_packets(packets: np.ndarray, tolerance_s: float = 0.05) -> np.ndarray
     return packets[keep]
 
 
+def merge_captures(captures: Sequence[Capture], dedupe: bool = True) -> Capture:
+    """Join the captures of several vantage points (the global passive adversary's view).
+
+    Rows keep their vantage index (``vp`` is renumbered into the merged ``vantages`` list). With
+    ``dedupe``, a packet seen on several switches counts once (see ``dedupe_packets``); virtual
+    addresses are not resolved here (``attacks.aliases`` does that).
+    """
+    parts, vantages, arp = [], [], set()
+    for cap in captures:
+        pk = cap.packets.copy()
+        pk["vp"] = pk["vp"] + len(vantages)
+        parts.append(pk)
+        vantages.extend(cap.vantages)
+        arp |= cap.arp_hosts
+    packets = np.concatenate(parts) if parts else np.zeros(0, dtype=PACKET_DTYPE)
+    packets = packets[np.argsort(packets["ts"], kind="stable")]
+    if dedupe:
+        packets = dedupe_packets(packets)
+    return Capture(packets=packets, vantages=vantages, arp_hosts=arp)
+
+
 def slow_path(monkeypatch) -> None:
     """Run the attackers on the reference implementations above (pytest's ``monkeypatch``)."""
     import attacks.aliases
@@ -577,5 +599,7 @@ def slow_path(monkeypatch) -> None:
         (attacks.view, "resolve_aliases", resolve_aliases),
         (attacks.capture, "dedupe_packets", dedupe_packets),
         (attacks.view, "dedupe_packets", dedupe_packets),
+        (attacks.capture, "merge_captures", merge_captures),
+        (attacks.view, "merge_captures", merge_captures),
     ]:
         monkeypatch.setattr(module, name, fn)

@@ -186,3 +186,18 @@ def test_global_run_metrics_match(monkeypatch):
     assert fast_views[0].aliases  # the virtual address was resolved on both paths
     assert fast_results == slow_results
     assert fast_metrics == slow_metrics
+
+
+def test_bench_attack_prints_its_figures(capsys):
+    """``stealth-mtd bench attack`` on a small synthetic capture and a run folder's largest pcap
+    (the figures themselves are not asserted)."""
+    from experiments.bench_attack import main
+    from tests.unit.attacks_synth import synthetic_run
+
+    run = synthetic_run(n_direct=1, n_background=1)
+    assert main(["--packets", "40000", "--repeats", "1", "--run", str(run), "--json"]) == 0
+    figs = json.loads(capsys.readouterr().out)
+    assert [f["capture"] for f in figs][0] == "synthetic global"
+    assert figs[1]["capture"].endswith(".pcap") and figs[1]["read_seconds"] > 0
+    for f in figs:
+        assert f["packets"] > 20_000 and f["attack_pps"] > 0 and f["groupby_pair_pps"] > 0
