@@ -25,20 +25,21 @@ _KEY = ["sport", "dport", "proto", "ipid", "seq", "plen"]
 
 
 def _refine(
-    packets: np.ndarray, order: np.ndarray, same: np.ndarray, fixed: str
-) -> tuple[np.ndarray, np.ndarray]:
+    packets: np.ndarray, order: np.ndarray, same: np.ndarray, fixed: str, f: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """``group_order`` by ``_KEY`` refined to groups by (``fixed``, ``_KEY``): only the few key
-    groups in which ``fixed`` varies are re-sorted (by ``fixed``, stably, so by time within)."""
-    f = packets[fixed][order]
+    groups in which ``fixed`` varies are re-sorted (by ``fixed``, stably, so by time within).
+    ``f`` is ``packets[fixed][order]`` if the caller has it; the flag says whether rows moved."""
+    f = packets[fixed][order] if f is None else f
     split = same & (f[1:] != f[:-1])
     if not split.any():
-        return order, same
+        return order, same, False
     gid = np.concatenate([[0], np.cumsum(~same)])
     pos = np.flatnonzero(np.isin(gid, gid[1:][split]))  # the rows of the mixed groups
     order = order.copy()
     order[pos] = order[pos[np.lexsort([f[pos], gid[pos]])]]
     f = packets[fixed][order]
-    return order, same & (f[1:] == f[:-1])
+    return order, same & (f[1:] == f[:-1]), True
 
 
 def _pairs(
@@ -48,18 +49,23 @@ def _pairs(
     tolerance_s: float,
     distinct_vp: bool,
     grouped: tuple[np.ndarray, np.ndarray] | None = None,
+    columns: dict[str, np.ndarray] | None = None,
 ) -> Counter:
     """Count (earlier value, later value) of ``varying`` for copies of one packet.
 
-    Copies are rows adjacent in (``fixed``, ``_KEY``, time) order; ``grouped`` is
-    ``group_order(packets, _KEY)`` when the caller has it. The counter's keys come in the order
-    in which that lexicographic sort first meets them.
+    Copies are rows adjacent in (``fixed``, ``_KEY``, time) order. ``grouped`` is
+    ``group_order(packets, _KEY)`` and ``columns`` maps field names to their columns in that
+    order, when the caller has them. The counter's keys come in the order in which that
+    lexicographic sort first meets them.
     """
     votes: Counter = Counter()
     if len(packets) < 2:
         return votes
-    order, same = _refine(packets, *(grouped or group_order(packets, _KEY)), fixed)
-    var = packets[varying][order]
+    cols = columns or {}
+    order, same, moved = _refine(
+        packets, *(grouped or group_order(packets, _KEY)), fixed, cols.get(fixed)
+    )
+    var = cols[varying] if varying in cols and not moved else packets[varying][order]
     idx = np.flatnonzero(same & (var[1:] != var[:-1]))  # few: rewritten copies only
     ts, nxt = packets["ts"][order[idx]], packets["ts"][order[idx + 1]]
     ok = (nxt - ts) < tolerance_s
@@ -95,13 +101,16 @@ def resolve_aliases(
     that was captured on several ports at once.
     """
     votes: Counter = Counter()
-    grouped = group_order(packets, _KEY) if len(packets) >= 2 else None  # one sort for both
+    grouped, cols = None, None
+    if len(packets) >= 2:  # one sort and one gather of the addresses serve both directions
+        grouped = group_order(packets, _KEY)
+        cols = {f: packets[f][grouped[0]] for f in ("src", "dst")}
     for (early, late), n in _pairs(
-        packets, "src", "dst", tolerance_s, distinct_vp, grouped
+        packets, "src", "dst", tolerance_s, distinct_vp, grouped, cols
     ).items():
         votes[(early, late)] += n
     for (early, late), n in _pairs(
-        packets, "dst", "src", tolerance_s, distinct_vp, grouped
+        packets, "dst", "src", tolerance_s, distinct_vp, grouped, cols
     ).items():
         votes[(late, early)] += n
     best: dict[int, tuple[int, int]] = {}

@@ -68,29 +68,34 @@ class RelayEvidence:
         return d
 
 
-def _data_by_flow(packets: np.ndarray) -> np.ndarray:
-    """The data-carrying packets ordered by flow, then time (what ``transfers`` cuts up)."""
-    data = packets[packets["plen"] > 0]
-    if not len(data):
-        return data
-    _, _, order = flow_order(data)
-    return data[order]
+_FLOW_FIELDS = ("src", "dst", "sport", "dport", "proto", "ts", "plen")
 
 
-def _transfers_of(data: np.ndarray, min_bytes: int, burst_gap_s: float | None) -> np.ndarray:
-    """``transfers`` of packets already ordered by ``_data_by_flow``."""
-    if not len(data):
+def _data_by_flow(packets: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns ``transfers`` needs of the data-carrying packets, ordered by flow, then time."""
+    rows = np.flatnonzero(packets["plen"] > 0)
+    cols = {f: packets[f][rows] for f in _FLOW_FIELDS}
+    if len(rows):
+        _, _, order = flow_order(cols)
+        cols = {f: c[order] for f, c in cols.items()}
+    return cols
+
+
+def _transfers_of(data: dict[str, np.ndarray], min_bytes: int, gap: float | None) -> np.ndarray:
+    """``transfers`` of the columns ``_data_by_flow`` gives."""
+    n_rows = len(data["ts"])
+    if not n_rows:
         return np.zeros(0, dtype=TRANSFER_DTYPE)
-    new = np.ones(len(data), dtype=bool)
+    new = np.ones(n_rows, dtype=bool)
     for f in ("src", "dst", "sport", "dport", "proto"):
         new[1:] &= data[f][1:] == data[f][:-1]
     new[1:] = ~new[1:]
-    if burst_gap_s is not None:
-        new[1:] |= np.diff(data["ts"]) > burst_gap_s
+    if gap is not None:
+        new[1:] |= np.diff(data["ts"]) > gap
     bid = np.cumsum(new) - 1
     n = int(bid[-1]) + 1
     first = np.nonzero(new)[0]
-    last = np.concatenate([first[1:] - 1, [len(data) - 1]])
+    last = np.concatenate([first[1:] - 1, [n_rows - 1]])
     out = np.zeros(n, dtype=TRANSFER_DTYPE)
     for f in ("src", "dst", "sport", "dport"):
         out[f] = data[f][first]

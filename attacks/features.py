@@ -13,6 +13,7 @@ Callers: ``attacks.detection`` (detectors), ``attacks.identify`` (host matrices)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,9 +103,12 @@ def _is_sorted(values: np.ndarray) -> bool:
     return bool(len(values) < 2 or (values[1:] >= values[:-1]).all())
 
 
-def flow_order(packets: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
-    """``flow_ids`` plus the packets' order by flow, then time (``np.lexsort([ts, ids])``)."""
-    if not len(packets):
+def flow_order(
+    packets: np.ndarray | Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """``flow_ids`` plus the packets' order by flow, then time (``np.lexsort([ts, ids])``).
+    ``packets`` is a packet table or a mapping of some of its columns (5-tuple and ``ts``)."""
+    if not len(packets["ts"]):
         return np.zeros(0, dtype=np.int64), 0, np.zeros(0, dtype=np.int64)
     hi = packets["src"].astype(np.uint64) << np.uint64(32) | packets["dst"].astype(np.uint64)
     lo = (
