@@ -28,7 +28,8 @@ aside: they tell which addresses belong to real hosts):
 Callers: the experiments' analysis and ``attacks.cli`` (``read_pcap``/``read_pcaps``), the live
 demo (``packet_record`` via ``attacks.live``), and the tests. A little over 400 lines: the reader's
 two paths stay in one module so that a field added to the table is added to both (the tests
-compare their rows).
+compare their rows); ``group_order`` (copies of a packet grouped by one hash sort, what
+de-duplication and ``attacks.aliases`` need) belongs with the table's key.
 """
 
 from __future__ import annotations

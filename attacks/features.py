@@ -8,7 +8,12 @@ net inflow, fan-in and fan-out) and timing (inter-packet gaps). Byte-like featur
 ``robust_z`` then expresses each feature against the same capture's own typical window (median and
 MAD), so that a model trained on one run transfers to another run with a different background load.
 
-Callers: ``attacks.detection`` (detectors), ``attacks.identify`` (host matrices), the tests.
+All of it is numpy over the whole table (bincounts, one sort by flow, dense counts where the
+(window, key) space is small); ``host_pairs`` and ``flow_order`` serve ``attacks.evidence`` and
+``attacks.relaygraph`` too.
+
+Callers: ``attacks.detection`` (detectors), ``attacks.identify`` (host matrices),
+``attacks.evidence``, ``attacks.relaygraph``, the tests.
 """
 
 from __future__ import annotations
