@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import attacks.capture
+import attacks.view
 from attacks import aliases, capture, evidence, features
 from attacks.capture import PACKET_DTYPE, Capture, read_pcap
 from attacks.passive import analyze, detect
@@ -151,12 +152,14 @@ def test_loopback_capture_matches(monkeypatch):
     fast_view, fast = run()
     with monkeypatch.context() as m:
         slow.slow_path(m)
+        assert attacks.view.trace_relays is slow.trace_relays  # the slow path is the one run
         slow_view, ref = run()
     _view_equal(fast_view, slow_view)
     assert fast_view.evidence and fast["relay_graph"]["edges"]
     assert fast == ref
 
 
+@pytest.mark.slow
 def test_global_run_metrics_match(monkeypatch):
     """A synthetic run of global captures (two vantage points each, one trial with a virtual
     address): every view, every result and the final metrics, fast vs slow."""
