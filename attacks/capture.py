@@ -394,8 +394,11 @@ def _packed(packets: np.ndarray, fields: Sequence[str]) -> list[np.ndarray]:
         if word is not None and used + bits > 64:
             words.append(word)
             word, used = None, 0
-        v = col.astype(np.uint64)
-        word = v if word is None else (word << np.uint64(bits)) | v
+        if word is None:
+            word = col.astype(np.uint64)
+        else:
+            word <<= np.uint64(bits)
+            word |= col
         used += bits
     if word is not None:
         words.append(word)
