@@ -43,7 +43,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 tmp=$(mktemp -d /tmp/smtd-slurm.XXXXXX)
-chmod 700 "$tmp"
+chmod 755 "$tmp"  # munged wants its socket reachable by all (execute) and unwritable by others
 mkdir -p "$tmp"/{munge,state,spool,run,log,etc}
 export SLURM_CONF=$tmp/etc/slurm.conf
 sock=$tmp/munge/munge.socket
