@@ -6,7 +6,9 @@ captures: ``experiments.trial.Trial``), ``warmup_s`` (normal traffic only; monit
 ``migration_s`` (the controller told, until the migration ended), ``cooldown_s``,
 ``teardown_s`` (captures and testbed stopped, VM images removed) and ``analysis_s``: the run's
 analysis (attackers, plots, report) shared equally by its trials, so a row's ``total_s`` is the
-trial's share of the run. Callers: ``experiments.runner``, ``experiments.merge``.
+trial's share of the run. ``lock_wait_s``, the wait for the machine's testbed lock while another
+network ran, is kept apart: not the trial's own cost, not in ``total_s``. Callers:
+``experiments.runner``, ``experiments.merge``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from rich.table import Table
 
 PHASES = ("bringup_s", "warmup_s", "migration_s", "cooldown_s", "teardown_s", "analysis_s")
-COLUMNS = ("point", "trial", "mode", "trial_in_mode", *PHASES, "total_s")
+COLUMNS = ("point", "trial", "mode", "trial_in_mode", *PHASES, "total_s", "lock_wait_s")
 FILE = "timings.csv"
 
 
@@ -31,6 +33,7 @@ def row(point: str, trial: int, mode: str, trial_in_mode: int,
                          "trial_in_mode": trial_in_mode}
     r.update({p: round(float(phases.get(p, 0.0)), 3) for p in PHASES})
     r["total_s"] = round(sum(r[p] for p in PHASES), 3)
+    r["lock_wait_s"] = round(float(phases.get("lock_wait_s", 0.0)), 3)
     return r
 
 
@@ -55,8 +58,9 @@ def read_csv(folder: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     with path.open(newline="") as f:
+        numbers = (*PHASES, "total_s", "lock_wait_s")
         return [{**r, "trial": int(r["trial"]), "trial_in_mode": int(r["trial_in_mode"]),
-                 **{k: float(r[k]) for k in (*PHASES, "total_s")}} for r in csv.DictReader(f)]
+                 **{k: float(r[k]) for k in numbers}} for r in csv.DictReader(f)]
 
 
 def trials_per_hour(n: int, seconds: float) -> float:
@@ -64,17 +68,19 @@ def trials_per_hour(n: int, seconds: float) -> float:
 
 
 def table(rows: list[dict[str, Any]], title: str = "where a trial's time went (s)") -> Table:
-    """Each trial's phases, then their means and each phase's share of the total."""
+    """Each trial's phases, then their means and each phase's share of the total (the lock
+    wait shown apart)."""
     t = Table(title=title)
-    for c in ("point", "mode", "trial", *(p.removesuffix("_s") for p in PHASES), "total"):
+    shown = (*PHASES, "total_s", "lock_wait_s")
+    for c in ("point", "mode", "trial", *(p.removesuffix("_s").replace("_", " ") for p in shown)):
         t.add_column(c, justify="left" if c in ("point", "mode") else "right")
     for r in rows:
         t.add_row(r["point"] or "–", r["mode"], str(r["trial_in_mode"]),
-                  *(f"{r[p]:.1f}" for p in (*PHASES, "total_s")))
+                  *(f"{r[p]:.1f}" for p in shown))
     if rows:
-        means = {p: statistics.fmean(r[p] for r in rows) for p in (*PHASES, "total_s")}
-        t.add_row("mean", "", "", *(f"{means[p]:.1f}" for p in (*PHASES, "total_s")),
-                  style="bold")
+        means = {p: statistics.fmean(r[p] for r in rows) for p in shown}
+        t.add_row("mean", "", "", *(f"{means[p]:.1f}" for p in shown), style="bold")
         total = means["total_s"] or 1.0
-        t.add_row("share", "", "", *(f"{100 * means[p] / total:.0f}%" for p in PHASES), "100%")
+        t.add_row("share", "", "", *(f"{100 * means[p] / total:.0f}%" for p in PHASES), "100%",
+                  "")
     return t

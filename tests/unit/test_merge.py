@@ -96,6 +96,20 @@ def test_shards_merge_into_the_single_machine_run(scenario, tmp_path):
     assert m["of"] == 3 and sorted(m["shards"]) == ["0/3", "1/3", "2/3"] and m["trials"] == 4
 
 
+def test_the_runner_says_where_each_trials_time_went(scenario, tmp_path, capsys):
+    assert scenario(tmp_path / "run", trials=1) == 0
+    rows = timings.read_csv(tmp_path / "run")
+    assert [(r["mode"], r["migration_s"]) for r in rows] == [("direct", 2.0), ("stealth", 3.0)]
+    for r in rows:  # the fake trial's phases, its share of the analysis, their sum
+        assert (r["bringup_s"], r["warmup_s"], r["cooldown_s"], r["teardown_s"]) == (3, 8, 4, 1)
+        assert r["analysis_s"] > 0 and r["lock_wait_s"] == 0
+        assert r["total_s"] == pytest.approx(16 + r["migration_s"] + r["analysis_s"], abs=0.01)
+    t = json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert t["trials"] == 2 and t["trials_per_hour"] == pytest.approx(7200 / t["wall_s"], 0.01)
+    printed = capsys.readouterr().out
+    assert "where a trial's time went" in printed and "trials per hour" in printed
+
+
 @pytest.mark.slow  # two analyses of synthetic runs
 def test_a_sweep_merges_point_by_point_also_with_empty_shards(scenario, tmp_path):
     assert scenario(tmp_path / "single", extra=SWEEP, trials=1) == 0
