@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from attacks import passive
+from attacks import designaware, passive
 from attacks.capture import Capture
 from attacks.detection import ks_tests, label_windows
 from attacks.scoring import (
@@ -46,6 +46,7 @@ Attacker = Callable[[list[AttackerView], AttackContext], list[AttackResult]]
 # the attackers every vantage point runs: name → attack(views, ctx)
 ATTACKERS: dict[str, Attacker] = {
     "passive": passive.attack,
+    "design-aware": designaware.attack,
 }
 BUILT_IN = "passive"  # its results keep the vantage point's name
 

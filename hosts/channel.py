@@ -1,13 +1,25 @@
-"""An encrypted hop: one TCP connection, X25519 + HKDF → AES-256-GCM in each direction.
+"""An encrypted hop: one TCP connection, a Noise IK handshake, Noise transport messages after it.
 
-Every hop of a migration runs over a ``Channel``. Both ends know each other's static X25519
-public key (the controller vouches for them: they came from the register messages). The
-connecting side sends an ephemeral public key and its static public key (padded to a random
-length) in the first record; both sides derive two AES-256-GCM keys with HKDF-SHA256 from
-DH(ephemeral, receiver) ‖ DH(sender, receiver), bound to the migration id. Records are
-``u32 length ‖ AES-GCM(counter nonce, frame)``: an eavesdropper sees only lengths and times, a
-replayed, reordered, dropped or altered record fails its tag, only the receiver can read the hop
-and only the expected sender can write to it.
+Every hop of a migration runs over a ``Channel``. The connecting side (initiator) knows the
+receiver's static X25519 public key (the controller vouches for it); the receiver knows which
+static keys it expects (``allowed``). The handshake is ``Noise_IK_25519_AESGCM_SHA256`` from the
+``noiseprotocol`` package, with the migration id in the prologue:
+
+- message 1, initiator → responder: ephemeral, the initiator's static key *encrypted*, a padding
+  payload of random length. The responder checks the decrypted static key against ``allowed``.
+- message 2, responder → initiator: a fresh responder ephemeral and padding. From here both sides
+  hold transport keys that depend on both ephemerals.
+- the initiator's first transport record (padding only): the responder returns a channel only
+  once it authenticates. A recorded hop replayed to a responder gets a fresh message 2 (new keys,
+  so no key+nonce pair repeats) and its recorded records then fail authentication.
+
+Every message is ``u32 length ‖ body``. A handshake message and the first record are read with
+the handshake deadline and capped at 64 KiB (checked from the length prefix, before anything is
+allocated); later records at ``MAX_RECORD``. A record carries one frame as consecutive Noise
+transport messages of at most 65535 bytes: every message but the last is exactly 65535 bytes, so
+the record length tells the receiver the boundaries, and each message is authenticated with the
+record's length prefix and its index as associated data (nonces come from the Noise
+CipherStates), so a reordered, truncated, replayed or altered record fails.
 
 Used by the role code (``hosts.roles``) on every hop.
 """
@@ -18,15 +30,24 @@ import os
 import socket
 import struct
 import threading
+import time
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from noise.connection import Keypair, NoiseConnection
 
+PROTOCOL = b"Noise_IK_25519_AESGCM_SHA256"
+MAX_MESSAGE = 65535  # a Noise message, handshake or transport
+TAG = 16  # AES-GCM tag of each Noise transport message
+SEGMENT = MAX_MESSAGE - TAG  # frame bytes per transport message
+MAX_HANDSHAKE = MAX_MESSAGE  # cap of every message read before the peer is authenticated
 MAX_RECORD = 17 << 20
+_MIN_MSG1 = 32 + 48 + TAG  # e, encrypted s, payload tag
+_MIN_MSG2 = 32 + TAG  # e, payload tag
 _LEN = struct.Struct(">I")
+_AD = struct.Struct(">4sI")  # record length prefix, message index
+_SEEN_LOCK = threading.Lock()
 
 
 class ChannelError(ConnectionError):
@@ -34,8 +55,7 @@ class ChannelError(ConnectionError):
 
 
 def public_hex(priv: X25519PrivateKey) -> str:
-    raw = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return raw.hex()
+    return _raw(priv.public_key()).hex()
 
 
 def load_public(hexkey: str) -> X25519PublicKey:
@@ -49,22 +69,81 @@ def _raw(pub: X25519PublicKey) -> bytes:
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _derive(shared: bytes, eph: bytes, static: bytes, migration: str) -> tuple[bytes, bytes]:
-    okm = HKDF(
-        algorithm=hashes.SHA256(),
-        length=64,
-        salt=eph + static,
-        info=b"stealth-mtd hop v1|" + migration.encode(),
-    ).derive(shared)
-    return okm[:32], okm[32:]
+def record_size(frame_len: int) -> int:
+    """Bytes after the length prefix of the record that carries a frame of ``frame_len`` bytes."""
+    return frame_len + TAG * max(1, -(-frame_len // SEGMENT))
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    """Read exactly n bytes or raise ChannelError on EOF."""
+def frame_size(record_len: int) -> int:
+    """The largest frame whose record is at most ``record_len`` bytes (exactly, except for the
+    unreachable lengths k*65535 + 1..16): lets a sender draw record sizes, not frame sizes."""
+    k = max(1, -(-record_len // MAX_MESSAGE))
+    return max(0, record_len - TAG * k)
+
+
+def _segments(n: int) -> list[int]:
+    """Lengths of the Noise messages in a record of ``n`` bytes (all full but the last)."""
+    full, last = divmod(n, MAX_MESSAGE)
+    if last == 0 and full:
+        full, last = full - 1, MAX_MESSAGE
+    if last < TAG:
+        raise ValueError(f"a record of {n} bytes cannot be split into Noise messages")
+    return [MAX_MESSAGE] * full + [last]
+
+
+def _padding(n: int | None = None) -> bytes:
+    """Random padding; random length (0..1020 bytes) unless ``n`` is given."""
+    if n is None:
+        n = os.urandom(1)[0] * 4
+    return os.urandom(n)
+
+
+def noise_state(
+    static: X25519PrivateKey, initiator: bool, migration: str, remote: bytes | None = None
+) -> NoiseConnection:
+    """A Noise IK state of this project (not started): our static key, the prologue bound to the
+    migration id, and for the initiator the responder's static public key."""
+    conn = NoiseConnection.from_name(PROTOCOL)
+    conn.set_prologue(b"stealth-mtd hop v2|" + migration.encode())
+    raw = static.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+    conn.set_keypair_from_private_bytes(Keypair.STATIC, raw)
+    if initiator:
+        if remote is None:
+            raise ValueError("the initiator needs the responder's static public key")
+        conn.set_as_initiator()
+        conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, remote)
+    else:
+        conn.set_as_responder()
+    return conn
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _settimeout(sock: socket.socket, deadline: float | None) -> None:
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("handshake deadline passed")
+        sock.settimeout(left)
+
+
+def recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """Read exactly n bytes or raise ChannelError on EOF.
+
+    With ``deadline`` (``time.monotonic()``) the whole read must end by then (``TimeoutError``),
+    however the bytes trickle in; without, the socket's own timeout applies to each read.
+    """
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
+        _settimeout(sock, deadline)
         r = sock.recv_into(view[got:], n - got)
         if r == 0:
             raise ChannelError(f"peer closed after {got} of {n} bytes")
@@ -72,21 +151,33 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+def _read_message(sock: socket.socket, lo: int, hi: int, deadline: float | None) -> bytes:
+    """One length-prefixed message of lo..hi bytes, the length checked before reading on."""
+    (n,) = _LEN.unpack(recv_exact(sock, 4, deadline))
+    if n < lo or n > hi:
+        raise ChannelError(f"message of {n} bytes (expected {lo}..{hi})")
+    return recv_exact(sock, n, deadline)
+
+
+def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
+    _settimeout(sock, deadline)
+    sock.sendall(data)
+
+
 class Channel:
     """One encrypted, framed, bidirectional hop. Thread-safe: one sender lock, one reader."""
 
-    def __init__(self, sock: socket.socket, send_key: bytes, recv_key: bytes, peer: str) -> None:
+    def __init__(self, sock: socket.socket, noise: NoiseConnection, peer: str, peer_key: str):
         self.sock = sock
         self.peer = peer
-        self._send = AESGCM(send_key)
-        self._recv = AESGCM(recv_key)
-        self._send_ctr = 0
-        self._recv_ctr = 0
+        self.peer_key = peer_key  # hex X25519 static public key of the other end, authenticated
+        self._tx = noise.noise_protocol.cipher_state_encrypt
+        self._rx = noise.noise_protocol.cipher_state_decrypt
+        self._records_in = 0
         self._lock = threading.Lock()
-        self.bytes_sent = 0  # application bytes written to TCP, records included
+        self.bytes_sent = 0  # application bytes written to TCP, handshake and records included
         self.bytes_received = 0
         self.closed = False
-        self.peer_key = ""  # hex X25519 public key of the other end
 
     # --- set-up -------------------------------------------------------------------------
     @classmethod
@@ -100,32 +191,42 @@ class Channel:
         migration: str,
         timeout: float = 10.0,
         pad: int | None = None,
+        *,
+        io_timeout: float | None = None,
     ) -> Channel:
         """Open the hop from ``src_ip`` (bound, so flow rules see the right source).
 
-        The keys mix an ephemeral and our static key with the receiver's static key, so the
-        receiver knows who sends (it checks our public key against the ones it expects).
+        Runs the whole handshake within ``timeout`` (TCP connect included): message 1 with
+        ``pad`` bytes of padding (random length if None), message 2 from the receiver (which
+        proves it holds ``peer_pub``'s key), then our first record. ``io_timeout`` then stays on
+        the socket for every later read and write (None: block).
         """
+        deadline = time.monotonic() + timeout
         sock = socket.create_connection(
             (dst_ip, dst_port), timeout=timeout, source_address=(src_ip, 0)
         )
-        sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = f"{dst_ip}:{dst_port}"
         try:
-            eph = X25519PrivateKey.generate()
-            eph_raw = _raw(eph.public_key())
-            me_raw = _raw(static.public_key())
-            npad = pad if pad is not None else int.from_bytes(os.urandom(1), "big") * 4
-            hello = eph_raw + me_raw + os.urandom(npad)
-            sock.sendall(_LEN.pack(len(hello)) + hello)
-            shared = eph.exchange(peer_pub) + static.exchange(peer_pub)
-            c2s, s2c = _derive(shared, eph_raw + me_raw, _raw(peer_pub), migration)
-        except Exception:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            hs = noise_state(static, True, migration, remote=_raw(peer_pub))
+            hs.start_handshake()
+            msg1 = bytes(hs.write_message(_padding(pad)))
+            _send_all(sock, _LEN.pack(len(msg1)) + msg1, deadline)
+            msg2 = _read_message(sock, _MIN_MSG2, MAX_HANDSHAKE, deadline)
+            try:
+                hs.read_message(msg2)
+            except (InvalidTag, ValueError) as exc:
+                raise ChannelError(f"message 2 failed authentication ({_why(exc)})") from None
+            ch = cls(sock, hs, peer, _raw(peer_pub).hex())
+            ch.bytes_sent += 4 + len(msg1)
+            ch.bytes_received += 4 + len(msg2)
+            rec = ch._seal(_padding())  # the confirmation the receiver waits for
+            _send_all(sock, rec, deadline)
+            ch.bytes_sent += len(rec)
+            sock.settimeout(io_timeout)
+        except Exception as exc:  # a broken or hostile peer: any failure is the hop's
             sock.close()
-            raise
-        ch = cls(sock, c2s, s2c, f"{dst_ip}:{dst_port}")
-        ch.peer_key = _raw(peer_pub).hex()
-        ch.bytes_sent += 4 + len(hello)
+            raise ChannelError(f"handshake with {peer}: {_why(exc)}") from None
         return ch
 
     @classmethod
@@ -136,11 +237,17 @@ class Channel:
         allowed: set[str],
         migration: str,
         timeout: float = 10.0,
+        *,
+        seen: set[str] | None = None,
+        io_timeout: float | None = None,
     ) -> Channel:
         """Finish the handshake on an accepted connection from one of ``allowed`` (hex keys).
 
-        The sender proves it holds its static key when its first record authenticates; until
-        then treat the channel as untrusted (``recv`` raises on a forged record).
+        The whole handshake must end within ``timeout``. Returns only once the sender's first
+        record (sent right after the handshake) authenticates: the sender holds its static key and
+        is live, not a recording. With ``seen``, a sender whose key is already in it is refused,
+        else its key is added (under a lock): one connection per peer within a migration.
+        ``io_timeout`` then stays on the socket for every later read and write (None: block).
         """
         try:
             host, port = sock.getpeername()[:2]
@@ -148,72 +255,91 @@ class Channel:
         except OSError as exc:
             sock.close()
             raise ChannelError(f"handshake: {exc}") from None
+        deadline = time.monotonic() + timeout
         try:
-            sock.settimeout(timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            (n,) = _LEN.unpack(recv_exact(sock, 4))
-            if n < 64 or n > 4096:
-                raise ChannelError(f"handshake from {peer}: hello of {n} bytes")
-            hello = recv_exact(sock, n)
-            sender = hello[32:64]
-            if sender.hex() not in allowed:
-                raise ChannelError(
-                    f"handshake from {peer}: sender key {sender.hex()[:16]}.. not expected"
-                )
+            msg1 = _read_message(sock, _MIN_MSG1, MAX_HANDSHAKE, deadline)
+            hs = noise_state(static, False, migration)
+            hs.start_handshake()
             try:
-                eph_pub = X25519PublicKey.from_public_bytes(hello[:32])
-                snd_pub = X25519PublicKey.from_public_bytes(sender)
-                shared = static.exchange(eph_pub) + static.exchange(snd_pub)
-            except ValueError as exc:
-                raise ChannelError(f"handshake from {peer}: {exc}") from None
-            sock.settimeout(None)
-        except (OSError, ChannelError) as exc:
+                hs.read_message(msg1)
+            except (InvalidTag, ValueError) as exc:
+                raise ChannelError(f"message 1 failed authentication ({_why(exc)})") from None
+            key = hs.noise_protocol.handshake_state.rs.public_bytes.hex()
+            if key not in allowed:
+                raise ChannelError(f"sender key {key[:16]}.. not expected")
+            if seen is not None and key in seen:
+                raise ChannelError(f"sender key {key[:16]}.. already connected")
+            msg2 = bytes(hs.write_message(_padding()))
+            _send_all(sock, _LEN.pack(len(msg2)) + msg2, deadline)
+            ch = cls(sock, hs, peer, key)
+            ch.bytes_received += 4 + len(msg1)
+            ch.bytes_sent += 4 + len(msg2)
+            ch._recv_record(MAX_HANDSHAKE, deadline)  # the sender's confirmation
+            if seen is not None:
+                with _SEEN_LOCK:
+                    if key in seen:
+                        raise ChannelError(f"sender key {key[:16]}.. already connected")
+                    seen.add(key)
+            sock.settimeout(io_timeout)
+        except Exception as exc:  # untrusted input: any failure refuses the connection
             sock.close()
-            if isinstance(exc, ChannelError):
-                raise
-            raise ChannelError(f"handshake from {peer}: {exc}") from None
-        c2s, s2c = _derive(shared, hello[:64], _raw(static.public_key()), migration)
-        ch = cls(sock, s2c, c2s, peer)
-        ch.peer_key = sender.hex()
-        ch.bytes_received += 4 + n
+            raise ChannelError(f"handshake from {peer}: {_why(exc)}") from None
         return ch
 
     # --- records ------------------------------------------------------------------------
+    def _seal(self, frame: bytes) -> bytes:
+        """The record of one frame (advances the send nonce: call under the lock or in set-up)."""
+        head = _LEN.pack(record_size(len(frame)))
+        view = memoryview(frame)
+        parts = [head]
+        for i, off in enumerate(range(0, max(1, len(frame)), SEGMENT)):
+            parts.append(self._tx.encrypt_with_ad(_AD.pack(head, i), view[off : off + SEGMENT]))
+        return b"".join(parts)
+
     def send(self, frame: bytes) -> int:
         """Encrypt and send one frame; returns bytes put on the wire."""
         with self._lock:
-            nonce = b"\0\0\0\0" + self._send_ctr.to_bytes(8, "big")
-            self._send_ctr += 1
-            ct = self._send.encrypt(nonce, frame, None)
-            rec = _LEN.pack(len(ct)) + ct
+            rec = self._seal(frame)
             try:
                 self.sock.sendall(rec)
             except OSError as exc:
-                raise ChannelError(f"send to {self.peer}: {exc}") from None
+                raise ChannelError(f"send to {self.peer}: {_why(exc)}") from None
             self.bytes_sent += len(rec)
             return len(rec)
+
+    def _recv_record(self, cap: int, deadline: float | None) -> bytes:
+        head = recv_exact(self.sock, 4, deadline)
+        (n,) = _LEN.unpack(head)
+        if n < TAG or n > cap:
+            raise ChannelError(f"record of {n} bytes from {self.peer}")
+        try:
+            sizes = _segments(n)
+        except ValueError as exc:
+            raise ChannelError(f"{exc} from {self.peer}") from None
+        body = recv_exact(self.sock, n, deadline)
+        self.bytes_received += 4 + n
+        view = memoryview(body)
+        out, off = [], 0
+        for i, size in enumerate(sizes):
+            try:
+                out.append(self._rx.decrypt_with_ad(_AD.pack(head, i), view[off : off + size]))
+            except InvalidTag:
+                raise ChannelError(
+                    f"record {self._records_in} from {self.peer} failed authentication"
+                ) from None
+            off += size
+        self._records_in += 1
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def recv(self) -> bytes:
         """Receive and decrypt one frame; raises ChannelError on EOF or a bad record."""
         try:
-            (n,) = _LEN.unpack(recv_exact(self.sock, 4))
-            if n < 16 or n > MAX_RECORD:
-                raise ChannelError(f"record of {n} bytes from {self.peer}")
-            ct = recv_exact(self.sock, n)
+            return self._recv_record(MAX_RECORD, None)
         except OSError as exc:
             if isinstance(exc, ChannelError):
                 raise
-            raise ChannelError(f"recv from {self.peer}: {exc}") from None
-        self.bytes_received += 4 + n
-        nonce = b"\0\0\0\0" + self._recv_ctr.to_bytes(8, "big")
-        try:
-            pt = self._recv.decrypt(nonce, ct, None)
-        except InvalidTag:
-            raise ChannelError(
-                f"record {self._recv_ctr} from {self.peer} failed authentication"
-            ) from None
-        self._recv_ctr += 1
-        return pt
+            raise ChannelError(f"recv from {self.peer}: {_why(exc)}") from None
 
     def close(self) -> None:
         self.closed = True

@@ -208,8 +208,92 @@ def test_chunk_records_follow_the_profile_within_the_budget(bed: LoopbackBed) ->
     assert res.migration_time_s >= 0.9 * sent / budget  # paced within the rate budget
     up = [bytes(b) for d, b in proxy.streams if d == "up"]
     assert len(up) == 1
-    lengths = record_lengths(up[0])[1:]  # after the hello
+    lengths = record_lengths(up[0])[2:]  # after handshake message 1 and the first record
     assert len(lengths) > 50
     drawn = sum(n in sizes for n in lengths)
     assert drawn >= len(lengths) - 4  # all but manifest, last chunk and trailer
     assert {n for n in lengths if n in sizes} == set(sizes)
+
+
+def _replay(addr: tuple[str, int], data: bytes) -> bytes:
+    """Send a recording on a new connection; return everything the receiver sent back.
+
+    First its handshake part (message 1 and the first record), reading the answer until the
+    receiver hangs up, then the rest if the receiver still takes it (a receiver that closes with
+    unread bytes would reset the connection and could discard its answer).
+    """
+    cut = 4 + int.from_bytes(data[:4], "big")
+    cut += 4 + int.from_bytes(data[cut : cut + 4], "big")
+    got = bytearray()
+    with socket.create_connection(addr, timeout=5) as s:
+        s.sendall(data[:cut])
+        while True:
+            try:
+                d = s.recv(65536)
+            except OSError:
+                break
+            if not d:
+                break
+            got += d
+        try:
+            s.sendall(data[cut:])
+        except OSError:
+            pass
+    return bytes(got)
+
+
+def test_recorded_hops_replayed_to_the_leader_and_an_intermediate_are_refused(
+    bed: LoopbackBed,
+) -> None:
+    """A hop recorded on the wire and replayed as a new connection while the migration runs: the
+    receiver has accepted that sender's key once in this migration already (``seen``), so it
+    refuses the replay before answering anything (no handshake message 2, no ack: no key+nonce
+    pair can repeat); the migration completes. (Without ``seen`` a replay gets a fresh message 2
+    only and its records fail authentication: ``tests/unit/test_hosts_noise_replay.py``.)"""
+    plan = bed.plan(
+        "m-replay",
+        "stealth",
+        "h1",
+        "h6",
+        ["h2", "h3", "h4"],
+        "h5",
+        k=2,
+        chunk_policy={"kind": "fixed", "size": 16384, "gap_s": 0.02},  # ~2 s
+    )
+    assert plan.leader is not None
+    targets = {"h5": plan.leader, "h2": plan.intermediates[0]}
+    proxies = {}
+    for host, ep in targets.items():
+        ep.listen_port, ep.port = free_port(ep.ip), free_port(ep.ip)
+        proxies[host] = RecordingProxy(ep.ip, ep.port, (ep.ip, ep.listen_port))
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(res=bed.migrate(plan)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # replay while the relays are busy
+        try:
+            if bed.status("h5", migration="m-replay")["stats"].get("chunks", 0) >= 5:
+                break
+        except MgmtError:
+            pass
+        time.sleep(0.02)
+    answers = {}
+    for host, ep in targets.items():
+        (_, up), _ = proxies[host].streams[:2]
+        recording = bytes(up)
+        answer = _replay((ep.ip, ep.listen_port), recording)
+        assert answer == b"", host  # not even message 2: nothing went to the replay
+        answers[host] = answer
+    assert t.is_alive()  # the replays arrived during the migration
+    t.join(60)
+    for p in proxies.values():
+        p.close()
+    res = out["res"]
+    assert res.ok, res.reason
+    assert res.role_stats["leader:h5"]["rejected"] >= 1
+    assert res.role_stats["intermediate:h2"]["rejected"] >= 1
+    assert res.role_stats["leader:h5"]["duplicates"] == 0  # nothing of the replay got in
+    for host in targets:
+        with open(os.path.join(bed.root, f"{host}.log")) as f:
+            log = f.read()
+        assert "event=reject" in log and "already connected" in log, host
