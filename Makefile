@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SMTD := $(VENV)/bin/stealth-mtd
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit demo bench clean lint container-test
+.PHONY: setup test test-unit demo bench clean lint container-test slurm-test
 
 setup:
 	@bash scripts/setup.sh
@@ -32,3 +32,6 @@ lint: setup
 
 container-test:  ## the Dockerfile built and `make test` run in it (debootstrap + buildah; slow, not in .ci/run)
 	@PYTEST_ARGS='$(PYTEST_ARGS)' bash scripts/container-test.sh
+
+slurm-test: setup  ## as root: a single-node Slurm (slurm-wlm + munge, apt-get if missing) runs slurm-smoke as a 3-task job array, merges it and checks the merge (several minutes; not in .ci/run)
+	@bash scripts/slurm-test.sh

@@ -1,4 +1,4 @@
-"""The ``stealth-mtd`` command: run, demo, monitor-eval, attack, bench, clean.
+"""The ``stealth-mtd`` command: run, merge, demo, monitor-eval, attack, bench, clean.
 
 Each subcommand is a thin shell over the module that does the work; root is checked here, once,
 with a message that says what to do (``clean`` checks it itself, ``experiments.clean.main``).
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="re-run the attackers on a run folder: attack analyze --run DIR --out F")
     sub.add_parser("run", help="run a scenario: trials x modes, attackers, results folder",
                    add_help=False)
+    sub.add_parser("merge", add_help=False,
+                   help="combine the shard folders of `run --shard I/N` into one analysed run "
+                        "folder: merge DIR... --out DIR")
     b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
     b.add_argument("what", choices=["net", "protocol", "attack"])
     args, rest = parser.parse_known_args(argv)
@@ -44,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.runner import main as run_main
 
         return run_main(rest)
+    if args.cmd == "merge":
+        from experiments.merge import main as merge_main
+
+        return merge_main(rest)
     if args.cmd == "attack":
         from attacks.cli import main as attack_main
 

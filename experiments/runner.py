@@ -9,6 +9,12 @@ anomaly that the source's monitor reports), a cool-down. Then the attackers anal
 when scoring) and the run folder gets ``ground_truth.json``, ``pcaps/``, ``logs/``,
 ``metrics.json``, ``metrics.csv``, plots and ``report.md`` (see ``experiments.report``). The demo
 runs its trials through ``run_trial`` with its own ``Hooks``.
+
+At the end the runner prints where each trial's time went (``experiments.timings``: bring-up,
+warm-up, migration, cool-down, teardown, its share of the analysis; also ``timings.csv``) and the
+trials per hour (``timings.json``). ``--shard I/N`` runs one slice of the run's trial list
+(``experiments.shard``) into a folder without analysis; ``stealth-mtd merge`` combines the
+shards and analyses them once (``experiments.merge``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from experiments import shard, timings
 from experiments.fleet import wait_migration
 from experiments.monitor_eval import (
     C2_PORT,
@@ -35,6 +42,7 @@ from experiments.monitor_eval import (
     wait_trained,
 )
 from experiments.scenario import Scenario, ScenarioError, expand, load
+from experiments.shard import Job, Shard, ShardError
 from experiments.trial import Trial, write_ground_truth
 
 console = Console()
@@ -58,21 +66,26 @@ class Hooks:
 
 
 def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
-              hooks: Hooks | None = None) -> dict[str, Any]:
-    """One migration with background traffic and captures; returns its ground-truth record."""
+              hooks: Hooks | None = None,
+              timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """One migration with background traffic and captures; returns its ground-truth record.
+    ``timings`` (if given) gets the seconds of each phase (``experiments.timings.PHASES``)."""
     logs = run_dir / "logs" / f"{mode}-{trial}"
     hooks = hooks or Hooks()
     try:
-        return _trial(sc, mode, trial, trial_id, run_dir, logs, hooks)
+        return _trial(sc, mode, trial, trial_id, run_dir, logs, hooks,
+                      {} if timings is None else timings)
     finally:
         hooks.down()
 
 
 def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, logs: Path,
-           hooks: Hooks) -> dict[str, Any]:
+           hooks: Hooks, took: dict[str, float]) -> dict[str, Any]:
     say = hooks.phase
     with Trial(sc, trial, logs, sc.attackers.vantage, run_dir / "pcaps", tag=f"-{mode}-{trial}",
                say=say) as t:
+        took["bringup_s"], took["lock_wait_s"] = t.timings["bringup_s"], t.timings["lock_wait_s"]
+        mark = time.monotonic()
         tb, seed, bg = t.tb, t.seed, sc.background
         monitor_logs = {}
         if sc.trigger != "controller":
@@ -84,6 +97,7 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
         while time.monotonic() < t_end:
             say(f"normal traffic only (warm-up, {t_end - time.monotonic():.0f} s left)")
             time.sleep(0.5)
+        took["warmup_s"], mark = time.monotonic() - mark, time.monotonic()
         tb.mgmt({"op": "defaults", "mode": mode, "n": sc.stealth.n, "k": sc.stealth.k,
                  "hide_destination": sc.stealth.hide_destination and mode == "stealth",
                  "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s})
@@ -96,16 +110,19 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
         rec = wait_migration(tb, r["migration"], timeout=sc.timeout_s + 30,
                              on_tick=lambda m: (say(f"{mode} migration {m['state']}"),
                                                 hooks.migrating(tb, m)))
+        took["migration_s"], mark = time.monotonic() - mark, time.monotonic()
         t_end = time.monotonic() + bg.cooldown_s
         while time.monotonic() < t_end:
             say(f"cool-down ({t_end - time.monotonic():.0f} s left)")
             time.sleep(0.5)
         hosts = {h["name"]: h["ip"] for h in tb.description["hosts"] if not h["attacker"]}
         attackers = {h["name"]: h["ip"] for h in tb.description["hosts"] if h["attacker"]}
+        took["cooldown_s"], mark = time.monotonic() - mark, time.monotonic()
     vps, drops = t.captures, t.capture_stats
     shutil.rmtree(logs / "work", ignore_errors=True)  # the VMs' memory images
     for sock in logs.glob("**/*.sock"):
         sock.unlink(missing_ok=True)
+    took["teardown_s"] = time.monotonic() - mark
     res = rec["result"] or {}
     roles = rec["roles"]
     # the transfer phase: the source's first to last migration packet, by its own clock
@@ -134,27 +151,49 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
     }
 
 
-def run(sc: Scenario, out: Path) -> dict[str, Any]:
-    """All trials of all modes, then the analysis; returns the metrics."""
-    from experiments import analysis, report
-
+def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
+        rows: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """All trials of all modes (of sweep point ``label``), then the analysis; returns the
+    metrics. A shard passes ``only``, its jobs of this point: it runs just those and leaves the
+    analysis to the merge (returns None). ``rows`` gets each trial's ``timings.row``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.json").write_text(json.dumps(_asdict(sc), indent=1))
     truths: list[dict[str, Any]] = []
-    jobs = [(m, t) for m in sc.modes for t in range(sc.trials)]
+    rows_here: list[dict[str, Any]] = []
+    jobs = [j for j in shard.jobs([(label, sc)]) if only is None or j in only]
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   TextColumn("{task.fields[step]}"), console=console) as prog:
         task = prog.add_task(sc.name, total=len(jobs), step="")
-        for i, (mode, trial) in enumerate(jobs):
-            prog.update(task, description=f"{sc.name}: {mode} trial {trial + 1}/{sc.trials}")
-            gt = run_trial(sc, mode, trial, i, out, hooks=_ProgressHooks(prog, task))
-            console.log(f"trial {trial + 1}: {record_trial(out, truths, gt)}")
+        for j in jobs:
+            prog.update(task, description=f"{sc.name}: {j.mode} trial {j.trial + 1}/{sc.trials}")
+            took: dict[str, float] = {}
+            gt = run_trial(sc, j.mode, j.trial, j.trial_id, out,
+                           hooks=_ProgressHooks(prog, task), timings=took)
+            console.log(f"trial {j.trial + 1}: {record_trial(out, truths, gt)}")
+            rows_here.append(timings.row(label, j.trial_id, j.mode, j.trial, took))
+            timings.write_csv(out, rows_here)
             prog.advance(task)
+    if rows is not None:
+        rows += rows_here  # the same dicts: the analysis' share lands in both
+    if only is not None:
+        return None
+    return analyse(out, sc, rows_here)
+
+
+def analyse(out: Path, sc: Scenario, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The attackers on the run folder ``out``'s captures, then its metrics, plots and report;
+    the time it took is shared by the trials' ``rows`` (rewritten to timings.csv)."""
+    from experiments import analysis, report
+
+    t0 = time.monotonic()
     with console.status("attackers analysing the captures"):
         an = analysis.analyze(out, sc)
     with console.status("writing plots and report"):
         report.write(out, sc, an)
+    if rows:
+        timings.share_analysis(rows, time.monotonic() - t0)
+        timings.write_csv(out, rows)
     return an.metrics
 
 
@@ -216,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="run folder (default results/<name>-<time>)")
     ap.add_argument("--trials", type=int, default=None, help="override the scenario's trials")
     ap.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    ap.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
+                    help="run only shard I of N (from 0) of the run's trials, round-robin over "
+                         "its (point, mode, trial) list; no analysis: `stealth-mtd merge` "
+                         "combines the shard folders and analyses them once")
     args = ap.parse_args(argv)
     if args.trials is not None and args.trials < 1:
         ap.error(f"--trials {args.trials}: must be >= 1")
@@ -234,24 +277,68 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"results/{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     from experiments.tables import comparison_table, cost_table, write_sweep
 
+    started = time.monotonic()
     variants = expand(sc)
+    part: list[Job] | None = None
+    if args.shard is not None:
+        everything = shard.jobs(variants)
+        part = shard.select(everything, args.shard)
+        shard.write_record(out, sc, args.shard)
+        console.print(f"shard {args.shard}: {len(part)} of the run's {len(everything)} trials")
     done: list[tuple[str, dict[str, Any]]] = []
+    rows: list[dict[str, Any]] = []
     try:
         for i, (label, variant) in enumerate(variants):
+            only = None if part is None else [j for j in part if j.label == label]
+            if only == []:
+                continue  # this shard has no trial of this point
             if label:
                 console.rule(f"sweep {i + 1}/{len(variants)}: {label}")
-            metrics = run(variant, out / label if label else out)
-            done.append((label, metrics))
-            console.print(comparison_table(metrics))
-            console.print(cost_table(metrics))
+            metrics = run(variant, out / label if label else out, label, only, rows)
+            if metrics is not None:
+                done.append((label, metrics))
+                console.print(comparison_table(metrics))
+                console.print(cost_table(metrics))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: network torn down; partial results in {out}")
         return 130
+    report_timings(out, rows, time.monotonic() - started)
+    if part is not None:
+        console.print(f"shard folder: [bold]{out}[/] (ground_truth.json, pcaps/, logs/, "
+                      f"{shard.RECORD}); combine the shards with `stealth-mtd merge`")
+        return 0
     if len(variants) > 1:
         write_sweep(out, done)
         console.print(f"sweep summary: [bold]{out / 'sweep.md'}[/]")
     console.print(f"run folder: [bold]{out}[/] (report.md, metrics.json, plots/, pcaps/)")
     return 0
+
+
+def report_timings(out: Path, rows: list[dict[str, Any]], wall_s: float) -> None:
+    """Print where each trial's time went and the trials per hour; write them to ``out``
+    (timings.csv with every trial, timings.json with the run's wall time). The figure without
+    the time spent waiting for another network's testbed lock is printed next to it."""
+    out.mkdir(parents=True, exist_ok=True)
+    timings.write_csv(out, rows)
+    waited = sum(r["lock_wait_s"] for r in rows)
+    per_hour = timings.trials_per_hour(len(rows), wall_s)
+    own = timings.trials_per_hour(len(rows), wall_s - waited)
+    (out / "timings.json").write_text(json.dumps(
+        {"trials": len(rows), "wall_s": round(wall_s, 3), "lock_wait_s": round(waited, 3),
+         "trials_per_hour": round(per_hour, 2),
+         "trials_per_hour_without_lock_wait": round(own, 2)}, indent=1))
+    console.print(timings.table(rows))
+    console.print(f"{len(rows)} trials in {wall_s:.0f} s (wall, with analysis): "
+                  f"[bold]{per_hour:.1f} trials per hour[/]"
+                  + (f" ({own:.1f} without the {waited:.0f} s spent waiting for the testbed "
+                     "lock)" if waited else ""))
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 if __name__ == "__main__":

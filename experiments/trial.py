@@ -16,6 +16,7 @@ the runner's and monitor-eval's run folders, through the one schema, ``attacks.t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -43,6 +44,9 @@ class Trial:
     ``pcaps`` (required when there are captures) named with ``tag``. ``say`` gets a short line
     for each bring-up step. Inside the block: ``t.tb`` (the ``Testbed``), ``t.seed``,
     ``t.captures`` (the started ``vantage.Vantage`` points); after it: ``t.capture_stats``.
+    ``t.timings`` holds the seconds (``time.monotonic``) the bring-up took (``bringup_s``), the
+    wait for the machine's testbed lock before it (``lock_wait_s``, not part of ``bringup_s``)
+    and, after the block, the teardown (``teardown_s``).
     """
 
     def __init__(self, sc: Scenario, trial: int, logs: Path, captures: Sequence[str] = (),
@@ -56,16 +60,21 @@ class Trial:
         self.tb: Any = None
         self.captures: list[vantage.Vantage] = []
         self.capture_stats: dict[str, dict[str, int]] = {}
+        self.timings: dict[str, float] = {}
         self._stack = ExitStack()
 
     def __enter__(self) -> Trial:
         from experiments.testbed import Testbed  # needs Mininet (root); imported on use
 
         sc, seed = self.sc, self.seed
+        t0 = time.monotonic()
         try:
             self.say("bringing up the network")
             self.tb = self._stack.enter_context(
                 Testbed(sc.build_topology(), run_dir=self.logs, seed=seed))
+            # the testbed's ready_s starts once it holds the lock: the rest of its start waited
+            entered, ready = time.monotonic() - t0, getattr(self.tb, "timings", {}).get("ready_s")
+            self.timings["lock_wait_s"] = max(0.0, entered - ready) if ready is not None else 0.0
             self.say("starting agents and the VM")
             start_agents(self.tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib,
                                          sc.vm.dirty_pages_per_s, seed=seed))
@@ -79,10 +88,15 @@ class Trial:
         except BaseException:
             self._stack.close()
             raise
+        self.timings["bringup_s"] = time.monotonic() - t0 - self.timings["lock_wait_s"]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+        t0 = time.monotonic()
+        try:
+            self._stack.close()
+        finally:
+            self.timings["teardown_s"] = time.monotonic() - t0
 
     def _stop_captures(self) -> None:
         self.capture_stats = {v.name: vantage.stop(v) for v in self.captures}

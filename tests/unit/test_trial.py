@@ -5,6 +5,7 @@ No root."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,30 @@ def test_an_error_in_the_body_stops_captures_and_testbed(events, tmp_path):
         with Trial(load("quick"), 0, tmp_path, ["global"], tmp_path / "pcaps"):
             raise RuntimeError("migration failed")
     assert events[-2:] == ["capture global stopped", "testbed down"]
+
+
+class SlowTestbed(FakeTestbed):
+    """Waits 0.3 s for the lock, then is ready 0.1 s later; stops in 0.2 s."""
+
+    def __enter__(self) -> SlowTestbed:
+        time.sleep(0.4)
+        self.timings = {"ready_s": 0.1}
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.2)
+        super().__exit__()
+
+
+def test_bring_up_and_teardown_are_timed_apart_from_the_lock_wait(events, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setattr(experiments.testbed, "Testbed",
+                        lambda topo, run_dir, seed: SlowTestbed(events, topo, run_dir, seed))
+    with Trial(load("quick"), 0, tmp_path / "logs") as t:
+        assert 0.28 <= t.timings["lock_wait_s"] < 0.4
+        assert 0.1 <= t.timings["bringup_s"] < 0.3
+        assert "teardown_s" not in t.timings
+    assert 0.2 <= t.timings["teardown_s"] < 0.4
 
 
 def test_captures_need_a_pcap_folder(tmp_path):
