@@ -2,6 +2,7 @@
 traffic, attackers, seed, trials). Parsed into plain dataclasses and checked completely when the
 file loads: every wrong type or value is a ``ScenarioError`` naming the key and what is allowed,
 never a failure at trial start. Used by the runner, the demo and the monitor evaluation.
+A little over 400 lines: the schema and its checks are one contract and are read together.
 
     name = "quick"
     seed = 1

@@ -5,7 +5,8 @@ written with pread/pwrite, so the memory lives in the page cache, not in the age
 plus device state (a small JSON dict), plus a workload thread that dirties pages at
 ``dirty_pages_per_s`` and a TCP service on ``(ip, port)`` that answers one JSON line
 ``{"vm": NAME, "host": HOST, "counter": N, "ticks": T}`` per connection; the counter is device
-state, so it keeps counting across a migration.
+state, so it keeps counting across a migration. (A little over 400 lines: the model, its
+pre-copy stream and the installer that reads that stream back are one format, kept together.)
 
 Migration traffic is real pre-copy (Clark et al., NSDI 2005): ``precopy_records`` yields all
 pages, then the pages dirtied during the previous round, until the dirty set is small or a
