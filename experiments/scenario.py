@@ -34,6 +34,7 @@ from hosts.chunk_policy import POLICIES as CHUNK_POLICIES
 from hosts.protocol.plan import DEFAULTS
 from hosts.traffic import MAX_CHUNK, MIN_CHUNK
 from hosts.workload import CDFS
+from topologies.ovs import DEFAULT_PORTS, PORT_KINDS
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -48,6 +49,7 @@ class TopologySpec:
     args: list[int | float | str] = field(default_factory=lambda: [4])
     attackers: list[str] = field(default_factory=list)
     bw_mbit: float | None = None
+    ports: str = DEFAULT_PORTS  # switch ports: topologies.ovs.PORT_KINDS (netdev where no AF_XDP)
 
 
 @dataclass
@@ -124,7 +126,9 @@ class Scenario:
         kw: dict[str, Any] = {"attackers": "+".join(self.topology.attackers)}
         if self.topology.bw_mbit:
             kw["bw"] = self.topology.bw_mbit
-        return cls(*self.topology.args, **kw)
+        topo = cls(*self.topology.args, **kw)
+        topo.switch_ports = self.topology.ports  # read by topologies.net.start_network
+        return topo
 
 
 
@@ -317,6 +321,8 @@ def _check_topology(sc: Scenario) -> None:
     kinds = registry()
     if t.kind not in kinds:
         raise ScenarioError(f"topology.kind {t.kind!r}: choose from {sorted(kinds)}")
+    if t.ports not in PORT_KINDS:
+        raise _bad("topology.ports", t.ports, f"one of {', '.join(map(repr, PORT_KINDS))}")
     if t.bw_mbit is not None:
         _check_range("topology.bw_mbit", t.bw_mbit, 0, low_open=True)
     cls = kinds[t.kind]
