@@ -2,7 +2,9 @@
 
 ``start_network`` builds the Mininet network with OVS switches (OpenFlow 1.3, fail mode secure,
 userspace datapath unless the kernel module exists) attached to a remote controller, turns off
-transmit checksum offload on host interfaces under the userspace datapath (TCP fails otherwise)
+transmit checksum offload on host interfaces under the userspace datapath (TCP fails otherwise:
+the userspace datapath never fills in a partial checksum; and with it TSO goes, so no segment
+larger than the MTU reaches an AF_XDP port)
 and drops link delay/loss where the kernel has no netem, with a warning. The JSON-able
 description for the controller comes from ``topologies.base.describe`` (port numbers are fixed by
 the Topo, and Mininet asks OVS for exactly those). The switch-side ports are plain netdev ports
