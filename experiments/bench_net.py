@@ -289,15 +289,12 @@ def run_ports(kinds: list[str], fabrics: list[str], reps: int, seconds: float,
     finally:
         import os
 
-        # the PMD core of afxdp ports is a machine-wide setting: leave none behind
-        subprocess.run(["ovs-vsctl", "--timeout=10", "remove", "Open_vSwitch", ".",
-                        "other_config", "pmd-cpu-mask"], capture_output=True)
         os.close(lock)
     return {"ports": rows, "migration": migrations}
 
 
 def show_ports(rows: list[dict[str, Any]]) -> None:
-    t = Table(title="bench net: iperf3 h1 -> far host by switch ports (median [min-max] of "
+    t = Table(title="bench net: iperf3 h1 -> far host by switch ports (median \\[min-max] of "
                     "repeats; machine shared with other runs)")
     for c in ("fabric", "background", "ports", "Mbit/s", "ovs-vswitchd CPU %", "reference"):
         t.add_column(c, justify="right")

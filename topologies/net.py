@@ -81,6 +81,16 @@ class PortSwitch(OVSSwitch):
         return f"{opts} {self.port_opts}"
 
 
+    @classmethod
+    def batchShutdown(cls, switches: list, run: object = None) -> list:  # noqa: N802
+        """Mininet's shutdown of all bridges, then the PMD core setting given up (it is
+        machine-wide, and netdev networks after this one need none)."""
+        done = super().batchShutdown(switches, **({"run": run} if run else {}))
+        if any(getattr(s, "port_kind", "") == "afxdp" for s in switches):
+            release_ports()
+        return done
+
+
 def switch_class(datapath: str | None = None, ports: str = "netdev") -> functools.partial:
     """OVS, OpenFlow 1.3, fail mode secure, on the userspace or kernel datapath, with switch
     ports of kind ``ports``."""
@@ -107,6 +117,12 @@ def prepare_ports(kind: str) -> None:
     args = pmd_settings(kind)
     if args:
         subprocess.run(["ovs-vsctl", "--timeout=10", *args], check=True, capture_output=True)
+
+
+def release_ports() -> None:
+    """Undo ``prepare_ports``: no PMD core requested any more."""
+    subprocess.run(["ovs-vsctl", "--timeout=10", "remove", "Open_vSwitch", ".", "other_config",
+                    "pmd-cpu-mask"], capture_output=True)
 
 
 def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float = 30.0,

@@ -121,7 +121,7 @@ def datapath_type() -> str:
 
 # -- switch ports ---------------------------------------------------------------------------
 PORT_KINDS = ("netdev", "afxdp", "afxdp-nonpmd")
-DEFAULT_PORTS = "afxdp-nonpmd"  # measured: see experiments/bench_net.py and the README table
+DEFAULT_PORTS = "afxdp"  # measured fastest here (bench net --suite ports): README benchmark table
 AF_XDP = getattr(socket, "AF_XDP", 44)  # Linux address family number of XDP sockets
 
 

@@ -170,3 +170,17 @@ def test_scenario_ports_key_is_checked_and_reaches_the_topology():
     with pytest.raises(ScenarioError, match="topology.ports = 'xdp': one of 'netdev', 'afxdp', "
                                             "'afxdp-nonpmd'"):
         from_dict({**base, "topology": {**base["topology"], "ports": "xdp"}})
+
+
+def test_shutdown_gives_up_the_pmd_core_only_after_afxdp(monkeypatch):
+    from mininet.node import OVSSwitch
+
+    from topologies import net
+
+    released = []
+    monkeypatch.setattr(OVSSwitch, "batchShutdown", classmethod(lambda cls, sw, run=None: sw))
+    monkeypatch.setattr(net, "release_ports", lambda: released.append(True))
+    sws = [_bare_switch("afxdp-nonpmd")]
+    assert net.PortSwitch.batchShutdown(sws) == sws and released == []
+    net.PortSwitch.batchShutdown([_bare_switch("afxdp")])
+    assert released == [True]
