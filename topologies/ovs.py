@@ -180,6 +180,10 @@ def resolve_ports(requested: str | None, datapath: str) -> str:
     if why:
         log.warning("switch ports: %s instead of %s: %s", "netdev", kind, why)
         return "netdev"
+    if kind == "afxdp" and (os.cpu_count() or 1) < 2:
+        log.warning("switch ports: afxdp-nonpmd instead of afxdp: one core, none to spare for "
+                    "a PMD thread")
+        return "afxdp-nonpmd"
     return kind
 
 

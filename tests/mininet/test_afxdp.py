@@ -70,3 +70,50 @@ def test_ping_tcp_and_iperf3_between_far_hosts(afxdp_bed):
     assert got.strip() == sent and sent.endswith(" 3000000"), (sent, got)
     mbps = tb.iperf("h1", "h4", seconds=3)["sum_received"]["bits_per_second"] / 1e6
     assert mbps > 10, f"iperf3 h1 -> h4 over AF_XDP ports: {mbps:.1f} Mbit/s"
+
+
+def test_mn_custom_switch_with_afxdp_ports(tmp_path):
+    """``sudo mn --custom topologies/mn.py --switch smtd,...,ports=afxdp-nonpmd`` against our
+    controller: the bridges get AF_XDP ports and pingall passes."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    from experiments.testbed import acquire_lock, free_port, wait_listening
+    from topologies.base import describe
+    from topologies.linear import LinearTopo
+    from topologies.ovs import afxdp_missing
+
+    why = afxdp_missing()
+    if why:
+        pytest.skip(f"no AF_XDP switch ports here: {why}")
+    root = Path(__file__).resolve().parents[2]
+    topo_file = tmp_path / "topo.json"
+    topo_file.write_text(json.dumps(describe(LinearTopo(2, 1))))
+    port = free_port(6750)
+    lock = acquire_lock()
+    ctl = subprocess.Popen([sys.executable, "-m", "controllers", "--topology", str(topo_file),
+                            "--mgmt", str(tmp_path / "m.sock"), "--port", str(port)],
+                           cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = subprocess.CompletedProcess([], 1, "", "")
+    try:
+        wait_listening(port, 20, ctl)
+        # while mn runs pingall, its ports are AF_XDP ports: ask OVS from the --pre script
+        pre = tmp_path / "pre.mn"
+        pre.write_text(f"sh ovs-vsctl get interface s1-eth1 type > {tmp_path}/type\n")
+        r = subprocess.run(
+            ["mn", "--custom", str(root / "topologies" / "mn.py"), "--topo", "linear,2,1",
+             "--switch", "smtd,protocols=OpenFlow13,datapath=user,ports=afxdp-nonpmd",
+             "--controller", f"remote,ip=127.0.0.1,port={port}", "--pre", str(pre),
+             "--test", "pingall"],
+            capture_output=True, text=True, timeout=120, cwd="/")
+        assert "Results: 0% dropped" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+        assert (tmp_path / "type").read_text().strip() == "afxdp-nonpmd"
+    finally:
+        ctl.terminate()
+        ctl.wait(5)
+        if "Results: 0% dropped" not in r.stdout + r.stderr:
+            from experiments.clean import clean  # what a failed mn left behind; never `mn -c`
+            clean(lock_held=True)
+        os.close(lock)

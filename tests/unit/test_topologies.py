@@ -157,6 +157,9 @@ def test_resolve_ports_falls_back_with_one_notice(monkeypatch, caplog):
         "switch ports: netdev instead of afxdp-nonpmd: no XDP sockets here"]
     with pytest.raises(ValueError, match="choose from"):
         ovs.resolve_ports("xdp", "user")
+    monkeypatch.setattr(ovs, "afxdp_missing", lambda: None)
+    monkeypatch.setattr(ovs.os, "cpu_count", lambda: 1)
+    assert ovs.resolve_ports("afxdp", "user") == "afxdp-nonpmd"  # no core to spare for a PMD
 
 
 def test_scenario_ports_key_is_checked_and_reaches_the_topology():
