@@ -7,7 +7,7 @@ never a failure at trial start. Used by the runner, the demo and the monitor eva
     seed = 1
     trials = 3
     modes = ["direct", "stealth"]
-    [topology]  kind = "fattree"  args = [4]  attackers = ["e1", "c1"]
+    [topology]  kind = "fattree"  args = [4]  attackers = ["e1", "c1"]  ports = "afxdp"
     [vm]        host = "h1"  mib = 16  dirty_pages_per_s = 200
     [stealth]   n = 3  k = 2  hide_destination = true  policy = "profile"  rate_budget_mbit = 40
     [background] cdf = "websearch"  flows_per_s = 2.0  cap_bytes = 2000000  bulk_per_min = 1
