@@ -134,7 +134,9 @@ def check_ports(kind: str) -> str:
 
 def port_options(kind: str) -> str:
     """The ``ovs-vsctl`` settings of one switch-side interface of ``kind`` (empty for netdev):
-    generic (skb) XDP mode, the only one a veth without an XDP program on its peer takes."""
+    generic (skb) XDP mode, the only one a veth without an XDP program on its peer takes, and
+    one receive queue, all a Mininet veth has (a queue without a socket would pass its packets
+    to the kernel, never to OVS)."""
     check_ports(kind)
     if kind == "netdev":
         return ""

@@ -34,7 +34,7 @@ def test_every_switch_port_is_an_afxdp_port(afxdp_bed):
     tb, kind = afxdp_bed
     assert tb.net.switch_ports == kind
     names = _switch_intfs(tb)
-    assert len(names) == 4 * 2 + 2 * 2 * 2  # 4 hosts, 2 leaves x 2 spines (both ends)
+    assert len(names) == 4 + 2 * 2 * 2  # 4 host ports, 2 leaves x 2 spines (both ends)
     for name in names:
         typ = subprocess.run(["ovs-vsctl", "get", "interface", name, "type"],
                              capture_output=True, text=True, check=True).stdout.strip()
