@@ -7,7 +7,7 @@ never a failure at trial start. Used by the runner, the demo and the monitor eva
     seed = 1
     trials = 3
     modes = ["direct", "stealth"]
-    [topology]  kind = "fattree"  args = [4]  attackers = ["e1", "c1"]  ports = "afxdp"
+    [topology]  kind = "fattree"  args = [4]  attackers = ["e1", "c1"]  ports = "netdev"
     [vm]        host = "h1"  mib = 16  dirty_pages_per_s = 200
     [stealth]   n = 3  k = 2  hide_destination = true  policy = "profile"  rate_budget_mbit = 40
     [background] cdf = "websearch"  flows_per_s = 2.0  cap_bytes = 2000000  bulk_per_min = 1
@@ -34,7 +34,7 @@ from hosts.chunk_policy import POLICIES as CHUNK_POLICIES
 from hosts.protocol.plan import DEFAULTS
 from hosts.traffic import MAX_CHUNK, MIN_CHUNK
 from hosts.workload import CDFS
-from topologies.ovs import DEFAULT_PORTS, PORT_KINDS
+from topologies.ovs import DEFAULT_PORTS, GLOBAL_CAPTURE_PORTS, PORT_KINDS
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -323,6 +323,10 @@ def _check_topology(sc: Scenario) -> None:
         raise ScenarioError(f"topology.kind {t.kind!r}: choose from {sorted(kinds)}")
     if t.ports not in PORT_KINDS:
         raise _bad("topology.ports", t.ports, f"one of {', '.join(map(repr, PORT_KINDS))}")
+    if "global" in sc.attackers.vantage and t.ports not in GLOBAL_CAPTURE_PORTS:
+        raise _bad("topology.ports", t.ports, "the 'global' vantage captures in the root "
+                   "namespace, which AF_XDP ports bypass: use ports = \"netdev\" or drop "
+                   "'global' from attackers.vantage")
     if t.bw_mbit is not None:
         _check_range("topology.bw_mbit", t.bw_mbit, 0, low_open=True)
     cls = kinds[t.kind]

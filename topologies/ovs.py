@@ -8,7 +8,8 @@ Switch ports (``PORT_KINDS``) on the userspace datapath: ``netdev`` is a plain L
 ovs-vswitchd's main thread polls; ``afxdp`` and ``afxdp-nonpmd`` attach the switch-side veth
 through an AF_XDP socket in generic (skb) mode, ``afxdp`` polled by a PMD thread on its own core,
 ``afxdp-nonpmd`` by the main thread. ``resolve_ports`` falls back to ``netdev`` with a one-line
-notice where the kernel or this OVS build has no AF_XDP. Debian's ``ovs-ctl`` starts the
+notice where the kernel or this OVS build has no AF_XDP. AF_XDP ports bypass the root
+namespace's packet taps (see ``DEFAULT_PORTS``). Debian's ``ovs-ctl`` starts the
 daemons; after a killed run or a reboot their pid files may be stale, which this module clears
 first.
 """
@@ -121,7 +122,12 @@ def datapath_type() -> str:
 
 # -- switch ports ---------------------------------------------------------------------------
 PORT_KINDS = ("netdev", "afxdp", "afxdp-nonpmd")
-DEFAULT_PORTS = "afxdp"  # measured fastest here (bench net --suite ports): README benchmark table
+# afxdp is the fastest here (bench net --suite ports), but AF_XDP ports hide their packets from
+# the root namespace's taps (XDP redirects before them; AF_XDP transmits past them), so the
+# global vantage's ``tcpdump -i any`` sees nothing: netdev stays the default, AF_XDP is chosen
+# per scenario (topology.ports) where no global capture is needed.
+DEFAULT_PORTS = "netdev"
+GLOBAL_CAPTURE_PORTS = ("netdev",)  # the port kinds a root-namespace capture sees
 AF_XDP = getattr(socket, "AF_XDP", 44)  # Linux address family number of XDP sockets
 
 

@@ -173,6 +173,10 @@ def test_scenario_ports_key_is_checked_and_reaches_the_topology():
     with pytest.raises(ScenarioError, match="topology.ports = 'xdp': one of 'netdev', 'afxdp', "
                                             "'afxdp-nonpmd'"):
         from_dict({**base, "topology": {**base["topology"], "ports": "xdp"}})
+    xdp = {**base, "topology": {**base["topology"], "ports": "afxdp"}}
+    assert from_dict({**xdp, "attackers": {"vantage": []}}).topology.ports == "afxdp"
+    with pytest.raises(ScenarioError, match="topology.ports = 'afxdp': the 'global' vantage"):
+        from_dict({**xdp, "attackers": {"vantage": ["global"]}})
 
 
 def test_shutdown_gives_up_the_pmd_core_only_after_afxdp(monkeypatch):
