@@ -28,7 +28,8 @@ aside: they tell which addresses belong to real hosts):
 Callers: the experiments' analysis and ``attacks.cli`` (``read_pcap``/``read_pcaps``), the live
 demo (``packet_record`` via ``attacks.live``), and the tests. A little over 400 lines: the reader's
 two paths stay in one module so that a field added to the table is added to both (the tests
-compare their rows).
+compare their rows); ``group_order`` (copies of a packet grouped by one hash sort, what
+de-duplication and ``attacks.aliases`` need) belongs with the table's key.
 """
 
 from __future__ import annotations
@@ -343,15 +344,25 @@ def merge_captures(captures: Sequence[Capture], dedupe: bool = True) -> Capture:
     ``dedupe``, a packet seen on several switches counts once (see ``dedupe_packets``); virtual
     addresses are not resolved here (``attacks.aliases`` does that).
     """
-    parts, vantages, arp = [], [], set()
+    parts, offsets, vantages, arp = [], [], [], set()
     for cap in captures:
-        pk = cap.packets.copy()
-        pk["vp"] = pk["vp"] + len(vantages)
-        parts.append(pk)
+        parts.append(cap.packets)
+        offsets.append(np.full(len(cap.packets), len(vantages), dtype=np.uint16))
         vantages.extend(cap.vantages)
         arp |= cap.arp_hosts
-    packets = np.concatenate(parts) if parts else np.zeros(0, dtype=PACKET_DTYPE)
-    packets = packets[np.argsort(packets["ts"], kind="stable")]
+    if parts:
+        # each part is copied once, straight to its rows' places in time order
+        order = np.argsort(np.concatenate([p["ts"] for p in parts]), kind="stable")
+        where = np.empty(len(order), dtype=np.int64)
+        where[order] = np.arange(len(order))
+        packets = np.empty(len(order), dtype=PACKET_DTYPE)
+        start = 0
+        for part in parts:
+            packets[where[start : start + len(part)]] = part
+            start += len(part)
+        packets["vp"] += np.concatenate(offsets)[order]  # vantage indices of the merged list
+    else:
+        packets = np.zeros(0, dtype=PACKET_DTYPE)
     if dedupe:
         packets = dedupe_packets(packets)
     return Capture(packets=packets, vantages=vantages, arp_hosts=arp)
@@ -371,6 +382,64 @@ def packet_key(packets: np.ndarray, with_dst: bool = True) -> np.ndarray:
     return packets[fields]
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _packed(packets: np.ndarray, fields: Sequence[str]) -> list[np.ndarray]:
+    """``fields`` packed without loss into as few 64-bit words per row as their widths allow."""
+    words, word, used = [], None, 0
+    for f in fields:
+        col = packets[f]
+        bits = col.dtype.itemsize * 8
+        if word is not None and used + bits > 64:
+            words.append(word)
+            word, used = None, 0
+        if word is None:
+            word = col.astype(np.uint64)
+        else:
+            word <<= np.uint64(bits)
+            word |= col
+        used += bits
+    if word is not None:
+        words.append(word)
+    return words
+
+
+def group_order(packets: np.ndarray, fields: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """An order of the rows in which rows equal in ``fields`` are adjacent, by time within, and
+    for each adjacent pair of that order whether the two rows are equal in ``fields``.
+
+    Within a group the order is that of ``np.lexsort([ts, *reversed(fields)])`` (time, then
+    table position); the groups themselves come in no particular order. Rows are grouped by one
+    stable sort on a 64-bit hash of the fields (far cheaper than a lexicographic sort over each
+    field); should two different keys ever share a hash, the exact ``np.lexsort`` is used.
+    """
+    ts = packets["ts"]
+    words = _packed(packets, fields)
+    h = np.zeros(len(ts), dtype=np.uint64)
+    for w in words:
+        h ^= w
+        h *= _MIX
+        h ^= h >> np.uint64(31)
+    if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
+        first = np.argsort(ts, kind="stable")
+        order = first[np.argsort(h[first], kind="stable")]
+    else:
+        order = np.argsort(h, kind="stable")
+    same = np.ones(max(len(order) - 1, 0), dtype=bool)
+    for w in words:
+        col = w[order]
+        same &= col[1:] == col[:-1]
+    hs = h[order]
+    if (~same & (hs[1:] == hs[:-1])).any():  # a collision: two keys may interleave
+        order = np.lexsort([ts] + [packets[f] for f in reversed(fields)])
+        same = np.ones(max(len(order) - 1, 0), dtype=bool)
+        for w in words:
+            col = w[order]
+            same &= col[1:] == col[:-1]
+    return order, same
+
+
 def dedupe_packets(packets: np.ndarray, tolerance_s: float = 0.05) -> np.ndarray:
     """Drop copies of one packet seen at several vantage points (keep the earliest copy).
 
@@ -379,18 +448,14 @@ def dedupe_packets(packets: np.ndarray, tolerance_s: float = 0.05) -> np.ndarray
     """
     if len(packets) < 2:
         return packets
-    key = packet_key(packets)
-    order = np.lexsort([packets["ts"]] + [key[f] for f in reversed(key.dtype.names)])
-    k = key[order]
+    order, same = group_order(packets, list(packet_key(packets[:0]).dtype.names))
     ts = packets["ts"][order]
-    same = np.ones(len(order) - 1, dtype=bool)
-    for f in k.dtype.names:
-        same &= k[f][1:] == k[f][:-1]
     # a row is a copy if it matches its predecessor (in key order) closely in time; chains of
     # copies (s1, s2, s3) are caught because each one matches the one before it.
     dup = np.zeros(len(order), dtype=bool)
     dup[1:] = same & (ts[1:] - ts[:-1] < tolerance_s)
-    keep = np.sort(order[~dup])
+    keep = np.ones(len(packets), dtype=bool)
+    keep[order[dup]] = False  # the kept rows in table order, as np.sort(order[~dup]) gives them
     return packets[keep]
 
 

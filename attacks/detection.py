@@ -6,11 +6,12 @@ Two detectors, both blind to ground truth when they score a trial:
   volume/flow features that a bulk transfer moves (``CHANGE_FEATURES``); a one-sided CUSUM over that
   statistic (drift ``k``, threshold ``h``) raises the alarms. ``scores`` is the statistic itself, so
   the ROC over windows is not smeared by the CUSUM's memory; ``alarms`` come from the CUSUM.
-- **classifier** (supervised, scikit-learn random forest): trained on labelled windows of *other*
-  trials (leave-one-trial-out), fed each window's robust z-scores plus those of its two neighbours.
-  Its alarm threshold is the 99th percentile of the scores the training negatives get from models
-  that did not see their trial, so the expected false-alarm rate is about 1 % without looking at
-  the scored trial's labels.
+- **classifier** (supervised, scikit-learn random forest): trained on labelled windows of the
+  trials of *other* workload seeds (leave-one-seed-out, ``seed_folds``: trial t of every mode
+  shares a seed, so its twin of the other mode never trains its classifier), fed each window's
+  robust z-scores plus those of its two neighbours. Its alarm threshold is the 99th percentile of
+  the scores the training negatives get from models that did not see their seed, so the expected
+  false-alarm rate is about 1 % without looking at the scored trial's labels.
 
 Labels (only for training and scoring): a window is positive when it overlaps the migration's span.
 Also here: two-sample KS tests of packet sizes and gaps, migration windows against normal ones.
@@ -21,6 +22,7 @@ incrementally), the tests.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -175,21 +177,26 @@ def train_classifier(
     seed: int = 0,
     fpr: float = TARGET_FPR,
     calibration_folds: int = 3,
+    groups: Sequence[Hashable] | None = None,
 ):
     """Fit a random forest on labelled windows; returns ``(model, alarm_threshold)``.
 
     The threshold is the ``1 - fpr`` quantile of scores that the training negatives get from
-    models that did not see their trial (trials split into ``calibration_folds`` groups): scores
-    on a new trial, not in-sample or out-of-bag ones, which flatter the model.
+    models that did not see their trial's group (``groups[i]``, default: each trial its own; the
+    groups dealt round-robin into ``calibration_folds`` folds): scores on a new seed, not
+    in-sample or out-of-bag ones, which flatter the model.
     """
     mats = [context_matrix(wf) for wf in train]
     X = np.vstack(mats)
     y = np.concatenate(labels).astype(int)
     model = _forest(seed).fit(X, y)
-    groups = np.concatenate([np.full(len(m), i % calibration_folds) for i, m in enumerate(mats)])
+    keys = list(range(len(mats))) if groups is None else list(groups)
+    rank = {g: r for r, g in enumerate(dict.fromkeys(keys))}  # groups in order of appearance
+    fold = np.concatenate([np.full(len(m), rank[g] % calibration_folds)
+                           for g, m in zip(keys, mats, strict=True)])
     held: list[np.ndarray] = []
-    for g in range(min(calibration_folds, len(mats))):
-        fit, out = groups != g, groups == g
+    for g in range(min(calibration_folds, len(rank))):
+        fit, out = fold != g, fold == g
         if len(set(y[fit].tolist())) < 2 or not (out & (y == 0)).any():
             continue
         inner = _forest(seed + 1 + g, n_estimators=30).fit(X[fit], y[fit])
@@ -214,41 +221,89 @@ def classify(model, threshold: float, wf: WindowFeatures) -> Detection:
     )
 
 
-def leave_one_trial_out(
+@dataclass(frozen=True)
+class Fold:
+    """Trial ``test``'s classifier: trained on the trials ``train`` (indices), or, when
+    ``skipped`` says why, not trained at all (a stand-in detector scores the trial)."""
+
+    test: int
+    train: tuple[int, ...]
+    skipped: str = ""
+
+
+def seed_folds(
+    groups: Sequence[Hashable],
+    labels: Sequence[np.ndarray] | None = None,
+    min_groups: int = 3,
+    min_positives: int = 8,
+) -> list[Fold]:
+    """Leave one seed out: for trial ``i``, train on every trial whose group (its workload
+    seed, ``groups[i]``) differs from its own, so no trial trains on its twin.
+
+    Skipped, with the reason, where the other seeds are fewer than ``min_groups`` (too few to
+    calibrate the alarm threshold on seeds the model did not see) or, given ``labels``, hold
+    fewer than ``min_positives`` migration windows or no normal one.
+    """
+    folds = []
+    for i, g in enumerate(groups):
+        train = tuple(j for j, h in enumerate(groups) if h != g)
+        others = len({groups[j] for j in train})
+        why = ""
+        if others < min_groups:
+            why = (f"{others} other seed(s) ({len(train)} trials), needs {min_groups} to "
+                   "calibrate its alarm threshold on seeds it did not see")
+        elif labels is not None:
+            positives = sum(int(labels[j].sum()) for j in train)
+            if positives < min_positives:
+                why = (f"{positives} migration window(s) in the other seeds' trials, "
+                       f"needs {min_positives}")
+            elif all(labels[j].all() for j in train):
+                why = "no normal window in the other seeds' trials"
+        folds.append(Fold(i, train, why))
+    return folds
+
+
+def leave_one_seed_out(
     views: list[WindowFeatures],
     labels: list[np.ndarray],
+    groups: Sequence[Hashable] | None = None,
     seed: int = 0,
     min_positives: int = 8,
-    min_trials: int = 3,
-) -> list[Detection | None]:
-    """For each trial, a classifier trained on all the other trials; None where it cannot train
-    (fewer than ``min_trials`` other trials — too few to calibrate its alarm threshold on trials
-    it did not see — or fewer than ``min_positives`` migration windows, or no normal one)."""
-    out: list[Detection | None] = []
-    for i in range(len(views)):
-        train = [v for j, v in enumerate(views) if j != i]
-        ys = [y for j, y in enumerate(labels) if j != i]
-        positives = sum(int(y.sum()) for y in ys)
-        if len(ys) < min_trials or positives < min_positives or all(y.all() for y in ys):
-            out.append(None)  # too little to learn from: the change detector stands in
+    min_groups: int = 3,
+) -> list[Detection | str]:
+    """For each trial, a classifier trained on the trials of the other seeds (``groups[i]``,
+    default: each trial its own seed), or the reason it was not trained (``seed_folds``)."""
+    groups = list(range(len(views))) if groups is None else list(groups)
+    out: list[Detection | str] = []
+    for fold in seed_folds(groups, labels, min_groups, min_positives):
+        if fold.skipped:
+            out.append(f"classifier not trained: {fold.skipped}")
             continue
-        model, thr = train_classifier(train, ys, seed=seed)
-        det = classify(model, thr, views[i])
-        det.notes.append(f"trained on {len(train)} other trials")
+        train = [views[j] for j in fold.train]
+        model, thr = train_classifier(train, [labels[j] for j in fold.train], seed=seed,
+                                      groups=[groups[j] for j in fold.train])
+        det = classify(model, thr, views[fold.test])
+        det.notes.append(f"trained on {len(train)} trials of "
+                         f"{len({groups[j] for j in fold.train})} other seeds")
         out.append(det)
     return out
 
 
-def loto_change(
-    views: list[WindowFeatures], labels: list[np.ndarray], drift: float = CUSUM_DRIFT
+def leave_one_seed_out_change(
+    views: list[WindowFeatures],
+    labels: list[np.ndarray],
+    groups: Sequence[Hashable] | None = None,
+    drift: float = CUSUM_DRIFT,
 ) -> list[Detection]:
-    """The change detector with its CUSUM threshold calibrated on the other trials' negatives."""
+    """The change detector with its CUSUM threshold calibrated on the negatives of the trials of
+    the other seeds (``groups``, default: each trial its own)."""
+    groups = list(range(len(views))) if groups is None else list(groups)
     out = []
     for i, wf in enumerate(views):
         negs = [
             change_statistic(v.Z)[~y]
             for j, (v, y) in enumerate(zip(views, labels, strict=True))
-            if j != i
+            if groups[j] != groups[i]
         ]
         negs = [n for n in negs if len(n)]
         thr = calibrate_cusum(negs, drift) if negs else CUSUM_THRESHOLD

@@ -20,7 +20,14 @@ A triple that passes either test is a ``RelayEvidence`` (``trace_relays``); ``re
 turns the evidence into bytes relayed per window, a feature of the detectors.
 ``attacks.relaygraph`` chains the triples into the attacker's relay graph.
 
-Callers: ``attacks.pipeline``, ``attacks.relaygraph``, the tests.
+Everything scales with the capture in numpy: transfers are cut from one sort of the data packets
+by flow (shared by every burst granularity), the candidates of every transfer are found and
+ranked at once (only the greedy taking is a loop, over transfers), the per-pair series come from
+one bincount and every lag's correlation from running sums. tests/unit/test_attacks_speed.py
+holds this module's figures equal to the per-packet implementation it replaced.
+
+Callers: ``attacks.pipeline``, ``attacks.relaygraph``, the tests. About 470 lines: both pieces
+of evidence share the transfers and the ``RelayEvidence`` they produce, and are tuned together.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks.capture import int_to_ip
-from attacks.features import flow_ids
+from attacks.features import flow_order, host_pairs
 
 TRANSFER_DTYPE = np.dtype(
     [
@@ -68,26 +75,34 @@ class RelayEvidence:
         return d
 
 
-def transfers(
-    packets: np.ndarray, min_bytes: int = 1, burst_gap_s: float | None = None
-) -> np.ndarray:
-    """Data-carrying *transfers*: one row per connection direction, or, with ``burst_gap_s``, one
-    row per burst of it (a pause longer than ``burst_gap_s`` starts a new one). Persistent hop
-    connections carry one chunk per burst, so bursts are what a relay re-sends."""
-    data = packets[packets["plen"] > 0]
-    if not len(data):
+_FLOW_FIELDS = ("src", "dst", "sport", "dport", "proto", "ts", "plen")
+
+
+def _data_by_flow(packets: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns ``transfers`` needs of the data-carrying packets, ordered by flow, then time."""
+    rows = np.flatnonzero(packets["plen"] > 0)
+    cols = {f: packets[f][rows] for f in _FLOW_FIELDS}
+    if len(rows):
+        _, _, order = flow_order(cols)
+        cols = {f: c[order] for f, c in cols.items()}
+    return cols
+
+
+def _transfers_of(data: dict[str, np.ndarray], min_bytes: int, gap: float | None) -> np.ndarray:
+    """``transfers`` of the columns ``_data_by_flow`` gives."""
+    n_rows = len(data["ts"])
+    if not n_rows:
         return np.zeros(0, dtype=TRANSFER_DTYPE)
-    fid, _ = flow_ids(data)
-    order = np.lexsort([data["ts"], fid])
-    data, fid = data[order], fid[order]
-    new = np.ones(len(data), dtype=bool)
-    new[1:] = fid[1:] != fid[:-1]
-    if burst_gap_s is not None:
-        new[1:] |= np.diff(data["ts"]) > burst_gap_s
+    new = np.ones(n_rows, dtype=bool)
+    for f in ("src", "dst", "sport", "dport", "proto"):
+        new[1:] &= data[f][1:] == data[f][:-1]
+    new[1:] = ~new[1:]
+    if gap is not None:
+        new[1:] |= np.diff(data["ts"]) > gap
     bid = np.cumsum(new) - 1
     n = int(bid[-1]) + 1
     first = np.nonzero(new)[0]
-    last = np.concatenate([first[1:] - 1, [len(data) - 1]])
+    last = np.concatenate([first[1:] - 1, [n_rows - 1]])
     out = np.zeros(n, dtype=TRANSFER_DTYPE)
     for f in ("src", "dst", "sport", "dport"):
         out[f] = data[f][first]
@@ -96,6 +111,15 @@ def transfers(
     out["bytes"] = np.bincount(bid, weights=data["plen"].astype(float), minlength=n)
     out = out[out["bytes"] >= min_bytes]
     return out[np.argsort(out["start"], kind="stable")]
+
+
+def transfers(
+    packets: np.ndarray, min_bytes: int = 1, burst_gap_s: float | None = None
+) -> np.ndarray:
+    """Data-carrying *transfers*: one row per connection direction, or, with ``burst_gap_s``, one
+    row per burst of it (a pause longer than ``burst_gap_s`` starts a new one). Persistent hop
+    connections carry one chunk per burst, so bursts are what a relay re-sends."""
+    return _transfers_of(_data_by_flow(packets), min_bytes, burst_gap_s)
 
 
 def drop_popular_sizes(tr: np.ndarray, max_repeats: int = 2) -> np.ndarray:
@@ -122,40 +146,56 @@ def _match_counts(
     extent: dict[tuple[int, int], list] | None = None,
 ) -> dict[tuple[int, int], int]:
     """Greedy one-to-one matching of incoming to outgoing transfers of one host; ``extent``
-    collects ``[bytes, first, last, [(time, bytes), ...]]`` of the matches per (from, to)."""
+    collects ``[bytes, first, last, [(time, bytes), ...]]`` of the matches per (from, to).
+
+    Each incoming transfer (in start order) takes the unused outgoing one, among those starting
+    in its window with a different destination and a size close enough, that starts nearest to
+    its end (ties: the earliest). The candidates of every transfer are found and ranked at once;
+    only the taking, which depends on what earlier transfers took, is a loop over them.
+    """
     counts: dict[tuple[int, int], int] = defaultdict(int)
     if not len(tin) or not len(tout):
         return counts
     o_start = tout["start"] + shift
     order = np.argsort(o_start, kind="stable")
     o_start, o_bytes, o_dst = o_start[order], tout["bytes"][order], tout["dst"][order]
-    used = np.zeros(len(order), dtype=bool)
-    for src, start, end, nbytes in zip(
-        tin["src"].tolist(),
-        tin["start"].tolist(),
-        tin["end"].tolist(),
-        tin["bytes"].tolist(),
-        strict=True,
-    ):
-        lo = np.searchsorted(o_start, start, side="left")
-        hi = np.searchsorted(o_start, end + max_delay, side="right")
-        if lo >= hi:
+    i_src, i_start, i_end, i_bytes = tin["src"], tin["start"], tin["end"], tin["bytes"]
+    lo = np.searchsorted(o_start, i_start, side="left")
+    hi = np.searchsorted(o_start, i_end + max_delay, side="right")
+    width = np.maximum(hi - lo, 0)
+    if not width.any():
+        return counts
+    inc = np.repeat(np.arange(len(tin)), width)  # (incoming, candidate) pairs
+    cand = np.arange(int(width.sum())) - np.repeat(np.cumsum(width) - width, width)
+    cand += np.repeat(lo, width)
+    ok = o_dst[cand] != i_src[inc]
+    ok &= np.abs(o_bytes[cand] - i_bytes[inc]) <= np.maximum(tol * i_bytes[inc], slack)
+    inc, cand = inc[ok], cand[ok]
+    rank = np.lexsort([cand, np.abs(o_start[cand] - i_end[inc]), inc])
+    inc, cand = inc[rank], cand[rank]
+    bounds = np.searchsorted(inc, np.arange(len(tin) + 1))
+    cands, bounds_l = cand.tolist(), bounds.tolist()
+    srcs, starts, ends, sizes = (
+        i_src.tolist(),
+        i_start.tolist(),
+        i_end.tolist(),
+        i_bytes.tolist(),
+    )
+    o_dst_l, o_start_l, o_bytes_l = o_dst.tolist(), o_start.tolist(), o_bytes.tolist()
+    used = [False] * len(o_start_l)
+    for i in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+        best = next((c for c in cands[bounds_l[i] : bounds_l[i + 1]] if not used[c]), None)
+        if best is None:
             continue
-        cand = np.arange(lo, hi)
-        ok = (~used[cand]) & (o_dst[cand] != src)
-        ok &= np.abs(o_bytes[cand] - nbytes) <= max(tol * nbytes, slack)
-        cand = cand[ok]
-        if not len(cand):
-            continue
-        best = cand[np.argmin(np.abs(o_start[cand] - end))]
         used[best] = True
-        key = (src, int(o_dst[best]))
+        src, start, end, nbytes = srcs[i], starts[i], ends[i], sizes[i]
+        key = (src, o_dst_l[best])
         counts[key] += 1
         if extent is not None:
             e = extent.setdefault(key, [0.0, start, end, []])
-            e[0] += float(o_bytes[best])
-            e[1], e[2] = min(e[1], start), max(e[2], float(o_start[best]))
-            e[3] += [(start, nbytes), (float(o_start[best]), float(o_bytes[best]))]
+            e[0] += o_bytes_l[best]
+            e[1], e[2] = min(e[1], start), max(e[2], o_start_l[best])
+            e[3] += [(start, nbytes), (o_start_l[best], o_bytes_l[best])]
     return counts
 
 
@@ -170,17 +210,56 @@ def _bursts(x: np.ndarray, min_share: float = 0.05) -> int:
     return int(np.count_nonzero(sums >= min_share * x.sum()))
 
 
+def _pearson_exact(x: np.ndarray, y: np.ndarray, lag: int) -> float | None:
+    """Pearson correlation of ``x[:n-lag]`` and ``y[lag:]`` as ``np.corrcoef`` gives it (None
+    when one side is constant)."""
+    xa = x[: len(x) - lag] if lag else x
+    ya = y[lag:]
+    if xa.std() == 0 or ya.std() == 0:
+        return None
+    return float(np.corrcoef(xa, ya)[0, 1])
+
+
 def _xcorr_peak(x: np.ndarray, y: np.ndarray, max_lag: int) -> tuple[float, int]:
-    """Largest Pearson correlation of ``y`` shifted back by 0..max_lag bins against ``x``."""
+    """Largest Pearson correlation of ``y`` shifted back by 0..max_lag bins against ``x``.
+
+    ``x`` and ``y`` hold whole numbers (bytes per bin). Every lag's correlation comes at once from
+    running sums; the lags within a hair (1e-6) of the largest, and any whose running-sum
+    variance is too close to 0 to trust, are recomputed with ``np.corrcoef`` and chosen among as
+    the plain loop over the lags does (the first strictly largest above 0). The figure is thus
+    ``np.corrcoef``'s own.
+    """
+    n = len(x)
+    lags = np.arange(0, min(max_lag, n - 1) + 1) if n else np.zeros(0, dtype=np.int64)
+    if not len(lags):
+        return 0.0, 0
+    # a slice of whole numbers has a zero std exactly when it is constant
+    dx, dy = np.flatnonzero(x != x[0]), np.flatnonzero(y != y[-1])
+    fx = int(dx[0]) if len(dx) else n  # x[:m] is constant iff m <= fx
+    ly = int(dy[-1]) if len(dy) else -1  # y[lag:] is constant iff lag > ly
+    m = n - lags
+    valid = (m > fx) & (lags <= ly)
+    if not valid.any():
+        return 0.0, 0
+    sx, sy = x / max(float(np.abs(x).max()), 1.0), y / max(float(np.abs(y).max()), 1.0)
+    cx, cxx = np.cumsum(sx), np.cumsum(sx * sx)
+    sum_x, sum_xx = cx[m - 1], cxx[m - 1]  # over x[: n - lag]
+    ry, ryy = np.cumsum(sy[::-1])[::-1], np.cumsum((sy * sy)[::-1])[::-1]
+    sum_y, sum_yy = ry[lags], ryy[lags]  # over y[lag:]
+    sum_xy = np.array([float(sx[: n - k] @ sy[k:]) for k in lags.tolist()])
+    mf = m.astype(float)
+    vx, vy = mf * sum_xx - sum_x * sum_x, mf * sum_yy - sum_y * sum_y
+    stable = valid & (vx > 1e-9 * mf * sum_xx) & (vy > 1e-9 * mf * sum_yy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(stable, (mf * sum_xy - sum_x * sum_y) / np.sqrt(vx * vy), np.nan)
+    top = float(np.nanmax(r)) if stable.any() else -np.inf
+    cand = valid & (~stable | (r >= top - 1e-6))
     best, best_lag = 0.0, 0
-    for lag in range(0, max_lag + 1):
-        xa = x[: len(x) - lag] if lag else x
-        ya = y[lag:]
-        if xa.std() == 0 or ya.std() == 0:
-            continue
-        r = float(np.corrcoef(xa, ya)[0, 1])
-        if r > best:
-            best, best_lag = r, lag
+    for lag in lags[cand].tolist():
+        xa = x[: n - lag] if lag else x
+        rr = float(np.corrcoef(xa, y[lag:])[0, 1])
+        if rr > best:
+            best, best_lag = rr, lag
     return best, best_lag
 
 
@@ -264,23 +343,33 @@ def _xcorr_triples(
         bin_s = float(np.clip((float(data["ts"].max()) - t0) / 300.0, 0.001, 0.1))
     nb = int((float(data["ts"].max()) - t0) / bin_s) + 1
     idx = ((data["ts"] - t0) / bin_s).astype(np.int64)
-    pair = data["src"].astype(np.uint64) << np.uint64(32) | data["dst"].astype(np.uint64)
-    uniq, inv = np.unique(pair, return_inverse=True)
-    inv = inv.ravel()
+    uniq, inv = host_pairs(data)
     totals = np.bincount(inv, weights=data["plen"].astype(float))
-    series: dict[tuple[int, int], np.ndarray] = {}
-    for k in np.nonzero(totals >= min_bytes)[0]:
-        m = inv == k
-        key = (int(uniq[k] >> np.uint64(32)), int(uniq[k] & np.uint64(0xFFFFFFFF)))
-        series[key] = np.bincount(idx[m], weights=data["plen"][m].astype(float), minlength=nb)
+    keep = np.flatnonzero(totals >= min_bytes)
+    slot = np.full(len(uniq), -1, dtype=np.int64)
+    slot[keep] = np.arange(len(keep))
+    sel = slot[inv] >= 0
+    # one bincount over (pair, bin): each bin adds its packets in table order, as per pair
+    mat = np.bincount(
+        slot[inv][sel] * nb + idx[sel],
+        weights=data["plen"][sel].astype(float),
+        minlength=len(keep) * nb,
+    ).reshape(len(keep), nb)
+    series: dict[tuple[int, int], np.ndarray] = {
+        (int(uniq[k] >> np.uint64(32)), int(uniq[k] & np.uint64(0xFFFFFFFF))): mat[i]
+        for i, k in enumerate(keep.tolist())
+    }
+    inputs: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)  # relay → (a, a→relay)
+    for (a, h2), x in series.items():
+        inputs[h2].append((a, x))
     bursty = {k for k, v in series.items() if _bursts(v) >= min_bursts}
     max_lag = min(int(round(max_lag_s / bin_s)), 50)
     for (h, b), y in series.items():
         if (h, b) not in bursty:
             continue
         cands = []
-        for (a, h2), x in series.items():
-            if h2 != h or a == b or (a, h2) not in bursty:
+        for a, x in inputs.get(h, []):
+            if a == b or (a, h) not in bursty:
                 continue
             r, lag = _xcorr_peak(x, y, max_lag)
             if r > 0.2:
@@ -346,10 +435,9 @@ def trace_relays(
     hop that merges all its chunks into one stream leaves exactly that.
     """
     found: dict[tuple[int, int, int], RelayEvidence] = {}
+    data = _data_by_flow(packets)  # sorted once for every granularity
     for gap in burst_gaps_s:
-        tr = drop_popular_sizes(
-            transfers(packets, min_bytes=min_bytes, burst_gap_s=gap), max_repeats
-        )
+        tr = drop_popular_sizes(_transfers_of(data, min_bytes, gap), max_repeats)
         whole = gap is None  # whole connections: a single big, exact match counts
         for k, ev in _matched_triples(
             tr,
@@ -382,12 +470,12 @@ def relay_activity(
 ) -> np.ndarray:
     """Bytes seen being relayed in each window (each matched transfer counted where it starts)."""
     out = np.zeros(len(window_starts))
-    if not len(window_starts):
+    events = [e for ev in evidence for e in ev.events]
+    if not len(window_starts) or not events:
         return out
     t0 = float(window_starts[0])
-    for ev in evidence:
-        for t, b in ev.events:
-            i = int((t - t0) // window_s)
-            if 0 <= i < len(out):
-                out[i] += b
+    t, b = np.array(events, dtype=float).T
+    i = ((t - t0) // window_s).astype(np.int64)
+    ok = (i >= 0) & (i < len(out))
+    np.add.at(out, i[ok], b[ok])  # unbuffered, in event order: the sums of the plain loop
     return out

@@ -8,11 +8,17 @@ net inflow, fan-in and fan-out) and timing (inter-packet gaps). Byte-like featur
 ``robust_z`` then expresses each feature against the same capture's own typical window (median and
 MAD), so that a model trained on one run transfers to another run with a different background load.
 
-Callers: ``attacks.detection`` (detectors), ``attacks.identify`` (host matrices), the tests.
+All of it is numpy over the whole table (bincounts, one sort by flow, dense counts where the
+(window, key) space is small); ``host_pairs`` and ``flow_order`` serve ``attacks.evidence`` and
+``attacks.relaygraph`` too.
+
+Callers: ``attacks.detection`` (detectors), ``attacks.identify`` (host matrices),
+``attacks.evidence``, ``attacks.relaygraph``, the tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,10 +100,21 @@ def make_windows(
     return Windows(t0=t0, window_s=window_s, count=count, index=np.clip(idx, 0, count - 1))
 
 
-def flow_ids(packets: np.ndarray) -> tuple[np.ndarray, int]:
-    """A dense id per 5-tuple (direction matters) and the number of flows."""
-    if not len(packets):
-        return np.zeros(0, dtype=np.int64), 0
+# a (window, key) space up to this size is counted with a dense bincount instead of a sort
+_DENSE_MAX = 1 << 22
+
+
+def _is_sorted(values: np.ndarray) -> bool:
+    return bool(len(values) < 2 or (values[1:] >= values[:-1]).all())
+
+
+def flow_order(
+    packets: np.ndarray | Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """``flow_ids`` plus the packets' order by flow, then time (``np.lexsort([ts, ids])``).
+    ``packets`` is a packet table or a mapping of some of its columns (5-tuple and ``ts``)."""
+    if not len(packets["ts"]):
+        return np.zeros(0, dtype=np.int64), 0, np.zeros(0, dtype=np.int64)
     hi = packets["src"].astype(np.uint64) << np.uint64(32) | packets["dst"].astype(np.uint64)
     lo = (
         packets["sport"].astype(np.uint64) << np.uint64(24)
@@ -109,7 +126,16 @@ def flow_ids(packets: np.ndarray) -> tuple[np.ndarray, int]:
     new[1:] = (hi[order][1:] != hi[order][:-1]) | (lo[order][1:] != lo[order][:-1])
     ids = np.empty(len(order), dtype=np.int64)
     ids[order] = np.cumsum(new) - 1
-    return ids, int(new.sum())
+    # lexsort is stable: on a table sorted by time its order already is flow, then time
+    if not _is_sorted(packets["ts"]):
+        order = np.lexsort([packets["ts"], ids])
+    return ids, int(new.sum()), order
+
+
+def flow_ids(packets: np.ndarray) -> tuple[np.ndarray, int]:
+    """A dense id per 5-tuple (direction matters) and the number of flows."""
+    ids, n, _ = flow_order(packets)
+    return ids, n
 
 
 def host_index(packets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,19 +144,61 @@ def host_index(packets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return hosts, np.searchsorted(hosts, packets["src"]), np.searchsorted(hosts, packets["dst"])
 
 
+def host_pairs(packets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(src << 32 | dst, return_inverse=True)``: the (source, destination) pairs as
+    ``src << 32 | dst`` in increasing order and each packet's pair; counted densely over the
+    hosts when that space is small."""
+    if not len(packets):
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    hosts, si, di = host_index(packets)
+    nh = len(hosts)
+    if nh * nh > max(_DENSE_MAX, 4 * len(packets)):
+        key = packets["src"].astype(np.uint64) << np.uint64(32) | packets["dst"].astype(np.uint64)
+        uniq, inv = np.unique(key, return_inverse=True)
+        return uniq, inv.ravel()
+    combo = si * nh + di
+    present = np.flatnonzero(np.bincount(combo, minlength=nh * nh))
+    slot = np.zeros(nh * nh, dtype=np.int64)
+    slot[present] = np.arange(len(present))
+    h = hosts.astype(np.uint64)
+    return h[present // nh] << np.uint64(32) | h[present % nh], slot[combo]
+
+
 def _group_max(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(n)
     np.maximum.at(out, groups, values)
     return out
 
 
+def _distinct(combo: np.ndarray, size: int) -> np.ndarray:
+    """``np.unique(combo)`` for non-negative integers below ``size`` (dense when small)."""
+    if size <= max(_DENSE_MAX, 4 * len(combo)):
+        return np.flatnonzero(np.bincount(combo, minlength=size))
+    return np.unique(combo)
+
+
 def _pair_sums(win: np.ndarray, key: np.ndarray, weights: np.ndarray, n: int):
     """Sum ``weights`` per (window, key); return the window of each group and its sum."""
-    combo = win * (int(key.max()) + 1 if len(key) else 1) + key
+    kmax = int(key.max()) + 1 if len(key) else 1
+    combo = win * kmax + key
+    size = n * kmax
+    if size <= max(_DENSE_MAX, 4 * len(combo)):
+        # a bincount adds in table order per group, as the sorted path does: same sums
+        present = np.flatnonzero(np.bincount(combo, minlength=size))
+        sums = np.bincount(combo, weights=weights, minlength=size)[present]
+        return (present // kmax).astype(np.int64), sums
     uniq, inv = np.unique(combo, return_inverse=True)
     sums = np.bincount(inv.ravel(), weights=weights)
-    kmax = int(key.max()) + 1 if len(key) else 1
     return (uniq // kmax).astype(np.int64), sums
+
+
+def _host_matrix(
+    windows: Windows, s: np.ndarray, d: np.ndarray, w: np.ndarray, h: int
+) -> tuple[np.ndarray, np.ndarray]:
+    n = windows.count
+    out = np.bincount(windows.index * h + s, weights=w, minlength=n * h)
+    inn = np.bincount(windows.index * h + d, weights=w, minlength=n * h)
+    return out.reshape(n, h), inn.reshape(n, h)
 
 
 def host_window_matrix(
@@ -170,7 +238,7 @@ def window_features(packets: np.ndarray, windows: Windows) -> np.ndarray:
         full = np.bincount(win, weights=(plen >= 1200).astype(float), minlength=n)
         X[:, col["frac_full_size"]] = np.where(pk > 0, full / np.maximum(pk, 1), 0)
 
-    fid, nflows = flow_ids(packets)
+    fid, nflows, order = flow_order(packets)
     fw, fbytes = _pair_sums(win, fid, plen, n)
     X[:, col["flows_active"]] = np.bincount(fw, minlength=n)
     syn = (packets["flags"] & TCP_SYN).astype(bool) & ~(packets["flags"] & TCP_ACK).astype(bool)
@@ -178,7 +246,6 @@ def window_features(packets: np.ndarray, windows: Windows) -> np.ndarray:
     top_flow = _group_max(fw, fbytes, n)
     X[:, col["top_flow_bytes"]] = top_flow
     # the biggest flow so far: bytes a flow active in the window has carried up to its end
-    order = np.lexsort([ts, fid])
     cum = np.empty(len(fid))
     csum = np.cumsum(plen[order])
     starts = np.concatenate([[0], np.nonzero(np.diff(fid[order]))[0] + 1])
@@ -192,7 +259,7 @@ def window_features(packets: np.ndarray, windows: Windows) -> np.ndarray:
     nh = len(hosts)
     pw, pbytes = _pair_sums(win, si * nh + di, plen, n)
     X[:, col["top_pair_bytes"]] = _group_max(pw, pbytes, n)
-    _, out, inn = host_window_matrix(packets, windows, hosts)
+    out, inn = _host_matrix(windows, si, di, plen, nh)
     X[:, col["max_host_out"]] = out.max(axis=1)
     X[:, col["max_host_in"]] = inn.max(axis=1)
     X[:, col["max_host_net_in"]] = np.clip((inn - out).max(axis=1), 0, None)
@@ -200,7 +267,7 @@ def window_features(packets: np.ndarray, windows: Windows) -> np.ndarray:
     # fan-out/fan-in: distinct peers per host per window (data-carrying packets only)
     data = plen > 0
     for name, a, b in (("max_fan_out", si, di), ("max_fan_in", di, si)):
-        combo = np.unique((win[data] * nh + a[data]) * nh + b[data])
+        combo = _distinct((win[data] * nh + a[data]) * nh + b[data], n * nh * nh)
         wa = combo // nh
         counts = np.bincount(wa, minlength=n * nh)[: n * nh].reshape(n, nh)
         X[:, col[name]] = counts.max(axis=1)
@@ -220,13 +287,12 @@ def window_features(packets: np.ndarray, windows: Windows) -> np.ndarray:
     X[:, col["gap_std_log"]] = np.sqrt(np.clip(sq - mean * mean, 0, None))
 
     # long-lived flows: age of the flow (since its first packet) at each packet
-    first = np.full(nflows, np.inf)
-    np.minimum.at(first, fid, ts)
+    first = ts[order][starts]  # the flows in id order, each one's packets by time
     age = ts - first[fid]
     X[:, col["oldest_flow_age"]] = _group_max(win, age, n)
     long = age > LONG_FLOW_S
     X[:, col["long_flow_bytes"]] = np.bincount(win[long], weights=plen[long], minlength=n)
-    lw = np.unique(win[long] * max(nflows, 1) + fid[long]) // max(nflows, 1)
+    lw = _distinct(win[long] * max(nflows, 1) + fid[long], n * max(nflows, 1)) // max(nflows, 1)
     X[:, col["long_flow_count"]] = np.bincount(lw, minlength=n)
 
     for name in LOG_FEATURES:

@@ -3,11 +3,13 @@
 For the views of one vantage point across the trials (``attacks.view``):
 
 1. ``detect``: the change detector and the relay detector (windows in which the path tracer saw
-   bytes being relayed) on every trial, and the classifier trained leave-one-trial-out on the
-   window features plus the relayed bytes (labels of the *other* trials only, as an attacker who
-   rehearsed on its own runs). The classifier is the primary detector when it can be trained,
-   else the relay detector when the relay's signature is there, else the change detector; all
-   three are scored (``detection_auc_<name>``).
+   bytes being relayed) on every trial, and the classifier trained leave-one-seed-out on the
+   window features plus the relayed bytes (labels of the trials of *other* workload seeds only,
+   as an attacker who rehearsed on its own runs; a trial's twin of the other mode shares its
+   seed and never trains it, ``AttackContext.groups``). The classifier is the primary detector
+   when it can be trained, else the relay detector when the relay's signature is there, else the
+   change detector (whose notes then say why the classifier was not trained); all three are
+   scored (``detection_auc_<name>``).
 2. ``analyze``: host rankings and the relay graph, from the packets and the detection only.
 
 ``attack(views, ctx)`` runs both; it is registered in ``attacks.pipeline.ATTACKERS`` as
@@ -24,8 +26,8 @@ from attacks.detection import (
     detect_change,
     detect_relay,
     label_windows,
-    leave_one_trial_out,
-    loto_change,
+    leave_one_seed_out,
+    leave_one_seed_out_change,
 )
 from attacks.identify import HostRanking, rank_hosts, suspect_windows
 from attacks.relaygraph import bfs_depth, extend_chain, relay_graph, relay_signature, relay_span
@@ -33,12 +35,16 @@ from attacks.view import AttackContext, AttackerView, AttackResult
 
 
 def detect(
-    views: list[AttackerView], labels: list[np.ndarray | None] | None = None, seed: int = 0
+    views: list[AttackerView],
+    labels: list[np.ndarray | None] | None = None,
+    seed: int = 0,
+    groups: list[str] | None = None,
 ) -> list[dict[str, Detection]]:
     """Change, relay and classifier detections for views of *one* attacker across trials.
 
     ``labels`` (per view, see ``AttackContext``) train the classifier and the CUSUM threshold;
-    trial ``i`` is never scored by a model or threshold that saw trial ``i``'s labels.
+    trial ``i`` is never scored by a model or threshold that saw the labels of a trial of its
+    group (``groups[i]``, its workload seed; default: each trial its own).
     """
     feats = [v.features for v in views]
     rehearsed = labels is not None and any(y is not None for y in labels)
@@ -47,13 +53,20 @@ def detect(
         for f, lab in zip(feats, labels or [None] * len(feats), strict=True)
     ]
     # without rehearsal data the CUSUM keeps its default threshold
-    change = loto_change(feats, y) if rehearsed else [detect_change(f) for f in feats]
-    cls = leave_one_trial_out(feats, y, seed=seed) if rehearsed else [None] * len(feats)
+    if rehearsed:
+        change = leave_one_seed_out_change(feats, y, groups)
+        cls = leave_one_seed_out(feats, y, groups, seed=seed)
+    else:
+        change = [detect_change(f) for f in feats]
+        cls = ["classifier not trained: no rehearsal labels"] * len(feats)
     out = []
     for f, c, k in zip(feats, change, cls, strict=True):
         d = {"change": c, "relay": detect_relay(f)}
-        if k is not None:
+        if isinstance(k, Detection):
             d["classifier"] = k
+        else:  # the stand-ins say why they stand in
+            c.notes.append(k)
+            d["relay"].notes.append(k)
         out.append(d)
     return out
 
@@ -118,5 +131,5 @@ def analyze(
 
 def attack(views: list[AttackerView], ctx: AttackContext) -> list[AttackResult]:
     """The passive attacker on one vantage point's views of every trial."""
-    dets = detect(views, ctx.labels, seed=ctx.seed)
+    dets = detect(views, ctx.labels, seed=ctx.seed, groups=ctx.groups)
     return [analyze(v, d, ctx.candidates, ctx.name) for v, d in zip(views, dets, strict=True)]

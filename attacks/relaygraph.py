@@ -11,13 +11,13 @@ Callers: ``attacks.pipeline``, the tests.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from attacks.capture import int_to_ip
 from attacks.evidence import RelayEvidence
+from attacks.features import host_pairs
 
 
 @dataclass
@@ -52,6 +52,22 @@ def relay_signature(evidence: list[RelayEvidence]) -> tuple[str, str] | None:
     return max(wide, key=lambda k: (len(fans[k]), volume[k]))
 
 
+def _pair_bytes(data: np.ndarray) -> dict[tuple[str, str], float]:
+    """Payload bytes per (source IP, destination IP), pairs in the order they first appear."""
+    if not len(data):
+        return {}
+    uniq, inv = host_pairs(data)
+    first = np.full(len(uniq), len(data))
+    np.minimum.at(first, inv, np.arange(len(data)))
+    # whole numbers below 2**53: the float sums are exact, as the integer sums were
+    sums = np.bincount(inv, weights=data["plen"].astype(float), minlength=len(uniq))
+    pair: dict[tuple[str, str], float] = {}
+    for k in np.argsort(first, kind="stable").tolist():
+        u = int(uniq[k])
+        pair[(int_to_ip(u >> 32), int_to_ip(u & 0xFFFFFFFF))] = int(sums[k])
+    return pair
+
+
 def extend_chain(
     graph: RelayGraph,
     packets: np.ndarray,
@@ -71,11 +87,7 @@ def extend_chain(
     edges = set(graph.edges)
     lo, hi = span
     data = packets[(packets["plen"] > 0) & (packets["ts"] >= lo) & (packets["ts"] <= hi + 1.0)]
-    pair: dict[tuple[str, str], float] = defaultdict(float)
-    for s_, d_, b_ in zip(
-        data["src"].tolist(), data["dst"].tolist(), data["plen"].tolist(), strict=True
-    ):
-        pair[(int_to_ip(s_), int_to_ip(d_))] += b_
+    pair = _pair_bytes(data)
     for _ in range(4):  # a few hops at most
         depth = bfs_depth(sorted(edges), source)
         deepest = max(depth.values())

@@ -23,8 +23,19 @@ Nothing here feeds back into an attacker. Per attacker per trial one record:
 - ``ks_sizes_stat``, ``ks_sizes_p``, ``ks_gaps_stat``, ``ks_gaps_p``: two-sample KS of packet sizes
   and inter-packet gaps, migration windows vs the others (None without both).
 
-``aggregate`` averages each field over trials (ignoring None) per mode per attacker and keeps
-the per-trial values. Caller: ``attacks.pipeline`` and the experiments runner.
+``aggregate`` averages each field over trials (ignoring None) per mode per attacker, keeps the
+per-trial values and gives every mean its 95 % interval and trial count under ``intervals``
+(``attacks.stats``: a seeded bootstrap over trials; the 0/1 hit rates of ``PROPORTION_FIELDS`` as
+proportions with a Wilson interval).
+
+The costs of a migration (``cost_record``, averaged by ``aggregate_costs``), from its ground truth
+and the global capture: ``migration_time_s`` and ``downtime_s`` as the controller reported them,
+``vm_bytes``, ``bytes_on_wire`` (the packets of the migration's hops, ``migration_mask``, each
+counted once), ``migration_span_s`` (``migration_end - migration_start``: the whole migration, its
+set-up included) and ``transfer_span_s`` (``transfer_end - transfer_start``: the source's first to
+last migration packet, see ``attacks.truth.SPANS``).
+
+Callers: ``attacks.pipeline``, the tests.
 """
 
 from __future__ import annotations
@@ -33,7 +44,9 @@ from typing import Any
 
 import numpy as np
 
+from attacks.capture import ip_to_int
 from attacks.detection import Detection, label_windows
+from attacks.stats import interval
 from attacks.truth import TrialTruth
 
 METRIC_FIELDS = [
@@ -52,6 +65,16 @@ METRIC_FIELDS = [
     "ks_sizes_p",
     "ks_gaps_stat",
     "ks_gaps_p",
+]
+# one 0/1 outcome per trial: reported as proportions with a Wilson interval
+PROPORTION_FIELDS = {"destination_top1", "destination_top3", "source_top1"}
+COST_FIELDS = [
+    "migration_time_s",
+    "downtime_s",
+    "bytes_on_wire",
+    "vm_bytes",
+    "migration_span_s",
+    "transfer_span_s",
 ]
 
 
@@ -134,18 +157,74 @@ def _mean(values: list[Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per mode per attacker: each field's mean over trials, plus ``n_trials``, ``trials`` and
-    ``per_trial`` (``{field: [value per trial]}``)."""
+def _detector_fields(records: list[dict[str, Any]]) -> list[str]:
+    """The per-detector AUCs the records carry (``detection_auc_change``, ...), sorted."""
+    return sorted({k for r in records for k in r if k.startswith("detection_auc_")})
+
+
+def aggregate(
+    records: list[dict[str, Any]], seed: int = 0
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per mode per attacker: each field's mean over trials, plus ``n_trials``, ``trials``,
+    ``per_trial`` (``{field: [value per trial]}``) and ``intervals`` (``{field: {"mean", "lo",
+    "hi", "n", "method"}}``, bootstrap seeded with ``seed``)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["mode"], r["attacker"]), []).append(r)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (mode, attacker), recs in sorted(groups.items()):
         recs = sorted(recs, key=lambda r: r["trial"])
-        entry: dict[str, Any] = {f: _mean([r.get(f) for r in recs]) for f in METRIC_FIELDS}
+        fields = METRIC_FIELDS + _detector_fields(recs)
+        entry: dict[str, Any] = {f: _mean([r.get(f) for r in recs]) for f in fields}
         entry["n_trials"] = len(recs)
         entry["trials"] = [r["trial"] for r in recs]
-        entry["per_trial"] = {f: [r.get(f) for r in recs] for f in METRIC_FIELDS}
+        entry["per_trial"] = {f: [r.get(f) for r in recs] for f in fields}
+        entry["intervals"] = {
+            f: interval(entry["per_trial"][f], seed, proportion=f in PROPORTION_FIELDS)
+            for f in fields
+        }
         out.setdefault(mode, {})[attacker] = entry
+    return out
+
+
+# ----------------------------------------------------------------------------- costs
+def migration_mask(packets: np.ndarray, truth: TrialTruth) -> np.ndarray:
+    """Packets of the migration's TCP hops (both directions), by addresses and port."""
+    ip = {h.host: ip_to_int(h.ip) for h in truth.hosts}
+    mask = np.zeros(len(packets), dtype=bool)
+    for p in truth.paths:
+        a = np.array([ip[p.src]], dtype="u4")
+        b = [ip[p.to]] + ([ip_to_int(p.virtual_ip)] if p.virtual_ip else [])
+        b = np.array(b, dtype="u4")
+        fwd = np.isin(packets["src"], a) & np.isin(packets["dst"], b) & \
+            (packets["dport"] == p.port)
+        rev = np.isin(packets["src"], b) & np.isin(packets["dst"], a) & \
+            (packets["sport"] == p.port)
+        mask |= fwd | rev
+    return mask
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return end - start if start is not None and end is not None else None
+
+
+def cost_record(truth: TrialTruth, bytes_on_wire: int | None) -> dict[str, Any]:
+    """One trial's costs (``COST_FIELDS``); None where the trial did not say."""
+    res = truth.result
+    return {
+        "migration_time_s": res.get("migration_time_s"),
+        "downtime_s": res.get("downtime_s"),
+        "bytes_on_wire": bytes_on_wire,
+        "vm_bytes": res.get("vm_bytes"),
+        "migration_span_s": _span(truth.migration_start, truth.migration_end),
+        "transfer_span_s": _span(truth.transfer_start, truth.transfer_end),
+    }
+
+
+def aggregate_costs(costs: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Each cost's mean over the trials, ``per_trial`` values and ``intervals``."""
+    per_trial = {f: [c.get(f) for c in costs] for f in COST_FIELDS}
+    out: dict[str, Any] = {f: _mean(per_trial[f]) for f in COST_FIELDS}
+    out["per_trial"] = per_trial
+    out["intervals"] = {f: interval(per_trial[f], seed) for f in COST_FIELDS}
     return out

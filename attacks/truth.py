@@ -27,6 +27,13 @@ from typing import Any
 
 SCHEMA = "stealth-mtd/ground-truth/1"
 GLOBAL_NAMES = ("global", "all", "any")
+# the two spans of a migration a detection can be labelled with (``TrialTruth.span``)
+SPANS = {
+    "migration": "the whole migration, from the controller's start (roles prepared, the source's "
+    "chunk policy measuring its traffic) to the VM running at the destination",
+    "transfer": "the transfer phase, from the source's first to its last migration packet (its "
+    "own timestamps: after the set-up, until the last ack)",
+}
 
 
 class TruthError(ValueError):
@@ -195,7 +202,9 @@ class TrialTruth:
     """One trial: what migrated where, through whom, when (runner trials) and, for monitor-eval
     trials, the anomalies injected and the migrations they caused.
 
-    ``migration_start``/``migration_end`` are epoch seconds (None: no migration happened);
+    ``migration_start``/``migration_end`` are epoch seconds (None: no migration happened), the
+    whole migration; ``transfer_start``/``transfer_end`` the transfer phase inside it (None: not
+    recorded; see ``SPANS``);
     ``hosts`` are the tenants (the candidates an attacker ranks), ``attackers`` the attacker
     hosts; ``pcaps`` maps a vantage's ``file_stem`` to its pcap, relative to the run folder;
     ``capture_stats`` holds what each capture reported (``dropped_by_kernel`` ...); ``result`` is
@@ -211,6 +220,8 @@ class TrialTruth:
     reason: str = ""
     migration_start: float | None = None
     migration_end: float | None = None
+    transfer_start: float | None = None
+    transfer_end: float | None = None
     source: HostAddress | None = None
     intermediates: list[HostAddress] = field(default_factory=list)
     leader: HostAddress | None = None
@@ -228,6 +239,14 @@ class TrialTruth:
     clean: tuple[float, float] | None = None  # the clean period after training
     end: float | None = None
     ips: dict[str, str] = field(default_factory=dict)  # tenant host → address
+
+    def span(self, which: str = "migration") -> tuple[float | None, float | None]:
+        """``(start, end)`` of the whole migration or of its transfer phase (``SPANS``)."""
+        if which == "migration":
+            return self.migration_start, self.migration_end
+        if which == "transfer":
+            return self.transfer_start, self.transfer_end
+        raise ValueError(f"span {which!r}: use one of {', '.join(SPANS)}")
 
     def vantage_pcaps(self) -> dict[Vantage, str]:
         """``pcaps`` keyed by vantage point."""

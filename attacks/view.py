@@ -70,14 +70,18 @@ class AttackContext:
     ``views[i]`` (migration windows True; all False for a trial without ground truth) when any
     trial's ground truth is known, every entry None when none is: an attacker that rehearsed on
     its own runs trains on them, and the result for ``views[i]`` must never depend on
-    ``labels[i]`` (leave one trial out). ``candidates`` restricts the rankings to these addresses
-    (None: every address seen).
+    ``labels[i]``. ``candidates`` restricts the rankings to these addresses
+    (None: every address seen). ``groups[i]`` names the workload seed of ``views[i]``: trials
+    of one group are twins (trial t of every mode shares its seed, so its background traffic), and
+    the result for ``views[i]`` must not depend on the labels of any view of its group (leave one
+    seed out); None: every view its own group.
     """
 
     name: str
     labels: list[np.ndarray | None]
     seed: int = 0
     candidates: set[int] | None = None
+    groups: list[str] | None = None
 
 
 def build_view(

@@ -58,6 +58,6 @@ class AgentBook:
     def move_vm(self, source: str, destination: str) -> None:
         """After a done migration: the source's VM now runs at the destination."""
         with self._lock:
-            vm = self._agents.get(source, {}).get("vm")
-            self._agents[source]["vm"] = None
-            self._agents[destination]["vm"] = vm
+            for key in ("vm", "vm_bytes"):  # the VM and the size its source registered
+                self._agents[destination][key] = self._agents.get(source, {}).get(key)
+                self._agents[source][key] = None

@@ -224,7 +224,8 @@ class Migrations:
                 chunk_policy=policy,
                 precopy=dict(msg.get("precopy") or {}), seed=seed,
                 stall_timeout_s=float(msg.get("stall_timeout_s", PROTOCOL.stall_timeout_s)),
-                faults=dict(msg.get("faults") or {}))
+                faults=dict(msg.get("faults") or {}),
+                max_image_bytes=int(agents[source].get("vm_bytes") or 0))  # as it registered
         except Exception:
             with self.lock:
                 self.records.pop(mid, None)

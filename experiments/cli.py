@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="run a scenario: trials x modes, attackers, results folder",
                    add_help=False)
     b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
-    b.add_argument("what", choices=["net", "protocol"])
+    b.add_argument("what", choices=["net", "protocol", "attack"])
     args, rest = parser.parse_known_args(argv)
     if args.cmd == "clean":
         from experiments.clean import main as clean_main
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "net":
             _need_root("bench net")
             from experiments.bench_net import main as bench_main
+        elif args.what == "attack":
+            from experiments.bench_attack import main as bench_main
         else:
             from experiments.bench_protocol import main as bench_main
         return bench_main(rest)

@@ -108,6 +108,8 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
         sock.unlink(missing_ok=True)
     res = rec["result"] or {}
     roles = rec["roles"]
+    # the transfer phase: the source's first to last migration packet, by its own clock
+    src_stats = (res.get("role_stats") or {}).get(f"source:{sc.vm.host}", {})
 
     def who(h: str | None) -> dict[str, str] | None:
         return {"host": h, "ip": hosts[h]} if h else None
@@ -116,6 +118,8 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
         "trial": trial_id, "mode": mode, "trial_in_mode": trial, "seed": seed,
         "migration": rec["migration"], "status": rec["state"], "reason": res.get("reason", ""),
         "migration_start": res.get("start_time"), "migration_end": res.get("end_time"),
+        "transfer_start": src_stats.get("transfer_started_at"),
+        "transfer_end": src_stats.get("sent_at"),
         "source": who(sc.vm.host), "intermediates": [who(h) for h in roles["intermediates"]],
         "leader": who(roles["leader"]), "destination": who(roles["destination"]),
         "virtual_ip": rec.get("virtual_ip"),

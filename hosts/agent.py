@@ -7,7 +7,8 @@ One long-lived process per Mininet host (or per 127.0.0.x address on loopback)::
 
 On start it makes an X25519 key pair, starts its VM, serves the commands below on ``AGENT_SOCK``
 (newline-delimited JSON, ``hosts.protocol.mgmt``) and, with ``--mgmt``, registers with the
-controller: ``{"op": "register", "host", "ip", "agent", "pubkey", "vm"}``. Roles report to the
+controller: ``{"op": "register", "host", "ip", "agent", "pubkey", "vm", "vm_bytes"}`` (the image
+size the controller vouches to a destination as its limit). Roles report to the
 controller socket (``migration_done`` / ``migration_failed``); without ``--mgmt`` the reports are
 only logged and ``status`` tells the same.
 
@@ -49,7 +50,7 @@ from hosts.protocol.mgmt import MgmtServer, call
 from hosts.protocol.plan import PlanError, view_from_dict
 from hosts.roles import ROLES
 from hosts.roles.base import AgentContext, Role, RoleError
-from hosts.vm import VM, VMError
+from hosts.vm import VM, VMError, VMNameError, check_name
 
 log = logging.getLogger("hosts.agent")
 
@@ -128,6 +129,7 @@ class Agent:
                     "agent": self.sock,
                     "pubkey": self.pubkey,
                     "vm": self.vm.name if self.vm else None,
+                    "vm_bytes": self.vm.size if self.vm else None,
                 },
             )
 
@@ -208,6 +210,13 @@ class Agent:
         raise RoleError(f"unknown op {op!r}")
 
 
+def _vm_name(name: str) -> str:
+    try:
+        return check_name(name)
+    except VMNameError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hosts.agent", description=__doc__.split("\n")[0])
     p.add_argument("--host", required=True)
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sock", required=True, help="this agent's management socket")
     p.add_argument("--mgmt", help="the controller's management socket")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--vm")
+    p.add_argument("--vm", type=_vm_name, help="the VM's name (letters, digits, '.', '_', '-')")
     p.add_argument("--vm-mib", type=int, default=64)
     p.add_argument("--dirty-pages-per-s", type=float, default=100.0)
     p.add_argument("--vm-port", type=int, default=7000)

@@ -16,6 +16,10 @@ round limit is hit, then pauses the VM and yields the rest plus the device state
     b"D" | length u32 | device state JSON
     b"R" | round u32                           (end of a pre-copy round)
 
+A VM's name becomes part of a file name (``check_name``: letters, digits, ``.``, ``_``, ``-``,
+1-64 characters, no ``..``), so a name from a manifest cannot point outside the work folder; an
+image is at most ``MAX_MIB`` MiB.
+
 Used by the source and destination roles (``hosts.roles.source``, ``hosts.roles.destination``)
 and by the agent (``hosts.agent``), which runs its host's VM.
 """
@@ -26,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import threading
@@ -39,12 +44,27 @@ PAGE = 4096
 BATCH_PAGES = 64
 BLOCK_PAGES = 16  # 64 KiB: the unit of the incremental image hash
 _REC = struct.Struct(">cI")
+MAX_MIB = 16384  # the largest image any VM may have (16 GiB), vouched or not
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 log = logging.getLogger(__name__)
 
 
 class VMError(RuntimeError):
     """The VM or its migration stream is in a state that does not allow the request."""
+
+
+class VMNameError(VMError):
+    """A name that may not become part of a file name (a VM's, a migration's)."""
+
+
+def check_name(name: object, what: str = "VM name") -> str:
+    """``name`` if it is safe in a file name, else ``VMNameError`` saying what is allowed."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise VMNameError(
+            f"{what} {name!r} is not 1-64 letters, digits, '.', '_' or '-' without '..'"
+        )
+    return name
 
 
 def canonical(device: dict[str, Any]) -> bytes:
@@ -67,9 +87,9 @@ class VM:
         fill: bool = True,
         device: dict[str, Any] | None = None,
     ) -> None:
-        if mib <= 0:
-            raise VMError(f"a VM needs at least 1 MiB, got {mib}")
-        self.name = name
+        if not 1 <= mib <= MAX_MIB:
+            raise VMError(f"a VM needs 1 to {MAX_MIB} MiB, got {mib}")
+        self.name = check_name(name)
         self.mem_path = mem_path
         self.mib = mib
         self.pages = mib * 256
@@ -97,7 +117,7 @@ class VM:
         self._listener: socket.socket | None = None
         self.running = False
         os.makedirs(os.path.dirname(mem_path) or ".", exist_ok=True)
-        flags = os.O_RDWR | os.O_CREAT
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW  # never write through a planted link
         self.fd = os.open(mem_path, flags, 0o600)
         if fill:
             self._fill()
@@ -277,6 +297,7 @@ class VM:
             except OSError:
                 return
             with conn:
+                conn.settimeout(2.0)  # a client that never reads cannot hold the service
                 with self._lock:
                     self.device["counter"] = int(self.device.get("counter", 0)) + 1
                     reply = {

@@ -159,6 +159,8 @@ class MigrationPlan:
     to: possibly a virtual address that the switches rewrite. ``chunk_policy`` is a dict for
     ``hosts.chunk_policy.policy_from_settings``; ``precopy`` tunes the VM's pre-copy rounds;
     ``faults`` is a test hook, per host name (e.g. ``{"h3": {"die_after_chunks": 5}}``).
+    ``max_image_bytes`` is the source's VM size as its agent registered it: the destination
+    refuses a larger image (0: not vouched, only the VM model's own limit applies).
     """
 
     migration: str
@@ -178,6 +180,7 @@ class MigrationPlan:
     seed: int = 0
     stall_timeout_s: float = DEFAULTS.stall_timeout_s
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_image_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -221,6 +224,7 @@ class MigrationPlan:
             seed=int(d.get("seed", 0)),
             stall_timeout_s=float(d.get("stall_timeout_s", DEFAULTS.stall_timeout_s)),
             faults={str(h): dict(f) for h, f in (d.get("faults") or {}).items()},
+            max_image_bytes=int(d.get("max_image_bytes", 0)),
         )
 
     def roles(self) -> list[tuple[str, Endpoint]]:
@@ -258,7 +262,8 @@ class MigrationPlan:
         if role == "destination":
             peer = self.leader if self.mode == "stealth" else self.source
             assert peer is not None
-            return DestinationView(**common, peer_pubkey=peer.pubkey)
+            return DestinationView(
+                **common, peer_pubkey=peer.pubkey, max_image_bytes=self.max_image_bytes)
         raise ValueError(f"unknown role {role!r}")
 
 
@@ -381,14 +386,20 @@ class LeaderView(RoleView):
 
 @dataclass(frozen=True, kw_only=True)
 class DestinationView(RoleView):
-    """The destination: the one key it accepts a stream from (leader, or source if direct)."""
+    """The destination: the one key it accepts a stream from (leader, or source if direct) and
+    the largest image it installs (``max_image_bytes``, vouched by the controller; 0: unknown)."""
 
     role: ClassVar[str] = "destination"
     peer_pubkey: str
+    max_image_bytes: int = 0
 
     @classmethod
     def _own_fields(cls, f: _Fields, mode: str) -> dict[str, Any]:
-        return {"peer_pubkey": f.text("peer_pubkey")}
+        peer = f.text("peer_pubkey")
+        limit = f.integer("max_image_bytes")  # always sent: 0 says "not vouched" explicitly
+        if limit < 0:
+            raise f.error("max_image_bytes", f"must be at least 0, got {limit}")
+        return {"peer_pubkey": peer, "max_image_bytes": limit}
 
 
 VIEWS: dict[str, type[RoleView]] = {

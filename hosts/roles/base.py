@@ -7,6 +7,13 @@
 (``_listen``/``on_channel``) and connects them for the senders (``_connect``). The agent
 (``hosts.agent``) drives a role through ``prepare``, ``start``, ``abort``, ``release`` and
 ``status``.
+
+Bounds on what a peer can make a role spend: a listener serves at most ``expected_peers() +
+CONN_SLACK`` connections at once (one thread each; more are closed at once, unread); the Noise
+handshake, including the sender's first record (capped at 64 KiB by ``hosts.channel``), must end
+within ``HANDSHAKE_S`` (or the stall timeout if shorter); a sender key is accepted once per
+listener (``seen``); connections still in their handshake are closed by ``close()``; and every
+later read and write on a hop times out after twice the stall timeout (``io_timeout``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from hosts.roles.faults import faults_for
 from hosts.vm import VM
 
 log = logging.getLogger("hosts.roles")
+
+CONN_SLACK = 4  # connections a listener serves beyond its expected peers (junk, late retries)
+HANDSHAKE_S = 10.0  # the longest a connection may take from accept to its first record
 
 
 @dataclass
@@ -67,6 +77,10 @@ class Role:
         self.closing = threading.Event()
         self._reported = False
         self._listener: socket.socket | None = None
+        self._pending: set[socket.socket] = set()  # accepted, handshake not finished
+        self._serving = 0  # connections with a thread: in their handshake or on_channel
+        self._seen: set[str] = set()  # sender keys accepted once (Channel.accept adds them)
+        self._conn_lock = threading.Lock()
 
     # --- logging and state ----------------------------------------------------------------
     def log(self, event: str, level: int = logging.INFO, **kv: Any) -> None:
@@ -115,10 +129,11 @@ class Role:
     def close(self) -> None:
         self.closing.set()
         if self._listener is not None:
-            try:
-                self._listener.close()
-            except OSError:
-                pass
+            _shut(self._listener)  # shutdown wakes the accept loop: the port closes now
+        with self._conn_lock:
+            pending, self._pending = list(self._pending), set()
+        for conn in pending:  # wakes their handshake threads, which then give up
+            _shut(conn)
         with self.cond:
             self.cond.notify_all()
 
@@ -162,6 +177,17 @@ class Role:
         return {"role": self.name, "state": self.state, "reason": self.reason, "stats": stats}
 
     # --- receivers ------------------------------------------------------------------------
+    def expected_peers(self) -> int:
+        """How many senders connect to this role's listener in a normal run."""
+        return 1
+
+    @property
+    def io_timeout(self) -> float:
+        """Every read and write on a hop after its handshake gives up after this long: twice the
+        stall timeout, so a role's own stall check (which names what it waited for) comes first
+        and a hop is never dropped while its peer is merely waiting for a third one."""
+        return 2 * self.stall
+
     def _listen(self, ip: str, allowed: set[str]) -> int:
         port = self.me.listen_port or self.me.port
         self._listener = listen(ip, port)
@@ -170,8 +196,11 @@ class Role:
         threading.Thread(
             target=self._accept_loop, args=(allowed,), name=f"{self.name}:accept", daemon=True
         ).start()
-        self.log("listening", ip=ip, port=port)
+        self.log("listening", ip=ip, port=port, max_connections=self.max_connections())
         return port
+
+    def max_connections(self) -> int:
+        return self.expected_peers() + CONN_SLACK
 
     def _accept_loop(self, allowed: set[str]) -> None:
         lst = self._listener
@@ -183,19 +212,46 @@ class Role:
                 continue
             except OSError:
                 return
+            with self._conn_lock:
+                full = self._serving >= self.max_connections() or self.closing.is_set()
+                if not full:
+                    self._serving += 1
+                    self._pending.add(conn)
+            if full:  # closed unread: no thread, no buffer
+                _shut(conn)
+                self.reject(f"connection from {addr[0]}:{addr[1]}",
+                            f"{self.max_connections()} connections already served")
+                continue
             threading.Thread(
-                target=self._handshake, args=(conn, addr, allowed), daemon=True
+                target=self._serve, args=(conn, addr, allowed), name=f"{self.name}:conn",
+                daemon=True,
             ).start()
+
+    def _serve(self, conn: socket.socket, addr: Any, allowed: set[str]) -> None:
+        try:
+            self._handshake(conn, addr, allowed)
+        finally:
+            with self._conn_lock:
+                self._serving -= 1
+                self._pending.discard(conn)
 
     def _handshake(self, conn: socket.socket, addr: Any, allowed: set[str]) -> None:
         try:
-            ch = Channel.accept(conn, self.ctx.static, allowed, self.mig, timeout=self.stall)
+            ch = Channel.accept(
+                conn, self.ctx.static, allowed, self.mig, timeout=min(HANDSHAKE_S, self.stall),
+                seen=self._seen, io_timeout=self.io_timeout,
+            )
         except ChannelError as exc:
             self.reject(f"connection from {addr[0]}:{addr[1]}", exc)
             conn.close()
             return
+        with self._conn_lock:
+            self._pending.discard(conn)
+            if self.closing.is_set():
+                ch.close()
+                return
         try:
-            first = ch.recv()  # proves the sender holds its key
+            first = ch.recv()  # the first frame, within the io timeout
         except ChannelError as exc:
             self.reject(f"connection from {addr[0]}:{addr[1]}", exc)
             ch.close()
@@ -218,8 +274,21 @@ class Role:
         bs[label] = bs.get(label, 0) + n
 
     def _connect(self, ip: str, port: int, pubkey: str) -> Channel:
-        """A hop channel from this host to ``ip:port``, whose receiver must hold ``pubkey``."""
+        """A hop channel from this host to ``ip:port``, whose receiver must hold ``pubkey``.
+
+        The handshake must end within ``HANDSHAKE_S`` (or the stall timeout if shorter); every
+        later read and write within the stall timeout.
+        """
         return Channel.connect(
             self.ctx.ip, ip, port, load_public(pubkey), self.ctx.static, self.mig,
-            timeout=self.stall,
+            timeout=min(HANDSHAKE_S, self.stall), io_timeout=self.io_timeout,
         )
+
+
+def _shut(conn: socket.socket) -> None:
+    """Close a socket another thread may be blocked on (shutdown wakes it first)."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()

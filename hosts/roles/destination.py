@@ -4,6 +4,10 @@ It accepts one hop channel, from the one key it was told (the leader's, or the s
 direct mode), installs the migration stream into a new VM image, checks the image hash of the
 trailer, starts the VM and reports ``migration_done`` (sha256, downtime) to the controller; on
 any error it discards the image and reports ``migration_failed``.
+
+The manifest is checked before anything is written (``read_manifest``): a VM name that is not a
+safe file name, an image larger than the controller vouched (``max_image_bytes``) or a field of
+the wrong type is a ``ManifestError``, and the migration fails (the source keeps its VM).
 """
 
 from __future__ import annotations
@@ -11,13 +15,64 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from hosts.channel import Channel, ChannelError
 from hosts.protocol.plan import DestinationView
 from hosts.roles.base import AgentContext, Role, RoleError
-from hosts.vm import VM, StreamInstaller, VMError
+from hosts.vm import MAX_MIB, VM, StreamInstaller, VMError, VMNameError, check_name
 from hosts.wire import FrameError, FrameType, ack_body, build_frame, parse_data, parse_frame
+
+MIB = 1 << 20
+
+
+class ManifestError(RoleError):
+    """A manifest the destination does not install: the message names the field and why."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the destination installs: the VM's name, size and workload."""
+
+    vm: str
+    mib: int
+    dirty_pages_per_s: float
+    seed: int
+
+
+def read_manifest(body: bytes, max_image_bytes: int) -> Manifest:
+    """Check and read a manifest; ``ManifestError`` names what is wrong.
+
+    ``max_image_bytes`` (0: not vouched) bounds the image as the controller saw it registered;
+    ``hosts.vm.MAX_MIB`` bounds it always.
+    """
+    try:
+        m = json.loads(body)
+    except ValueError as exc:
+        raise ManifestError(f"manifest is not JSON: {exc}") from None
+    if not isinstance(m, dict):
+        raise ManifestError(f"manifest must be an object, got {type(m).__name__}")
+    try:
+        name = check_name(m.get("vm"))
+    except VMNameError as exc:
+        raise ManifestError(f"manifest field 'vm': {exc}") from None
+    mib = m.get("mib")
+    if not isinstance(mib, int) or isinstance(mib, bool) or not 1 <= mib <= MAX_MIB:
+        raise ManifestError(f"manifest field 'mib' must be an int 1..{MAX_MIB}, got {mib!r}")
+    if max_image_bytes and mib * MIB > max_image_bytes:
+        raise ManifestError(
+            f"manifest field 'mib': an image of {mib * MIB} bytes exceeds the "
+            f"{max_image_bytes} bytes vouched for this migration"
+        )
+    rate = m.get("dirty_pages_per_s", 0.0)
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate < 1e9:
+        raise ManifestError(f"manifest field 'dirty_pages_per_s' must be a number >= 0, "
+                            f"got {rate!r}")
+    seed = m.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 62:
+        raise ManifestError(f"manifest field 'seed' must be an int >= 0, got {seed!r}")
+    return Manifest(name, mib, float(rate), seed)
 
 
 class Destination(Role):
@@ -45,7 +100,7 @@ class Destination(Role):
             self.state = "receiving"
         try:
             self._receive(ch, first)
-        except (RoleError, VMError, FrameError, ValueError) as exc:
+        except (RoleError, VMError, FrameError, ValueError, KeyError, TypeError) as exc:
             try:
                 ch.send(build_frame(FrameType.ABORT, str(exc).encode()))
             except ChannelError:
@@ -60,11 +115,12 @@ class Destination(Role):
         fr = parse_frame(first)
         if fr.type != FrameType.MANIFEST:
             raise RoleError(f"stream starts with {fr.type.name}, not the manifest")
-        manifest = json.loads(fr.body)
-        name, mib = str(manifest["vm"]), int(manifest["mib"])
+        manifest = read_manifest(fr.body, self.view.max_image_bytes)
+        name, mib = manifest.vm, manifest.mib
         if self.ctx.get_vm() is not None:
             raise RoleError(f"this host already runs VM {self.ctx.get_vm().name}")  # type: ignore[union-attr]
-        path = os.path.join(self.ctx.workdir, f"{name}.{self.mig}.mem")
+        mig = check_name(self.mig, "migration id")
+        path = os.path.join(self.ctx.workdir, f"{name}.{mig}.mem")
         self.vm = VM(
             name,
             path,
@@ -72,8 +128,8 @@ class Destination(Role):
             host=self.ctx.host,
             ip=self.ctx.ip,
             port=self.ctx.vm_port,
-            dirty_pages_per_s=float(manifest.get("dirty_pages_per_s", 0.0)),
-            seed=int(manifest.get("seed", 0)) + 7,
+            dirty_pages_per_s=manifest.dirty_pages_per_s,
+            seed=manifest.seed + 7,
             fill=False,
         )
         installer = StreamInstaller(self.vm)
@@ -93,6 +149,11 @@ class Destination(Role):
                 raise FrameError(f"unexpected {fr.type.name} in the stream")
         self.stats["bytes_received"] = ch.bytes_received
         trailer = json.loads(fr.body)
+        if not isinstance(trailer, dict):
+            raise RoleError(f"trailer must be an object, got {type(trailer).__name__}")
+        if trailer.get("vm_bytes", self.vm.size) != self.vm.size:
+            raise RoleError(f"trailer says {trailer['vm_bytes']} image bytes, the manifest "
+                            f"{self.vm.size}")
         installer.finish()
         digest = self.vm.digest()
         if digest != trailer["sha256"]:

@@ -5,6 +5,11 @@ until k of them open the manifest (chunk 0), then reorders and opens the chunks 
 bounded by the window, acks them back through every live intermediate and sends the plaintext
 stream on to the destination (whose address it learns from the manifest) over a hop encrypted
 to the destination's vouched key. A forged chunk drops the intermediate that sent it.
+
+Its listener serves the n intermediates (each key once, ``hosts.roles.base``). Every hop read
+times out (``Role.io_timeout``), so while chunks arrive slowly the leader repeats its last ack
+every third of the stall timeout (a heartbeat: the ack readers of the intermediates and the
+source never wait that long).
 """
 
 from __future__ import annotations
@@ -55,11 +60,25 @@ class Leader(Role):
         self.last_progress = time.monotonic()
         self.dest: Channel | None = None
         self.stats.update(chunks=0, duplicates=0, peak_buffer=0)
+        self._last_ack = time.monotonic()
+
+    def expected_peers(self) -> int:
+        return self.n
 
     def prepare(self) -> dict[str, Any]:
         port = self._listen(self.ctx.ip, set(self.view.intermediate_pubkeys))
         threading.Thread(target=self._pump_safe, name="leader:pump", daemon=True).start()
+        threading.Thread(target=self._heartbeat, name="leader:heartbeat", daemon=True).start()
         return {"port": port}
+
+    def _heartbeat(self) -> None:
+        """Repeat the last ack when none left for a third of the stall timeout."""
+        every = self.stall / 3
+        while not self.closing.wait(every / 4):
+            if self.state != "prepared":
+                return
+            if self.live and time.monotonic() - self._last_ack >= every:
+                self._ack(self.next)
 
     def on_channel(self, ch: Channel, first: bytes) -> None:
         with self.cond:
@@ -216,8 +235,11 @@ class Leader(Role):
                 self._ack(self.next)
 
     def _ack(self, upto: int) -> None:
+        self._last_ack = time.monotonic()
         frame = build_frame(FrameType.ACK, ack_body(upto))
-        for cid in sorted(self.live):
+        with self.cond:
+            live = sorted(self.live)
+        for cid in live:
             try:
                 self._count_sent("intermediates", self.conns[cid].send(frame))
             except ChannelError:

@@ -156,6 +156,7 @@ class Source(Role):
     # --- direct ---------------------------------------------------------------------------
     def _direct(self) -> None:
         policy = policy_from_settings(self.view.chunk_policy, seed=self.seed, ip=self.ctx.ip)
+        self.stats["transfer_started_at"] = time.time()  # set-up (e.g. a sniff) is over
         try:
             ch = self._connect(self.view.dest_address, self.view.dest_port, self.view.dest_pubkey)
         except (OSError, ChannelError) as exc:
@@ -206,6 +207,7 @@ class Source(Role):
         self.faults.on_key(key, shares)
         sealer = ChunkSealer(key, self.mig)
         del key
+        self.stats["transfer_started_at"] = time.time()  # set-up (e.g. a sniff) is over
         for i, ep in enumerate(inters):
             try:
                 ch = self._connect(ep.ip, ep.port, ep.pubkey)

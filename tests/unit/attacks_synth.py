@@ -14,6 +14,11 @@ What it models (all seeded):
   has it; the leader forwards in order to the destination (optionally through a virtual address
   rewritten only at the destination's edge); padded key shares take the same hops, and padded
   acks travel back leader → intermediates → source.
+- **the protocol's own marks**, off unless asked (``make_trial(relay_port=...,
+  handshake_kind=..., ack_record=...)``): hops on a relay port, a handshake first (Noise IK's
+  messages or the hello they replaced, sized as in ``hosts/channel.py``), ACK records of their
+  exact size; with them the relay looks as ``hosts`` runs it today, without them it uses the
+  tenants' port and shapes.
 
 Frames are built with scapy once per connection direction (Ether/IP/TCP header template) and
 patched per packet (IP length, id, checksum, TCP seq and flags); the pcap keeps only headers
@@ -189,7 +194,13 @@ def flow_size(rng: np.random.Generator) -> int:
 
 
 def background(
-    tr: Traffic, hosts: list[str], t_start: float, duration: float, flows_per_s: float, backups: int
+    tr: Traffic,
+    hosts: list[str],
+    t_start: float,
+    duration: float,
+    flows_per_s: float,
+    backups: int,
+    service_port: int = 80,
 ) -> None:
     rng = tr.rng
     weights = rng.pareto(1.5, size=len(hosts)) + 0.3  # a few busy servers
@@ -203,7 +214,7 @@ def background(
         client = hosts[rng.integers(len(hosts))]
         if client == server:
             continue
-        tr.transfer(t, client, server, flow_size(rng), rng.uniform(2e6, 40e6))
+        tr.transfer(t, client, server, flow_size(rng), rng.uniform(2e6, 40e6), dport=service_port)
     for _ in range(backups):
         a, b = rng.choice(len(hosts), size=2, replace=False)
         tb = t_start + rng.uniform(0, duration - 8)
@@ -218,12 +229,36 @@ def background(
         )
 
 
-def direct_migration(tr: Traffic, t: float, src: str, dst: str, vm_bytes: int) -> float:
+# the hop handshake's wire sizes (u32 length prefix included), as hosts/channel.py sends them:
+# the old hello = eph 32 + static 32 + padding; Noise IK msg1 = e 32 + encrypted s 48 + tag 16
+# + padding, msg2 = e 32 + tag 16 + padding, then a padding-only record (tag 16); padding 4*r
+HANDSHAKES = {"hello": [("c", 4 + 64)], "noise": [("c", 4 + 96), ("s", 4 + 48), ("c", 4 + 16)]}
+
+
+def handshake(tr: Traffic, conn: Conn, t: float, kind: str | None) -> float:
+    """The hop handshake on a fresh connection (nothing for None); returns when it is done."""
+    if kind is None:
+        return t
+    for side, size in HANDSHAKES[kind]:
+        pad = 4 * int(tr.rng.integers(0, 256))
+        t = tr.send(conn, t, size + pad, 50e6, from_client=side == "c", psh_only=True) + conn.rtt
+    return t
+
+
+def direct_migration(
+    tr: Traffic,
+    t: float,
+    src: str,
+    dst: str,
+    vm_bytes: int,
+    port: int = 7200,
+    handshake_kind: str | None = None,
+) -> float:
     """Pre-copy rounds (full memory, then shrinking dirty rounds) over one connection."""
     rng = tr.rng
     rate = rng.uniform(40e6, 90e6)
-    conn = tr.connect(t, src, dst, 7200)
-    t += conn.rtt
+    conn = tr.connect(t, src, dst, port)
+    t = handshake(tr, conn, t + conn.rtt, handshake_kind)
     for nbytes in [vm_bytes] + [int(vm_bytes * f) for f in (0.12, 0.04, 0.01)]:
         t = tr.send(conn, t, nbytes, rate) + rng.uniform(0.05, 0.2)
     tr.close(conn, t)
@@ -240,6 +275,9 @@ def relay_migration(
     vm_bytes: int,
     mean_gap_s: float = 0.1,
     ack_every: int = 4,
+    port: int = 7100,
+    handshake_kind: str | None = None,
+    ack_record: int | None = None,
 ) -> tuple[float, list[tuple[str, str]]]:
     """The stealth pattern over persistent hop connections (as ``hosts`` runs it); returns the end
     time and the (from, to) hops used.
@@ -247,13 +285,17 @@ def relay_migration(
     Chunk sizes come from the background's size mix and leave with exponential gaps; an
     intermediate forwards each record a few ms after it has it; the leader forwards chunks in
     order as they become available; every ``ack_every`` chunks the leader sends a padded ack back
-    through every intermediate to the source (relaying in the other direction).
+    through every intermediate to the source (relaying in the other direction). ``port`` is
+    every hop's server port, ``handshake_kind`` opens each hop (see ``handshake``), and
+    ``ack_record`` makes every ack exactly that many bytes (the protocol's ACK record).
     """
     rng = tr.rng
-    up = {i: tr.connect(t, src, i, 7100) for i in intermediates}
-    down = {i: tr.connect(t + 0.002, i, leader, 7100) for i in intermediates}
-    out = tr.connect(t + 0.004, leader, dst_wire, 7100)
+    up = {i: tr.connect(t, src, i, port) for i in intermediates}
+    down = {i: tr.connect(t + 0.002, i, leader, port) for i in intermediates}
+    out = tr.connect(t + 0.004, leader, dst_wire, port)
     t += 0.01
+    if handshake_kind is not None:
+        t = max(handshake(tr, c, t, handshake_kind) for c in (*up.values(), *down.values(), out))
     for inter in intermediates:  # key shares, padded to a policy-drawn size
         size = int(min(flow_size(rng), 50e3))
         t_share = tr.send(up[inter], t, size, 30e6)
@@ -273,10 +315,11 @@ def relay_migration(
         leader_free = tr.send(out, t_l, size - 16, rng.uniform(20e6, 60e6))
         end = max(end, leader_free)
         if j % ack_every == ack_every - 1:
-            ack = int(min(flow_size(rng), 20e3))
+            ack = int(min(flow_size(rng), 20e3)) if ack_record is None else ack_record
+            fwd = ack + 24 if ack_record is None else ack_record
             for i in intermediates:
                 t_ack = tr.send(down[i], leader_free + 0.001, ack, 30e6, from_client=False)
-                tr.send(up[i], t_ack + rng.uniform(0.001, 0.01), ack + 24, 30e6, from_client=False)
+                tr.send(up[i], t_ack + rng.uniform(0.001, 0.01), fwd, 30e6, from_client=False)
         sent += size
         j += 1
         t += rng.exponential(mean_gap_s)
@@ -359,13 +402,21 @@ def make_trial(
     vm_bytes: int = 16_000_000,
     virtual_ip: bool = False,
     backups: int = 1,
+    service_port: int = 80,
+    relay_port: int | None = None,
+    handshake_kind: str | None = None,
+    ack_record: int | None = None,
 ) -> SynthTrial:
-    """One trial. ``mode`` is "direct", "stealth" (relay) or "background" (no migration)."""
+    """One trial. ``mode`` is "direct", "stealth" (relay) or "background" (no migration).
+
+    ``service_port`` is the background's server port; ``relay_port`` (default 7100 for a relay,
+    7200 direct), ``handshake_kind`` and ``ack_record`` give the migration the protocol's marks
+    (see ``relay_migration``)."""
     rng = np.random.default_rng(seed)
     tr = Traffic(rng)
     hosts = [host_ip(i) for i in range(1, n_hosts + 1)]
     t0 = BASE_EPOCH + 1000 * trial
-    background(tr, hosts, t0, duration, flows_per_s, backups)
+    background(tr, hosts, t0, duration, flows_per_s, backups, service_port)
     names = {ip: f"h{ip.rsplit('.', 1)[1]}" for ip in hosts}
     truth: dict = {
         "trial": trial,
@@ -382,13 +433,26 @@ def make_trial(
             if seed % 2 == 0
             else tuple(rng.choice(hosts, size=2, replace=False))
         )
-        end = direct_migration(tr, start, src, dst, vm_bytes)
+        end = direct_migration(
+            tr, start, src, dst, vm_bytes, relay_port or 7200, handshake_kind
+        )
         paths = [(src, dst)]
     elif mode == "stealth":
         pick = [str(x) for x in rng.choice(hosts, size=6, replace=False)]
         src, inters, leader, dst = pick[0], pick[1:4], pick[4], pick[5]
         wire_dst = "10.255.0.1" if virtual_ip else dst
-        end, edges = relay_migration(tr, start, src, inters, leader, wire_dst, vm_bytes // 2)
+        end, edges = relay_migration(
+            tr,
+            start,
+            src,
+            inters,
+            leader,
+            wire_dst,
+            vm_bytes // 2,
+            port=relay_port or 7100,
+            handshake_kind=handshake_kind,
+            ack_record=ack_record,
+        )
         paths = [(a, dst if b == wire_dst else b) for a, b in edges]
         truth["intermediates"] = [{"host": names[i], "ip": i} for i in inters]
         truth["leader"] = {"host": names[leader], "ip": leader}

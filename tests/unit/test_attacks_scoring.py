@@ -9,6 +9,7 @@ import pytest
 
 from attacks.cli import main, parse_pcap_name
 from attacks.detection import Detection
+from attacks.pipeline import ATTACKERS, attacker_name
 from attacks.scoring import (
     METRIC_FIELDS,
     aggregate,
@@ -137,7 +138,7 @@ def test_cli_analyze_writes_the_metrics_contract(tmp_path, capsys):
     assert rc == 0
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"schema", "window_s", "records", "modes"}
-    assert len(metrics["records"]) == 4
+    assert len(metrics["records"]) == 4 * len(ATTACKERS)  # four trials, every attacker
     for rec in metrics["records"]:
         assert {"trial", "mode", "attacker"} <= set(rec) and set(METRIC_FIELDS) <= set(rec)
     # four trials are too few to train the classifier well (see test_attacks_detection for
@@ -145,7 +146,7 @@ def test_cli_analyze_writes_the_metrics_contract(tmp_path, capsys):
     direct = metrics["modes"]["direct"]["global"]
     assert direct["n_trials"] == 2 and direct["detection_auc"] is not None
     assert metrics["modes"]["stealth"]["global"]["path_recall"] == 1.0
-    assert len(json.loads(details.read_text())) == 4
+    assert len(json.loads(details.read_text())) == 4 * len(ATTACKERS)
     assert (
         main(["analyze", "--ground-truth", str(run / "ground_truth.json"), "--out", str(out)]) == 2
     )
@@ -169,5 +170,7 @@ def test_cli_run_folder_uses_the_pcaps_the_ground_truth_names(tmp_path):
     out = tmp_path / "m.json"
     assert main(["attack", "analyze", "--run", str(tmp_path), "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
-    assert sorted(r["trial"] for r in metrics["records"]) == [1, 2, 3]
-    assert {r["attacker"] for r in metrics["records"]} == {"global"}
+    assert sorted(r["trial"] for r in metrics["records"] if r["attacker"] == "global") == [1, 2, 3]
+    assert {r["attacker"] for r in metrics["records"]} == {
+        attacker_name(GLOBAL, a) for a in ATTACKERS
+    }

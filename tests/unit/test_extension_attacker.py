@@ -64,13 +64,20 @@ def test_a_registered_attacker_gets_its_own_rows_in_the_metrics(monkeypatch):
     # scored like any attacker: a direct migration's bulk transfer is the busiest traffic
     assert metrics["modes"]["direct"]["global/volume"]["detection_auc"] > 0.5
     assert metrics["modes"]["direct"]["global/volume"]["source_top1"] == 1.0
-    # the built-in attacker still runs, under the vantage point's own name
-    assert {r["attacker"] for r in records} == {"global", "global/volume"}
-    assert len(results) == 6
+    # the built-in attacker (and every other registered one) still runs, the built-in one
+    # under the vantage point's own name
+    names = {pipeline.attacker_name(GLOBAL, a) for a in pipeline.ATTACKERS}
+    assert {r["attacker"] for r in records} == names and {"global", "global/volume"} <= names
+    assert len(results) == 3 * len(pipeline.ATTACKERS)
 
 
-def test_without_registration_only_the_built_in_attacker_runs():
+def test_without_registration_only_the_registered_attackers_run():
     st = make_trial(0, "direct", 3000)
     _, records, _ = pipeline.analyze_run({0: {GLOBAL: Capture(st.table, ["global"])}},
                                          {0: st.truth})
-    assert [r["attacker"] for r in records] == ["global"]
+    assert [r["attacker"] for r in records] == [
+        pipeline.attacker_name(GLOBAL, a) for a in pipeline.ATTACKERS
+    ]
+    assert records[0]["attacker"] == "global" and "global/volume" not in {
+        r["attacker"] for r in records
+    }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hosts.agent import Agent
+from hosts.agent import Agent, main
+from hosts.protocol.mgmt import MgmtServer
 from hosts.protocol.plan import Endpoint, MigrationPlan
+from hosts.vm import VM
 
 
 def _plan() -> MigrationPlan:
@@ -42,3 +44,28 @@ def test_a_bad_view_is_an_error_reply_naming_the_field(agent: Agent, edit, error
 def test_prepare_without_a_view(agent: Agent) -> None:
     reply = agent.handle({"op": "prepare"})
     assert reply["ok"] is False and reply["error"].startswith("PlanError: prepare needs a view")
+
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x", "a/b", "..", ""])
+def test_the_agent_refuses_a_vm_name_that_could_leave_its_folder(tmp_path, capsys, name) -> None:
+    argv = ["--host", "h1", "--ip", "127.0.0.1", "--sock", str(tmp_path / "h1.sock"),
+            "--workdir", str(tmp_path / "w"), "--vm", name, "--vm-mib", "1"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "letters, digits" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_agent_registers_its_vm_size(tmp_path) -> None:
+    sent: list[dict] = []
+    ctl = MgmtServer(str(tmp_path / "ctl.sock"), lambda msg: sent.append(msg) or {})
+    ctl.start()
+    try:
+        a = Agent("h1", "127.0.0.1", str(tmp_path / "h1.sock"), str(tmp_path / "w"),
+                  mgmt=str(tmp_path / "ctl.sock"))
+        a.vm = VM("vm1", str(tmp_path / "w" / "vm1.mem"), 2, fill=False)
+        a.register()
+    finally:
+        ctl.close()
+    assert sent[0]["vm"] == "vm1" and sent[0]["vm_bytes"] == 2 << 20

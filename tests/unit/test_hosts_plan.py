@@ -147,6 +147,8 @@ def test_a_missing_field_is_named(role: str) -> None:
     ("intermediate", "leader", "10.0.0.5", "an object"),
     ("destination", "stall_timeout_s", "15", "a number"),
     ("destination", "window", None, "an int"),
+    ("destination", "max_image_bytes", "4 MiB", "an int"),
+    ("destination", "max_image_bytes", 2.5, "an int"),
 ])
 def test_a_mistyped_field_is_named(role: str, name: str, value, kind: str) -> None:
     p = _plan()
@@ -230,3 +232,18 @@ def test_limits_must_be_positive() -> None:
 def test_endpoint_from_dict_names_the_field() -> None:
     with pytest.raises(PlanError, match=r"^endpoint: field 'ip' is missing$"):
         Endpoint.from_dict({"host": "h1", "agent": "/s"})
+
+
+def test_the_destination_is_told_the_image_limit_and_nobody_else() -> None:
+    p = _plan()
+    p.max_image_bytes = 4 << 20
+    v = view_from_dict(_wire(p.view_for("destination", p.destination)))
+    assert v.max_image_bytes == 4 << 20
+    assert MigrationPlan.from_dict(p.to_dict()).max_image_bytes == 4 << 20
+    for role, ep in (("source", p.source), ("leader", p.leader),
+                     ("intermediate", p.intermediates[0])):
+        assert "max_image_bytes" not in _wire(p.view_for(role, ep))
+    d = _wire(p.view_for("destination", p.destination))
+    d["max_image_bytes"] = -1
+    with pytest.raises(PlanError, match="field 'max_image_bytes' must be at least 0"):
+        view_from_dict(d)

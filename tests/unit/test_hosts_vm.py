@@ -11,7 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hosts.vm import VM, StreamInstaller, VMError, ask_service, precopy_records
+from hosts.vm import (
+    MAX_MIB,
+    VM,
+    StreamInstaller,
+    VMError,
+    VMNameError,
+    ask_service,
+    check_name,
+    precopy_records,
+)
 
 
 def test_precopy_reproduces_the_image(tmp_path) -> None:
@@ -119,3 +128,32 @@ def test_installer_fuzz_raises_only_vmerror(tmp_path, data: bytes) -> None:
         pass
     finally:
         os.close(vm.fd)
+
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x", "/tmp/x", "a/b", "..", "a..b", "", "x" * 65,
+                                  "vm\x00", "vm 1", "vm\u00e91", 7, None])
+def test_a_vm_name_that_could_leave_the_folder_is_refused(tmp_path, name) -> None:
+    with pytest.raises(VMNameError, match="letters, digits"):
+        check_name(name)
+    with pytest.raises(VMNameError):
+        VM(name, str(tmp_path / "x.mem"), 1)  # type: ignore[arg-type]
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["vm1", "A-b_c.9", "x" * 64, ".vm", "v.m"])
+def test_a_plain_vm_name_is_taken(name: str) -> None:
+    assert check_name(name) == name
+
+
+def test_an_image_beyond_the_model_limit_is_refused(tmp_path) -> None:
+    with pytest.raises(VMError, match=f"1 to {MAX_MIB} MiB"):
+        VM("vm1", str(tmp_path / "x.mem"), MAX_MIB + 1, fill=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_image_file_is_never_written_through_a_symlink(tmp_path) -> None:
+    target = tmp_path / "elsewhere"
+    os.symlink(target, tmp_path / "vm1.mem")
+    with pytest.raises(OSError):
+        VM("vm1", str(tmp_path / "vm1.mem"), 1, fill=False)
+    assert not target.exists()
