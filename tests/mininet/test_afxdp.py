@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(400)]
+# the time includes waiting for the machine-wide testbed lock, which other runs may hold long
+pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module", params=["afxdp-nonpmd", "afxdp"])
