@@ -80,7 +80,6 @@ class PortSwitch(OVSSwitch):
             return f" -- set Interface {intf} {self.port_opts}"
         return f"{opts} {self.port_opts}"
 
-
     @classmethod
     def batchShutdown(cls, switches: list, run: object = None) -> list:  # noqa: N802
         """Mininet's shutdown of all bridges, then the PMD core setting given up (it is
