@@ -16,7 +16,7 @@ the project root on ``sys.path`` and hands Mininet ``topos``, the registry of
 """
 
 
-def _registries() -> tuple[dict[str, type], dict[str, object]]:
+def _registries() -> tuple[dict[str, type], dict[str, type]]:
     import inspect
     import os
     import sys
@@ -26,9 +26,9 @@ def _registries() -> tuple[dict[str, type], dict[str, object]]:
     if root not in sys.path:
         sys.path.insert(0, root)
     from topologies import registry
-    from topologies.net import mn_switch
+    from topologies.net import MnSwitch
 
-    return registry(), {"smtd": mn_switch}
+    return registry(), {"smtd": MnSwitch}
 
 
 topos, switches = _registries()

@@ -97,11 +97,14 @@ def switch_class(datapath: str | None = None, ports: str = "netdev") -> functool
                              datapath=datapath or datapath_type(), ports=ports)
 
 
-def mn_switch(name: str, ports: str = "netdev", **params: object) -> PortSwitch:
+class MnSwitch(PortSwitch):
     """``mn --switch smtd,ports=KIND,...``: a ``PortSwitch`` whose port kind is resolved (AF_XDP
-    checked, netdev fallback with a notice) and prepared once per ``mn`` run."""
-    kind = _mn_ports(ports, str(params.get("datapath", "kernel")))
-    return PortSwitch(name, ports=kind, **params)
+    checked, netdev fallback with a notice) and prepared once per ``mn`` run (a class, since
+    ``mn`` subclasses what ``--switch`` names to bind its arguments)."""
+
+    def __init__(self, name: str, ports: str = "netdev", **params: object) -> None:
+        kind = _mn_ports(ports, str(params.get("datapath", "kernel")))
+        super().__init__(name, ports=kind, **params)
 
 
 @functools.cache
