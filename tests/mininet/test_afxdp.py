@@ -100,13 +100,13 @@ def test_mn_custom_switch_with_afxdp_ports(tmp_path):
     r = subprocess.CompletedProcess([], 1, "", "")
     try:
         wait_listening(port, 20, ctl)
-        # while mn runs pingall, its ports are AF_XDP ports: ask OVS from the --pre script
-        pre = tmp_path / "pre.mn"
-        pre.write_text(f"sh ovs-vsctl get interface s1-eth1 type > {tmp_path}/type\n")
+        # after pingall, before mn stops the bridges, ask OVS for a port type (--post script)
+        post = tmp_path / "post.mn"
+        post.write_text(f"sh ovs-vsctl get interface s1-eth1 type > {tmp_path}/type\n")
         r = subprocess.run(
             ["mn", "--custom", str(root / "topologies" / "mn.py"), "--topo", "linear,2,1",
              "--switch", "smtd,protocols=OpenFlow13,datapath=user,ports=afxdp-nonpmd",
-             "--controller", f"remote,ip=127.0.0.1,port={port}", "--pre", str(pre),
+             "--controller", f"remote,ip=127.0.0.1,port={port}", "--post", str(post),
              "--test", "pingall"],
             capture_output=True, text=True, timeout=120, cwd="/")
         assert "Results: 0% dropped" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
