@@ -8,7 +8,7 @@ A little over 400 lines: the schema and its checks are one contract and are read
     seed = 1
     trials = 3
     modes = ["direct", "stealth"]
-    [topology]  kind = "fattree"  args = [4]  attackers = ["e1", "c1"]
+    [topology]  kind = "fattree"  args = [4]  attackers = ["e1", "c1"]  ports = "netdev"
     [vm]        host = "h1"  mib = 16  dirty_pages_per_s = 200
     [stealth]   n = 3  k = 2  hide_destination = true  policy = "profile"  rate_budget_mbit = 40
     [background] cdf = "websearch"  flows_per_s = 2.0  cap_bytes = 2000000  bulk_per_min = 1
@@ -35,6 +35,7 @@ from hosts.chunk_policy import POLICIES as CHUNK_POLICIES
 from hosts.protocol.plan import DEFAULTS
 from hosts.traffic import MAX_CHUNK, MIN_CHUNK
 from hosts.workload import CDFS
+from topologies.ovs import DEFAULT_PORTS, GLOBAL_CAPTURE_PORTS, PORT_KINDS
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -49,6 +50,7 @@ class TopologySpec:
     args: list[int | float | str] = field(default_factory=lambda: [4])
     attackers: list[str] = field(default_factory=list)
     bw_mbit: float | None = None
+    ports: str = DEFAULT_PORTS  # switch ports: topologies.ovs.PORT_KINDS (netdev where no AF_XDP)
 
 
 @dataclass
@@ -125,7 +127,9 @@ class Scenario:
         kw: dict[str, Any] = {"attackers": "+".join(self.topology.attackers)}
         if self.topology.bw_mbit:
             kw["bw"] = self.topology.bw_mbit
-        return cls(*self.topology.args, **kw)
+        topo = cls(*self.topology.args, **kw)
+        topo.switch_ports = self.topology.ports  # read by topologies.net.start_network
+        return topo
 
 
 
@@ -318,6 +322,12 @@ def _check_topology(sc: Scenario) -> None:
     kinds = registry()
     if t.kind not in kinds:
         raise ScenarioError(f"topology.kind {t.kind!r}: choose from {sorted(kinds)}")
+    if t.ports not in PORT_KINDS:
+        raise _bad("topology.ports", t.ports, f"one of {', '.join(map(repr, PORT_KINDS))}")
+    if "global" in sc.attackers.vantage and t.ports not in GLOBAL_CAPTURE_PORTS:
+        raise _bad("topology.ports", t.ports, "the 'global' vantage captures in the root "
+                   "namespace, which AF_XDP ports bypass: use ports = \"netdev\" or drop "
+                   "'global' from attackers.vantage")
     if t.bw_mbit is not None:
         _check_range("topology.bw_mbit", t.bw_mbit, 0, low_open=True)
     cls = kinds[t.kind]
