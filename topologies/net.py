@@ -5,7 +5,9 @@ userspace datapath unless the kernel module exists) attached to a remote control
 transmit checksum offload on host interfaces under the userspace datapath (TCP fails otherwise)
 and drops link delay/loss where the kernel has no netem, with a warning. The JSON-able
 description for the controller comes from ``topologies.base.describe`` (port numbers are fixed by
-the Topo, and Mininet asks OVS for exactly those). Called by ``experiments.testbed.Testbed``
+the Topo, and Mininet asks OVS for exactly those). Attacker hosts get a private tmpfs over each of
+``attacker_private_dirs`` (Mininet ``privateDirs``, in their own mount namespace), so the
+management plane's folder is invisible from inside them. Called by ``experiments.testbed.Testbed``
 (through which the runner, monitor-eval, the benchmarks and the root tests start networks).
 """
 
@@ -63,9 +65,23 @@ def switch_class(datapath: str | None = None) -> functools.partial:
                              datapath=datapath or datapath_type())
 
 
-def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float = 30.0) -> Mininet:
+def hide_from_attackers(topo: Topo, dirs: list[str]) -> list[str]:
+    """Give every attacker host of ``topo`` a private tmpfs over each of ``dirs``; returns the
+    attacker hosts' names."""
+    attackers = [h for h in topo.hosts() if topo.nodeInfo(h).get("attacker")]
+    for h in attackers:
+        info = dict(topo.nodeInfo(h))
+        info["privateDirs"] = [*info.get("privateDirs", []), *dirs]
+        topo.setNodeInfo(h, info)
+    return attackers
+
+
+def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float = 30.0,
+                  attacker_private_dirs: list[str] | None = None) -> Mininet:
     """Build and start ``topo``; returns the running network (caller must ``net.stop()``)."""
     strip_unsupported_link_opts(topo)
+    if attacker_private_dirs:
+        hide_from_attackers(topo, attacker_private_dirs)
     dp = datapath_type()
     net = Mininet(topo=topo, switch=switch_class(dp), link=TCLink, controller=None,
                   autoSetMacs=False, autoStaticArp=False, build=False, waitConnected=False)
