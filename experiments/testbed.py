@@ -197,9 +197,18 @@ class Testbed:
         self.net = start_network(self.topo, controller_port=port,
                                  attacker_private_dirs=[str(PRIVATE_ROOT)])
         self.timings["network_s"] = time.monotonic() - t0
+        self.check_hidden()
         self.wait_ready()
         self.timings["ready_s"] = time.monotonic() - t0
         log.info("testbed ready in %.1f s (%s)", self.timings["ready_s"], self.run_dir)
+
+    def check_hidden(self) -> None:
+        """Fail unless the private folder is invisible from inside every attacker host."""
+        for h in self.description["hosts"]:
+            if h["attacker"]:
+                seen = self.host(h["name"]).cmd(f"ls -A {PRIVATE_ROOT}").split()
+                if seen:
+                    raise TestbedError(f"attacker host {h['name']} sees {PRIVATE_ROOT}: {seen}")
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
