@@ -133,7 +133,7 @@ class Testbed:
                 raise TestbedError(f"{RUN_ROOT} is a symlink; refusing to use it")
             self.run_dir = Path(tempfile.mkdtemp(dir=RUN_ROOT, prefix="run-"))  # 0700, unique
         else:
-            self.run_dir = Path(run_dir)
+            self.run_dir = Path(run_dir).absolute()  # the controller runs from the repository
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.description = describe(topo)
         self.test_faults = test_faults
