@@ -1,9 +1,15 @@
 """The agent book: the role agents that registered with the controller, and where each VM runs.
 
-Every host's agent sends ``register`` (``hosts.protocol.ops.REGISTER``) with its address, agent
-socket, public key and the VM it runs, if any. The controller app records it here; the migration
-operations (``controllers.migrations``) read the book to pick roles and vouch for keys, and
-move a VM's entry when its migration is done. Pure bookkeeping, no I/O.
+Every tenant host's agent sends ``register`` (``hosts.protocol.ops.REGISTER``) with its address,
+agent socket, public key and the VM it runs, if any. The controller app records it here; the
+migration operations (``controllers.migrations``) read the book to pick roles and vouch for keys,
+and move a VM's entry when its migration is done. Pure bookkeeping, no I/O.
+
+Registration is pinned: only the tenant hosts the runner listed (the topology's non-attacker
+hosts, with their addresses) may register, each with the address the runner gave it (the
+management plane has already checked that the request came from that host's own agent), and a
+host's first public key and socket stay: a second ``register`` naming another key or socket is
+refused, so no one can swap the key the controller vouches for to the other roles.
 """
 
 from __future__ import annotations
@@ -14,23 +20,55 @@ from typing import Any
 
 from controllers.paths import UnknownHost
 
+FIELDS = ("host", "ip", "agent", "pubkey", "vm")
+
 
 class AgentBook:
-    """Registered agents by host name; only hosts of the topology may register."""
+    """Registered agents by host name; only the given tenant hosts may register.
 
-    def __init__(self, hosts: Iterable[str]) -> None:
-        self.hosts = frozenset(hosts)
+    ``hosts`` is host -> its address (the runner's list), or just the host names (then any
+    address is taken)."""
+
+    def __init__(self, hosts: Iterable[str] | dict[str, str]) -> None:
+        self.ips: dict[str, str | None] = (dict(hosts) if isinstance(hosts, dict)
+                                           else dict.fromkeys(hosts))
+        self.hosts = frozenset(self.ips)
         self._agents: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def register(self, msg: dict[str, Any]) -> str:
-        """Record a ``register`` request (every field but ``op``); returns the host's name."""
+        """Record a ``register`` request (its ``FIELDS``); returns the host's name. A host not
+        in the list, another address than the listed one, or a second registration with another
+        key or socket is a ``ValueError`` (``UnknownHost`` for the first)."""
         host = msg["host"]
-        if host not in self.hosts:
-            raise UnknownHost(host)
+        if not isinstance(host, str) or host not in self.hosts:
+            raise UnknownHost(str(host)[:64])
+        rec = {k: msg.get(k) for k in FIELDS}
+        for k in ("ip", "agent", "pubkey"):
+            if not isinstance(rec[k], str) or not rec[k] or len(rec[k]) > 4096:
+                raise ValueError(f"register: field {k!r} must be a non-empty string")
+        if rec["vm"] is not None and not isinstance(rec["vm"], str):
+            raise ValueError("register: field 'vm' must be a string or null")
+        if self.ips[host] is not None and rec["ip"] != self.ips[host]:
+            raise ValueError(f"register: {host} has address {self.ips[host]}, not {rec['ip']}")
         with self._lock:
-            self._agents[host] = {k: v for k, v in msg.items() if k != "op"}
+            old = self._agents.get(host)
+            if old is not None:
+                for k in ("pubkey", "agent"):
+                    if old[k] != rec[k]:
+                        raise ValueError(f"register: {host} is registered with another {k}; "
+                                         "a registration is never replaced")
+                rec["vm"] = old["vm"]  # where the VM runs is the controller's book, not the agent's
+            self._agents[host] = rec
         return host
+
+    def host_of_socket(self, path: str) -> str:
+        """The registered host whose agent serves the socket at ``path``."""
+        with self._lock:
+            for h, a in self._agents.items():
+                if a["agent"] == path:
+                    return h
+        raise ValueError(f"no registered agent serves {path}")
 
     def __contains__(self, host: object) -> bool:
         return host in self._agents

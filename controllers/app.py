@@ -14,7 +14,11 @@ threads; each waits on OpenFlow barriers, so a reply means the rules are in the 
 
 Management operations (``hosts.protocol.ops``): ``status``, ``register``, ``relay``,
 ``relay_remove``, ``flows`` here, and the migration operations of ``Migrations.operations()``;
-the op table below lists them all.
+the op table below lists them all. Every request reaching a handler has passed the transport's
+checks (``hosts.protocol.mgmt``: peer uid, size, MAC with the run secret's keys) and the
+caller policy (``hosts.protocol.policy``); the controller accepts the identities ``runner``,
+``agent:<tenant>`` and ``monitor:<tenant>`` of the runner's tenant list (and ``test`` only when
+started with the test switch). It calls the agents as ``controller``.
 Started by ``python -m controllers`` (see ``controllers/__main__.py``).
 """
 
@@ -38,8 +42,9 @@ from controllers.addresses import PoolExhausted
 from controllers.agents import AgentBook
 from controllers.migrations import Migrations
 from controllers.relays import RelayBook, RequestError
-from hosts.protocol import ops
-from hosts.protocol.mgmt import MgmtServer
+from hosts.protocol import auth, ops
+from hosts.protocol.mgmt import MgmtServer, call
+from hosts.protocol.policy import AGENT, MONITOR
 
 log = logging.getLogger("stealth_mtd.controller")
 
@@ -49,9 +54,11 @@ class Settings:
     """What ``python -m controllers`` hands the app before os-ken instantiates it."""
 
     topology: str = ""
-    mgmt: str = "/tmp/stealth-mtd/mgmt.sock"
+    mgmt: str = ""
+    secret_file: str = ""
     seed: int | None = None
     barrier_timeout: float = 10.0
+    test_faults: bool = False  # the test switch: the `test` identity and `migrate` faults
 
 
 SETTINGS = Settings()
@@ -71,20 +78,35 @@ class StealthController(app_manager.OSKenApp):
         self.errors: list[str] = []
         self.send_lock = threading.Lock()
         self.barrier_waits: dict[tuple[int, int], threading.Event] = {}
-        self.agents = AgentBook(h["name"] for h in self.topo["hosts"])
+        # the runner's tenant list: only these hosts may register (attacker hosts never)
+        self.tenants = {h["name"]: h["ip"] for h in self.topo["hosts"] if not h.get("attacker")}
+        secret = auth.read_private(SETTINGS.secret_file)
+        self.cred = auth.Credential.from_secret(secret, auth.CONTROLLER)
+        self.agents = AgentBook(self.tenants)
         self.relays = RelayBook(self.g, self.topo, self.push, SETTINGS.seed)
-        self.migrations = Migrations(self.agents, self.relays, SETTINGS.seed)
+        self.migrations = Migrations(self.agents, self.relays, SETTINGS.seed,
+                                     caller=self.call_agent, test_faults=SETTINGS.test_faults)
         self.ops = {ops.STATUS: self.op_status, ops.REGISTER: self.op_register,
                     ops.RELAY: self.op_relay, ops.RELAY_REMOVE: self.op_relay_remove,
                     ops.FLOWS: self.op_flows, **self.migrations.operations()}
-        self.mgmt = MgmtServer(SETTINGS.mgmt, self.handle)
+        callers = {auth.RUNNER} | ({auth.TEST} if SETTINGS.test_faults else set())
+        callers |= {f(h) for h in self.tenants for f in (auth.agent_id, auth.monitor_id)}
+        self.mgmt = MgmtServer(SETTINGS.mgmt, self.handle, auth.Verifier(
+            auth.CONTROLLER, lambda i: auth.request_key(secret, i, auth.CONTROLLER)
+            if i in callers else None))
         self.mgmt.start()
-        log.info("event=started switches=%d hosts=%d mgmt=%s", len(self.topo["switches"]),
-                 len(self.topo["hosts"]), SETTINGS.mgmt)
+        log.info("event=started switches=%d hosts=%d tenants=%d mgmt=%s test_faults=%s",
+                 len(self.topo["switches"]), len(self.topo["hosts"]), len(self.tenants),
+                 SETTINGS.mgmt, SETTINGS.test_faults)
 
     def close(self) -> None:
         self.mgmt.close()
         super().close()
+
+    def call_agent(self, path: str, msg: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """The orchestration's management call: to a registered agent, as ``controller``."""
+        host = self.agents.host_of_socket(path)
+        return call(path, msg, self.cred, server=auth.agent_id(host), **kw)
 
     # -- OpenFlow -------------------------------------------------------------------------------
     def send(self, dp: Any, msgs: list) -> None:
@@ -170,14 +192,21 @@ class StealthController(app_manager.OSKenApp):
                                              self.relays.virtual))
 
     # -- management plane --------------------------------------------------------------------
-    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, msg: dict[str, Any], caller: str) -> dict[str, Any]:
         op = self.ops.get(msg["op"])
         if op is None:
             return {"ok": False, "error": f"unknown op {msg['op']!r}; known: {sorted(self.ops)}"}
+        kind, host = auth.split_identity(caller)
         try:
+            if msg["op"] == ops.MIGRATIONS_ACTIVE and kind == MONITOR:
+                return self.migrations.op_active(msg, only_host=host)
+            if msg["op"] == ops.REGISTER and (kind != AGENT or msg.get("host") != host):
+                raise ValueError(f"{caller} may register only its own host")  # policy says so
             return op(msg)
         except (RequestError, PoolExhausted, P.UnknownHost, KeyError, TypeError,
                 ValueError) as exc:
+            log.warning("event=request_refused op=%s caller=%s why=%r", msg["op"], caller,
+                        str(exc)[:300])
             return {"ok": False, "error": str(exc)}
 
     def op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +218,8 @@ class StealthController(app_manager.OSKenApp):
 
     def op_register(self, msg: dict[str, Any]) -> dict[str, Any]:
         host = self.agents.register(msg)
-        log.info("event=register host=%s vm=%s", host, msg.get("vm"))
+        log.info("event=register host=%s vm=%s pubkey=%s", host, msg.get("vm"),
+                 str(msg.get("pubkey"))[:16])
         return {"registered": host}
 
     def op_relay(self, msg: dict[str, Any]) -> dict[str, Any]:

@@ -9,12 +9,16 @@
   ``RELAY_PORTS``, installs the relay's rules (a fresh equal-cost path per hop, the destination
   optionally behind a virtual address), then runs ``controllers.orchestration`` in a thread and
   removes the rules when it ends, done or aborted. Replies at once with the plan's public part.
+  A ``faults`` field (test fault injection) is refused unless the controller was started with
+  the test switch (``test_faults``) — and the policy table lets only the ``test`` identity send
+  it (``hosts.protocol.policy.TEST_ONLY_FIELDS``); a normal run has no path to the fault hooks.
 - ``anomaly``: ``{host, kind?, score?}`` from the monitor (Alg 1) → a ``migrate`` of that host's
-  VM with the defaults set by ``defaults``.
+  VM with the defaults set by ``defaults`` (only the keys of ``DEFAULT_KEYS``).
 - ``migration_status``: ``{migration}`` → state (running | done | aborted) and the result.
-- ``migrations_active``: read-only, for the monitors (Alg 1) — the migrations installing or
-  running, each with its hosts, their addresses (and the virtual one) and its relay ports, so a
-  monitor can tell a migration's own traffic from its VM's.
+- ``migrations_active``: read-only, for the runner and the monitors (Alg 1) — the migrations
+  installing or running, each with its hosts, their addresses (and the virtual one) and its relay
+  ports, so a monitor can tell a migration's own traffic from its VM's. A monitor is told only
+  of the migrations its own host plays a role in, without the role names.
 - ``migration_done`` / ``migration_failed``: the roles' reports, forwarded to the orchestration.
 
 It is given what it needs, not the app: the agent book (``controllers.agents``: who registered,
@@ -44,6 +48,7 @@ RELAY_PORTS = range(8090, 8100)  # next to the tenants' service ports (8080-8089
 DEFAULTS: dict[str, Any] = {"mode": "stealth", "n": 3, "k": 2, "hide_destination": True,
                             "chunk_policy": {"kind": "profile", "sniff_s": 3.0},
                             "timeout_s": 600.0}
+DEFAULT_KEYS = frozenset(DEFAULTS) | {"precopy", "stall_timeout_s"}  # what `defaults` may set
 
 
 def suspect_relays(result: dict[str, Any], host_of_key: dict[str, str]) -> list[dict[str, Any]]:
@@ -84,8 +89,9 @@ class Migrations:
     """The migration operations of one controller."""
 
     def __init__(self, agents: AgentBook, relays: RelayBook, seed: int | None = None,
-                 caller: Caller = mgmt.call) -> None:
+                 caller: Caller = mgmt.call, test_faults: bool = False) -> None:
         self.agents = agents
+        self.test_faults = test_faults
         self.relays = relays
         self.call = caller
         self.rng = random.Random(seed)
@@ -165,7 +171,11 @@ class Migrations:
         return Endpoint(host=host, ip=a["ip"], agent=a["agent"], port=port, pubkey=a["pubkey"])
 
     def op_defaults(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self.defaults.update({k: v for k, v in msg.items() if k != "op"})
+        new = {k: v for k, v in msg.items() if k != "op"}
+        unknown = sorted(set(new) - DEFAULT_KEYS)
+        if unknown:
+            raise ValueError(f"defaults: unknown keys {unknown}; allowed: {sorted(DEFAULT_KEYS)}")
+        self.defaults.update(new)
         return {"defaults": self.defaults}
 
     def op_anomaly(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -181,6 +191,11 @@ class Migrations:
         return self.op_migrate(req)
 
     def op_migrate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if "faults" in msg and not self.test_faults:
+            log.error("event=faults_refused source=%s (test-only; this controller runs without "
+                      "the test switch)", str(msg.get("source"))[:64])
+            raise ValueError("migrate: 'faults' is test-only fault injection; this controller "
+                             "was not started with the test switch")
         source = str(msg["source"])
         mode = str(msg.get("mode", self.defaults["mode"]))
         n = int(msg.get("n", self.defaults["n"]))
@@ -274,17 +289,24 @@ class Migrations:
             raise ValueError(f"no migration {mid}")
         return dict(self.records[mid])
 
-    def op_active(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """The migrations in progress: hosts, addresses and relay ports (read-only)."""
+    def op_active(self, msg: dict[str, Any], only_host: str | None = None) -> dict[str, Any]:
+        """The migrations in progress: hosts, addresses and relay ports (read-only); with
+        ``only_host`` (a monitor asks) just those that host is in, without role names."""
         out = []
         for rec in list(self.records.values()):
             if rec["state"] not in ("installing", "running"):
+                continue
+            if only_host is not None and only_host not in rec["hosts"]:
                 continue
             hosts = list(rec["hosts"])
             ips = [self.agents.lookup(h)["ip"] for h in hosts if h in self.agents]
             if rec.get("virtual_ip"):
                 ips.append(rec["virtual_ip"])
             ports = sorted({int(p["port"]) for p in rec.get("paths") or []}) or list(RELAY_PORTS)
+            if only_host is not None:
+                out.append({"state": rec["state"], "hosts": [only_host], "ips": ips,
+                            "ports": ports})
+                continue
             out.append({"migration": rec["migration"], "state": rec["state"], "hosts": hosts,
                         "roles": rec.get("roles"), "ips": ips, "ports": ports})
         return {"migrations": out}

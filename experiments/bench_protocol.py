@@ -114,7 +114,6 @@ def bench_shamir(rounds: int = 200) -> dict[str, float]:
 def bench_migration(mode: str, vm_mib: int, dirty: float, root: str) -> dict[str, Any]:
     """One loopback migration; returns times, goodput and peak RSS per role."""
     from experiments.loopback import LoopbackBed
-    from hosts.protocol.mgmt import call
 
     roles = {"h1": "source", "h6": "destination"}
     if mode == "stealth":
@@ -136,7 +135,7 @@ def bench_migration(mode: str, vm_mib: int, dirty: float, root: str) -> dict[str
                 bed.add_agent(h, f"{net}{30 + int(h[1])}", wait=False)
         bed.wait_registered(list(roles), timeout=600)
         for h in roles:
-            call(bed.registered[h]["agent"], {"op": "reset_peak"})
+            bed.agent_call(h, {"op": "reset_peak"})
         stealth = mode == "stealth"
         plan = bed.plan(
             f"bench-{mode}",

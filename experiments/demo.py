@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pwd
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,8 @@ from rich.table import Table
 
 from experiments.runner import Hooks, record_trial, run_trial
 from experiments.scenario import Scenario, ScenarioError, load
-from hosts.protocol.mgmt import MgmtError, call
+from experiments.testbed import UNPRIVILEGED
+from hosts.protocol.mgmt import MgmtError
 
 console = Console()
 
@@ -60,8 +63,12 @@ class LiveView(Hooks):
         self.names = {h["ip"]: h["name"] for h in tb.description["hosts"]}
         x = next(h["name"] for h in tb.description["hosts"] if h["attacker"])
         self.guess_file.unlink(missing_ok=True)
+        self.guess_file.touch(0o644)  # the attacker runs unprivileged: it may write only here
+        pw = pwd.getpwnam(UNPRIVILEGED)
+        os.chown(self.guess_file, pw.pw_uid, pw.pw_gid)
         tb.popen(x, [sys.executable, "-m", "experiments.live_attacker", "--iface", f"{x}-eth0",
-                     "--out", str(self.guess_file)], log_name=f"live-attacker-{self.mode}.log")
+                     "--out", str(self.guess_file)], log_name=f"live-attacker-{self.mode}.log",
+                 unprivileged=True, raw_sockets=True)
 
     def migrating(self, tb: Any, rec: dict[str, Any]) -> None:
         self.rec = rec
@@ -77,8 +84,8 @@ class LiveView(Hooks):
             if not h:
                 continue
             try:
-                st = call(str(tb.run_dir / "agents" / f"{h}.sock"),
-                          {"op": "status", "migration": rec["migration"]}, timeout=1.0)
+                st = tb.agent_call(h, {"op": "status", "migration": rec["migration"]},
+                                   timeout=1.0)
                 self.roles[role] = {"host": h, "state": st.get("state"),
                                     "chunks": st.get("stats", {}).get("chunks")}
             except MgmtError:

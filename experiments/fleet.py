@@ -1,7 +1,9 @@
 """The VMs' side of a running testbed: a role agent in every tenant host, the VM on the source,
 and the normal-traffic workload. Thin glue over ``hosts.agent`` and ``hosts.workload`` used by
 ``experiments.trial``, the network benchmark and the root tests; the processes live inside the
-Mininet hosts and are stopped with the testbed.
+Mininet hosts and are stopped with the testbed. Agents run as root with their key file and work
+folder in the testbed's private folder; the workload runs unprivileged
+(``experiments.testbed.UNPRIVILEGED``), as a tenant's own programs would.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hosts.protocol.auth import private_dir
 from hosts.protocol.mgmt import MgmtError
 
 SERVICE_PORT = 8080  # the tenants' request/response service
@@ -37,17 +40,17 @@ def start_agents(tb: Any, vm: VMSpec | None, timeout: float = 60.0) -> dict[str,
     """An agent in every tenant host (the VM on ``vm.host``); wait until all registered.
     Returns host → its agent's socket path."""
     socks = {}
-    (tb.run_dir / "agents").mkdir(exist_ok=True)
+    private_dir(tb.private / "agents")
     for h in tenants(tb):
         name = h["name"]
-        sock = str(tb.run_dir / "agents" / f"{name}.sock")
+        sock = tb.agent_sock(name)
         cmd = [sys.executable, "-m", "hosts.agent", "--host", name, "--ip", h["ip"],
-               "--sock", sock, "--mgmt", tb.mgmt_path,
-               "--workdir", str(tb.run_dir / "work" / name)]
+               "--sock", sock, "--mgmt", tb.mgmt_path, "--keys", str(tb.agent_keys(name)),
+               "--workdir", str(tb.work_dir(name))]
         if vm is not None and vm.host == name:
             cmd += ["--vm", vm.name, "--vm-mib", str(vm.mib), "--dirty-pages-per-s",
                     str(vm.dirty_pages_per_s), "--vm-port", str(vm.port), "--seed", str(vm.seed)]
-        tb.popen(name, cmd, log_name=f"agent-{name}.log")
+        tb.popen(name, cmd, log_name=f"agent-{name}.log", env=tb.env())
         socks[name] = sock
     deadline = time.monotonic() + timeout
     want = set(socks)
@@ -78,7 +81,7 @@ def start_workload(tb: Any, seed: int, flows_per_s: float, cdf: str = "websearch
                              "--bulk-per-min", str(bulk_per_min),
                              "--bulk-max-bytes", str(bulk_max_bytes),
                              "--duration", str(duration)],
-                 log_name=f"workload-{h['name']}.log")
+                 log_name=f"workload-{h['name']}.log", unprivileged=True)
 
 
 def wait_migration(tb: Any, mid: str, timeout: float = 600.0,

@@ -4,6 +4,11 @@ No root, no Mininet: the loopback tests and ``experiments.bench_protocol`` start
 (``python -m hosts.agent``) on their own 127.0.0.x addresses, a real ``MgmtServer`` as the
 controller (it records ``register`` messages and forwards reports to a ``ReportRouter``), and
 run migrations with ``controllers.orchestration``.
+
+The bed is the run's trust root as a testbed is: it draws the run secret, writes each agent's key
+file (``hosts.protocol.auth.KeyRing``) into its private folder ``root`` (0700), drives the roles
+as ``controller`` and asks ``status``/``reset_peak``/``shutdown`` as ``runner``. Fault injection
+needs ``test_faults=True`` (the agents then start with the test-only switch).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from typing import Any
 
 from controllers.orchestration import MigrationResult, ReportRouter, run_migration
+from hosts.protocol import auth
 from hosts.protocol.mgmt import MgmtError, MgmtServer, call
 from hosts.protocol.plan import Endpoint, MigrationPlan
 
@@ -24,9 +30,14 @@ from hosts.protocol.plan import Endpoint, MigrationPlan
 class LoopbackBed:
     """Agents on 127.0.0.x plus a stand-in controller, all under ``root``."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, test_faults: bool = False) -> None:
         self.root = root
-        os.makedirs(root, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+        auth.private_dir(root)
+        self.test_faults = test_faults
+        self.secret = auth.new_secret()
+        self.cred = auth.Credential.from_secret(self.secret, auth.CONTROLLER)
+        self.runner = auth.Credential.from_secret(self.secret, auth.RUNNER)
         self.router = ReportRouter()
         self.registered: dict[str, dict[str, Any]] = {}
         self.reports: list[dict[str, Any]] = []
@@ -34,10 +45,21 @@ class LoopbackBed:
         self._unregistered: dict[str, tuple[str, str]] = {}
         self._cv = threading.Condition()
         self.ctl_sock = os.path.join(root, "controller.sock")
-        self.ctl = MgmtServer(self.ctl_sock, self._handle)
+        self.ctl = MgmtServer(self.ctl_sock, self._handle,
+                              auth.Verifier.from_secret(auth.CONTROLLER, self.secret))
         self.ctl.start()
 
-    def _handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def call_agent(self, path: str, msg: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """The orchestration's call to an agent, as ``controller``."""
+        host = next(h for h, r in self.registered.items() if r["agent"] == path)
+        return call(path, msg, self.cred, server=auth.agent_id(host), **kw)
+
+    def agent_call(self, host: str, msg: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """A call to ``host``'s agent as ``runner`` (status, reset_peak, shutdown)."""
+        return call(self.registered[host]["agent"], msg, self.runner,
+                    server=auth.agent_id(host), **kw)
+
+    def _handle(self, msg: dict[str, Any], caller: str) -> dict[str, Any]:
         if msg["op"] == "register":
             with self._cv:
                 self.registered[str(msg["host"])] = msg
@@ -68,6 +90,8 @@ class LoopbackBed:
         reports to nobody; its key is read with the ``status`` command instead.
         """
         sock = os.path.join(self.root, f"{host}.sock")
+        keys = os.path.join(self.root, f"{host}.keys")
+        auth.KeyRing.for_agent(self.secret, host).save(keys)
         cmd = [
             sys.executable,
             "-m",
@@ -78,6 +102,8 @@ class LoopbackBed:
             ip,
             "--sock",
             sock,
+            "--keys",
+            keys,
             "--workdir",
             os.path.join(self.root, host),
             "--vm-port",
@@ -99,8 +125,12 @@ class LoopbackBed:
                 str(seed),
             ]
         logf = open(os.path.join(self.root, f"{host}.log"), "ab")  # noqa: SIM115
+        env = {k: v for k, v in os.environ.items() if k != auth.TEST_FAULTS_ENV}
+        if self.test_faults:
+            env[auth.TEST_FAULTS_ENV] = "1"
         self.procs[host] = subprocess.Popen(
             cmd,
+            env=env,
             stdout=logf,
             stderr=subprocess.STDOUT,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -130,7 +160,8 @@ class LoopbackBed:
         ip, sock = self._unregistered[host]
         while True:
             try:
-                st = call(sock, {"op": "status"}, timeout=2.0)
+                st = call(sock, {"op": "status"}, self.runner, server=auth.agent_id(host),
+                          timeout=2.0)
                 break
             except MgmtError:
                 if self.procs[host].poll() is not None:
@@ -170,10 +201,11 @@ class LoopbackBed:
         )
 
     def migrate(self, plan: MigrationPlan, timeout_s: float = 120.0) -> MigrationResult:
-        return run_migration(plan, router=self.router, timeout_s=timeout_s)
+        return run_migration(plan, router=self.router, timeout_s=timeout_s,
+                             caller=self.call_agent)
 
     def status(self, host: str, **kw: Any) -> dict[str, Any]:
-        return call(self.registered[host]["agent"], {"op": "status", **kw})
+        return self.agent_call(host, {"op": "status", **kw})
 
     def kill(self, host: str) -> None:
         p = self.procs.get(host)
@@ -189,7 +221,7 @@ class LoopbackBed:
         for host, p in self.procs.items():
             if p.poll() is None:
                 try:
-                    call(self.registered[host]["agent"], {"op": "shutdown"}, timeout=2.0)
+                    self.agent_call(host, {"op": "shutdown"}, timeout=2.0)
                 except (MgmtError, KeyError):
                     pass
         for p in self.procs.values():

@@ -91,6 +91,7 @@ def start_monitors(tb: Any, hosts: list[dict[str, Any]], ms: MonitorSettings, se
         path = tb.run_dir / "monitor" / f"{h['name']}.jsonl"
         tb.popen(h["name"], [sys.executable, "-m", "hosts.monitor", "--host", h["name"],
                              "--ip", h["ip"], "--mgmt", tb.mgmt_path,
+                             "--keys", str(tb.monitor_keys(h["name"])),
                              "--interval", str(ms.interval_s), "--train-s", str(ms.train_s),
                              "--grace-s", str(ms.grace_s), "--report", report,
                              "--rearm-s", str(rearm_s),
@@ -185,12 +186,12 @@ def run_trial(sc: Scenario, ms: MonitorSettings, trial: int, run_dir: Path) -> d
             if kind in ("exfil", "beacon"):
                 sink = tb.popen(c2, [sys.executable, "-m", "hosts.anomalies", "serve", "--ip",
                                      ips[c2], "--port", str(C2_PORT)],
-                                log_name=f"sink-{kind}-{c2}.log")
+                                log_name=f"sink-{kind}-{c2}.log", unprivileged=True)
                 time.sleep(0.5)
             targets = [ips[h] for h in rng.sample(others, len(others))]
             t_inj = time.time()
             proc = tb.popen(src, anomaly_cmd(kind, ips[src], targets, ips[c2], ms, src),
-                            log_name=f"anomaly-{kind}-{src}.log")
+                            log_name=f"anomaly-{kind}-{src}.log", unprivileged=True)
             a: dict[str, Any] = {"kind": kind, "host": src, "c2": c2, "start": t_inj,
                                  "migration": None}
             truth["anomalies"].append(a)

@@ -219,11 +219,12 @@ def monitor_trigger(tb: Any, sc: Scenario, seed: int, logs: dict[str, Path],
     c2 = others[seed % len(others)]
     if kind in ("exfil", "beacon"):
         tb.popen(c2, [sys.executable, "-m", "hosts.anomalies", "serve", "--ip", ips[c2],
-                      "--port", str(C2_PORT)], log_name=f"sink-{kind}.log")
+                      "--port", str(C2_PORT)], log_name=f"sink-{kind}.log", unprivileged=True)
         time.sleep(0.5)
     say(f"anomaly '{kind}' runs in {sc.vm.host}; its monitor is watching")
     tb.popen(sc.vm.host, anomaly_cmd(kind, ips[sc.vm.host], [ips[h] for h in others], ips[c2],
-                                     ms, sc.vm.host), log_name=f"anomaly-{kind}.log")
+                                     ms, sc.vm.host), log_name=f"anomaly-{kind}.log",
+             unprivileged=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         for m in tb.mgmt({"op": "migrations_active"})["migrations"]:

@@ -6,6 +6,15 @@ starts the os-ken controller as its own process and waits until its OpenFlow por
 OVS never backs off), starts the network, waits until the controller reports every switch's
 rules confirmed, and on exit — normal, error, Ctrl-C or SIGTERM — stops the network, the
 controller and every process it started.
+
+The management plane lives in a private folder of its own, ``PRIVATE_ROOT/run-<random>``
+(root's, 0700, made without following a symlink, unique per run, removed on stop): the
+controller's and the agents' sockets, the run secret, the agents' and monitors' key files and the
+agents' work folders. Attacker hosts get a tmpfs over ``PRIVATE_ROOT`` (Mininet ``privateDirs``),
+so they do not even see it; tenant workloads and attacker-host programs run as ``UNPRIVILEGED``
+(``popen(..., unprivileged=True)``), so they can neither enter it nor read a root process's
+memory or environment. The runner speaks as ``runner`` (``self.cred``); the tests that inject
+faults build the testbed with ``test_faults=True`` and speak as ``test`` (``as_test=True``).
 """
 
 from __future__ import annotations
@@ -24,12 +33,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hosts.protocol import auth
 from hosts.protocol.mgmt import MgmtError, call
 from topologies.base import describe
 
 log = logging.getLogger(__name__)
 
 RUN_ROOT = Path("/tmp/stealth-mtd")
+PRIVATE_ROOT = Path("/run/stealth-mtd")  # hidden from attacker hosts (topologies.net)
+UNPRIVILEGED = "nobody"  # who tenant workloads and attacker-host programs run as
 # One testbed at a time per machine: switch-side interface names (e1-eth1, ...) live in the root
 # network namespace, so two networks would collide. The container test takes the same lock.
 LOCK_PATH = "/run/lock/stealth-mtd-testbed.lock"
@@ -106,21 +118,33 @@ class Testbed:
     __test__ = False  # not a pytest class
 
     def __init__(self, topo: Any, run_dir: str | Path | None = None, seed: int | None = None,
-                 controller_log_level: str = "info") -> None:
+                 controller_log_level: str = "info", test_faults: bool = False) -> None:
         require_root()
         from mininet.log import setLogLevel
 
         setLogLevel("info" if controller_log_level == "debug" else "warning")
         self.topo = topo
         self.seed = seed
-        RUN_ROOT.mkdir(parents=True, exist_ok=True)
         # a folder we made ourselves is temporary: removed on stop unless STEALTH_MTD_KEEP=1
         self.own_dir = run_dir is None and not os.environ.get("STEALTH_MTD_KEEP")
-        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(dir=RUN_ROOT,
-                                                                           prefix="run-"))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if run_dir is None:
+            RUN_ROOT.mkdir(parents=True, exist_ok=True)
+            if RUN_ROOT.is_symlink():
+                raise TestbedError(f"{RUN_ROOT} is a symlink; refusing to use it")
+            self.run_dir = Path(tempfile.mkdtemp(dir=RUN_ROOT, prefix="run-"))  # 0700, unique
+        else:
+            self.run_dir = Path(run_dir).absolute()  # the controller runs from the repository
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.description = describe(topo)
-        self.mgmt_path = str(self.run_dir / "mgmt.sock")
+        self.test_faults = test_faults
+        self.private = auth.unique_private_dir(PRIVATE_ROOT, "run-")
+        secret = auth.new_secret()
+        self.secret_file = self.private / "secret"
+        auth.write_private(self.secret_file, secret)
+        self.cred = auth.Credential.from_secret(secret, auth.RUNNER)
+        self.test_cred = auth.Credential.from_secret(secret, auth.TEST)
+        self._secret = secret
+        self.mgmt_path = str(self.private / "mgmt.sock")
         self.controller: subprocess.Popen | None = None
         self.net: Any = None
         self.procs: list[subprocess.Popen] = []
@@ -150,29 +174,41 @@ class Testbed:
         self._lock()
         # the folder may have gone while we waited for the lock (a `stealth-mtd clean` elsewhere)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        auth.private_dir(self.private)
         ensure()
         t0 = time.monotonic()
         topo_file = self.run_dir / "topology.json"
         topo_file.write_text(json.dumps(self.description, indent=1))
         port = free_port()
         cmd = [sys.executable, "-m", "controllers", "--topology", str(topo_file),
-               "--mgmt", self.mgmt_path, "--port", str(port),
+               "--mgmt", self.mgmt_path, "--secret-file", str(self.secret_file),
+               "--port", str(port),
                "--log", str(self.run_dir / "controller.log")]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
         if self.verbose:
             cmd.append("-v")
         self.controller = subprocess.Popen(cmd, cwd=str(Path(__file__).resolve().parent.parent),
-                                           stdout=subprocess.DEVNULL,
+                                           env=self.env(), stdout=subprocess.DEVNULL,
                                            stderr=open(self.run_dir / "controller.err", "w"),
                                            start_new_session=True)
         wait_listening(port, 20, self.controller)
         self.timings["controller_s"] = time.monotonic() - t0
-        self.net = start_network(self.topo, controller_port=port)
+        self.net = start_network(self.topo, controller_port=port,
+                                 attacker_private_dirs=[str(PRIVATE_ROOT)])
         self.timings["network_s"] = time.monotonic() - t0
+        self.check_hidden()
         self.wait_ready()
         self.timings["ready_s"] = time.monotonic() - t0
         log.info("testbed ready in %.1f s (%s)", self.timings["ready_s"], self.run_dir)
+
+    def check_hidden(self) -> None:
+        """Fail unless the private folder is invisible from inside every attacker host."""
+        for h in self.description["hosts"]:
+            if h["attacker"]:
+                seen = self.host(h["name"]).cmd(f"ls -A {PRIVATE_ROOT}").split()
+                if seen:
+                    raise TestbedError(f"attacker host {h['name']} sees {PRIVATE_ROOT}: {seen}")
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -181,7 +217,7 @@ class Testbed:
             if self.controller and self.controller.poll() is not None:
                 raise TestbedError(f"controller died: see {self.run_dir}/controller.err")
             try:
-                st = call(self.mgmt_path, {"op": "status"}, timeout=5)
+                st = self.mgmt({"op": "status"}, timeout=5)
                 if st["ready"]:
                     return st
             except MgmtError:
@@ -202,10 +238,8 @@ class Testbed:
         if self.controller is not None:
             _terminate(self.controller)
             self.controller = None
-        try:
-            os.unlink(self.mgmt_path)
-        except FileNotFoundError:
-            pass
+        if getattr(self, "private", None) is not None:
+            shutil.rmtree(self.private, ignore_errors=True)  # sockets, secret, keys, work
         if getattr(self, "_lock_fd", None) is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
@@ -215,8 +249,46 @@ class Testbed:
             signal.signal(signal.SIGTERM, self._old_term)
 
     # -- helpers --------------------------------------------------------------------------------
-    def mgmt(self, msg: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        return call(self.mgmt_path, msg, timeout=timeout)
+    def env(self) -> dict[str, str]:
+        """The environment of the controller and the agents: the runner's, with the test-only
+        switch set exactly when this testbed was built with ``test_faults``."""
+        env = {k: v for k, v in os.environ.items() if k != auth.TEST_FAULTS_ENV}
+        if self.test_faults:
+            env[auth.TEST_FAULTS_ENV] = "1"
+        return env
+
+    def mgmt(self, msg: dict[str, Any], timeout: float = 30.0,
+             as_test: bool = False) -> dict[str, Any]:
+        """A request to the controller, as ``runner`` (or as ``test``)."""
+        return call(self.mgmt_path, msg, self.test_cred if as_test else self.cred,
+                    timeout=timeout)
+
+    def agent_call(self, host: str, msg: dict[str, Any], timeout: float = 10.0,
+                   check: bool = True) -> dict[str, Any]:
+        """A request to ``host``'s agent, as ``runner`` (``status``, ``reset_peak``,
+        ``shutdown``)."""
+        return call(self.agent_sock(host), msg, self.cred, server=auth.agent_id(host),
+                    timeout=timeout, check=check)
+
+    def agent_sock(self, host: str) -> str:
+        return str(self.private / "agents" / f"{host}.sock")
+
+    def write_keys(self, ring: auth.KeyRing) -> Path:
+        """Write one agent's or monitor's key file into the private folder; returns its path."""
+        folder = auth.private_dir(self.private / "keys")
+        path = folder / f"{ring.identity.replace(':', '-')}.json"
+        ring.save(path)
+        return path
+
+    def agent_keys(self, host: str) -> Path:
+        return self.write_keys(auth.KeyRing.for_agent(self._secret, host))
+
+    def monitor_keys(self, host: str) -> Path:
+        return self.write_keys(auth.KeyRing.for_monitor(self._secret, host))
+
+    def work_dir(self, host: str) -> Path:
+        """``host``'s agent work folder's path (the agent makes it 0700)."""
+        return auth.private_dir(self.private / "work") / host
 
     def host(self, name: str) -> Any:
         return self.net.get(name)
@@ -225,9 +297,14 @@ class Testbed:
         return next(h["ip"] for h in self.description["hosts"] if h["name"] == name)
 
     def popen(self, host: str, cmd: list[str], log_name: str | None = None,
+              unprivileged: bool = False, raw_sockets: bool = False,
               **kw: Any) -> subprocess.Popen:
-        """Start a process inside a Mininet host; it is stopped with the testbed."""
+        """Start a process inside a Mininet host; it is stopped with the testbed. With
+        ``unprivileged`` it runs as ``UNPRIVILEGED`` (no groups, no capabilities but
+        ``CAP_NET_RAW`` when ``raw_sockets``): tenant workloads and attacker programs."""
         out = open(self.run_dir / (log_name or f"{host}-{Path(cmd[0]).name}.log"), "ab")
+        if unprivileged:
+            cmd = unprivileged_cmd(cmd, raw_sockets)
         p = self.host(host).popen(cmd, stdout=out, stderr=subprocess.STDOUT, **kw)
         self.procs.append(p)
         return p
@@ -256,6 +333,23 @@ class Testbed:
             args.append(f"cookie={cookie:#x}/-1")
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
         return [line.strip() for line in out.splitlines() if "cookie=" in line]
+
+
+def unprivileged_cmd(cmd: list[str], raw_sockets: bool = False) -> list[str]:
+    """``cmd`` run as ``UNPRIVILEGED`` through ``setpriv`` (util-linux): its uid and gid, no
+    supplementary groups, every capability dropped but ``CAP_NET_RAW`` if asked (inheritable
+    and ambient, so the program's own raw sockets work)."""
+    import pwd
+
+    pw = pwd.getpwnam(UNPRIVILEGED)
+    wrap = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+            "--bounding-set=-all" + (",+net_raw" if raw_sockets else ""),
+            "--no-new-privs"]
+    if raw_sockets:
+        wrap += ["--inh-caps=-all,+net_raw", "--ambient-caps=-all,+net_raw"]
+    else:
+        wrap += ["--inh-caps=-all"]
+    return [*wrap, "--", *cmd]
 
 
 def _terminate(p: subprocess.Popen, grace: float = 3.0) -> None:

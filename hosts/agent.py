@@ -2,8 +2,18 @@
 
 One long-lived process per Mininet host (or per 127.0.0.x address on loopback)::
 
-    python -m hosts.agent --host NAME --ip IP --sock AGENT_SOCK [--mgmt CONTROLLER_SOCK]
-        [--workdir DIR] [--vm VMNAME --vm-mib N --dirty-pages-per-s R --vm-port 7000 --seed S]
+    python -m hosts.agent --host NAME --ip IP --sock AGENT_SOCK --keys KEYFILE --workdir DIR
+        [--mgmt CONTROLLER_SOCK] [--vm VMNAME --vm-mib N --dirty-pages-per-s R --vm-port 7000
+        --seed S]
+
+``KEYFILE`` is this agent's ``hosts.protocol.auth.KeyRing`` (0600, written by the runner): its
+own key for the calls to the controller, and the keys of the callers it accepts (the controller
+and the runner). Every command is checked by ``hosts.protocol.mgmt`` (peer uid, size, MAC) and
+the policy table (``hosts.protocol.policy.AGENT_OPS``: role commands only from the controller,
+``status`` also from the runner, ``reset_peak``/``shutdown`` only from the runner). ``DIR`` is
+made 0700 (or must already be a 0700 folder of ours, not a symlink). A view that asks for fault
+injection is refused unless the agent was started with ``STEALTH_MTD_TEST_FAULTS=1`` (the
+test-only switch, ``hosts.protocol.auth.TEST_FAULTS_ENV``; the runner never sets it).
 
 On start it makes an X25519 key pair, starts its VM, serves the commands below on ``AGENT_SOCK``
 (newline-delimited JSON, ``hosts.protocol.mgmt``) and, with ``--mgmt``, registers with the
@@ -46,6 +56,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import public_hex
+from hosts.protocol import ops
+from hosts.protocol.auth import TEST_FAULTS_ENV, KeyRing, private_dir
 from hosts.protocol.mgmt import MgmtServer, call
 from hosts.protocol.plan import PlanError, view_from_dict
 from hosts.roles import ROLES
@@ -81,8 +93,13 @@ class Agent:
         workdir: str,
         mgmt: str | None = None,
         vm_port: int = 7000,
+        keys: KeyRing | None = None,
+        test_faults: bool = False,
     ) -> None:
         self.host = host
+        self.keys = keys
+        self.cred = keys.credential() if keys is not None else None
+        self.test_faults = test_faults
         self.ip = ip
         self.sock = sock
         self.workdir = workdir
@@ -103,7 +120,7 @@ class Agent:
             get_vm=lambda: self.vm,
             set_vm=self._set_vm,
         )
-        os.makedirs(workdir, exist_ok=True)
+        private_dir(workdir)
 
     def _set_vm(self, vm: VM | None) -> None:
         self.vm = vm
@@ -116,7 +133,7 @@ class Agent:
             msg.get("migration"),
         )
         if self.mgmt:
-            call(self.mgmt, msg, timeout=10.0, check=False)
+            call(self.mgmt, msg, self.cred, timeout=10.0, check=False)
 
     def register(self) -> None:
         if self.mgmt:
@@ -131,6 +148,7 @@ class Agent:
                     "vm": self.vm.name if self.vm else None,
                     "vm_bytes": self.vm.size if self.vm else None,
                 },
+                self.cred,
             )
 
     def _role(self, msg: dict[str, Any]) -> Role:
@@ -141,8 +159,9 @@ class Agent:
             raise RoleError(f"no role for migration {mig!r} on {self.host}")
         return role
 
-    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Answer one command; expected errors become ``ok: false`` replies."""
+    def handle(self, msg: dict[str, Any], caller: str = "") -> dict[str, Any]:
+        """Answer one command (already authenticated and allowed for ``caller`` by the
+        management server); expected errors become ``ok: false`` replies."""
         try:
             return self._handle(msg)
         except (RoleError, VMError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -156,7 +175,7 @@ class Agent:
 
     def _handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg["op"]
-        if op == "status":
+        if op == ops.STATUS:
             if msg.get("migration") is not None:
                 return self._role(msg).status()
             with self.lock:
@@ -173,6 +192,9 @@ class Agent:
             if "view" not in msg:
                 raise PlanError("prepare needs a view (MigrationPlan.view_for(...).to_dict())")
             view = view_from_dict(msg["view"])
+            if view.fault and not self.test_faults:
+                raise RoleError(f"fault injection is test-only: this agent was started without "
+                                f"{TEST_FAULTS_ENV}=1; refused {sorted(view.fault)}")
             mig = view.migration
             with self.lock:
                 if mig in self.roles:
@@ -223,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ip", required=True)
     p.add_argument("--sock", required=True, help="this agent's management socket")
     p.add_argument("--mgmt", help="the controller's management socket")
-    p.add_argument("--workdir", default=None)
+    p.add_argument("--keys", required=True, help="this agent's key file (0600)")
+    p.add_argument("--workdir", required=True, help="a 0700 folder of its own")
     p.add_argument("--vm", type=_vm_name, help="the VM's name (letters, digits, '.', '_', '-')")
     p.add_argument("--vm-mib", type=int, default=64)
     p.add_argument("--dirty-pages-per-s", type=float, default=100.0)
@@ -231,8 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
-    workdir = a.workdir or f"/tmp/stealth-mtd/{a.host}"
-    os.makedirs(workdir, exist_ok=True)
+    workdir = a.workdir
+    private_dir(workdir)
+    keys = KeyRing.load(a.keys)
+    if keys.identity != f"agent:{a.host}":
+        print(f"agent: {a.keys} holds the keys of {keys.identity}, not agent:{a.host}",
+              file=sys.stderr)
+        return 2
+    test_faults = os.environ.get(TEST_FAULTS_ENV) == "1"
     logging.basicConfig(
         level=a.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -241,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.FileHandler(os.path.join(workdir, "agent.log")),
         ],
     )
-    agent = Agent(a.host, a.ip, a.sock, workdir, a.mgmt, a.vm_port)
+    agent = Agent(a.host, a.ip, a.sock, workdir, a.mgmt, a.vm_port, keys, test_faults)
     if a.vm:
         agent.vm = VM(
             a.vm,
@@ -254,17 +283,18 @@ def main(argv: list[str] | None = None) -> int:
             seed=a.seed,
         )
         agent.vm.start()
-    server = MgmtServer(a.sock, agent.handle)
+    server = MgmtServer(a.sock, agent.handle, keys.verifier())
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: agent.stopped.set())
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` dumps every thread's stack
     log.info(
-        "host=%s event=agent_up ip=%s sock=%s pubkey=%s vm=%s",
+        "host=%s event=agent_up ip=%s sock=%s pubkey=%s vm=%s test_faults=%s",
         a.host,
         a.ip,
         a.sock,
         agent.pubkey[:16],
         a.vm,
+        test_faults,
     )
     try:
         agent.register()

@@ -10,7 +10,9 @@ description for the controller comes from ``topologies.base.describe`` (port num
 the Topo, and Mininet asks OVS for exactly those). The switch-side ports are plain netdev ports
 or AF_XDP ports (``topologies.ovs.PORT_KINDS``): ``start_network(topo, ports=...)``, else the
 topo's ``switch_ports`` attribute (set by a scenario's ``topology.ports``), else the default,
-with a fallback to netdev where AF_XDP is missing. Called by ``experiments.testbed.Testbed``
+with a fallback to netdev where AF_XDP is missing. Attacker hosts get a private tmpfs over each
+of ``attacker_private_dirs`` (Mininet ``privateDirs``, in their own mount namespace), so the
+management plane's folder is invisible from inside them. Called by ``experiments.testbed.Testbed``
 (through which the runner, monitor-eval, the benchmarks and the root tests start networks).
 """
 
@@ -127,11 +129,26 @@ def release_ports() -> None:
                     "pmd-cpu-mask"], capture_output=True)
 
 
+def hide_from_attackers(topo: Topo, dirs: list[str]) -> list[str]:
+    """Give every attacker host of ``topo`` a private tmpfs over each of ``dirs``; returns the
+    attacker hosts' names."""
+    attackers = [h for h in topo.hosts() if topo.nodeInfo(h).get("attacker")]
+    for h in attackers:
+        info = dict(topo.nodeInfo(h))
+        info["privateDirs"] = [*info.get("privateDirs", []), *dirs]
+        topo.setNodeInfo(h, info)
+    return attackers
+
+
 def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float = 30.0,
-                  ports: str | None = None) -> Mininet:
+                  ports: str | None = None,
+                  attacker_private_dirs: list[str] | None = None) -> Mininet:
     """Build and start ``topo`` with switch ports ``ports`` (None: the topo's ``switch_ports``
-    or the default); returns the running network (caller must ``net.stop()``)."""
+    or the default), attacker hosts hidden from ``attacker_private_dirs``; returns the running
+    network (caller must ``net.stop()``)."""
     strip_unsupported_link_opts(topo)
+    if attacker_private_dirs:
+        hide_from_attackers(topo, attacker_private_dirs)
     dp = datapath_type()
     kind = resolve_ports(ports or getattr(topo, "switch_ports", None), dp)
     prepare_ports(kind)

@@ -4,13 +4,15 @@ A ``Monitor`` per host, ``tick()`` once per interval (``run``). The first ``trai
 train the ``Detector``; after that a ``Verdict`` that is an alarm is reported to the controller
 over ``hosts.protocol.mgmt`` (``{"op": ANOMALY, "host", "kind", "score", ...}``; once, or again
 ``rearm_s`` after a report), and the controller starts the stealth migration with no human
-step (Alg 1 → Alg 2 … Alg 6).
+step (Alg 1 → Alg 2 … Alg 6). Both calls are signed with the monitor's own credential
+(``monitor:<host>``, ``hosts.protocol.auth``); the policy lets it report only its own host.
 
 Migration awareness: every interval the monitor asks the controller which migrations run
-(``{"op": MIGRATIONS_ACTIVE}``). While this host plays a role in one (and ``grace_s`` after),
-the features discount the migration (``hosts.monitor.features``). Each interval is judged both
-ways — with and without awareness — and both verdicts go to the JSON log, so one run measures
-the false alarms migration-awareness avoids; ``report`` says which verdict is sent.
+(``{"op": MIGRATIONS_ACTIVE}``; a monitor is told only of its own host's). While this host
+plays a role in one (and ``grace_s`` after), the features discount the migration
+(``hosts.monitor.features``). Each interval is judged both ways — with and without awareness —
+and both verdicts go to the JSON log, so one run measures the false alarms migration-awareness
+avoids; ``report`` says which verdict is sent.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hosts.monitor.detector import Detector, Judge, Verdict
 from hosts.monitor.features import FeatureExtractor, MigrationContext
 from hosts.monitor.procfs import ProcessFinder, migration_socket_bytes, read_sample
 from hosts.protocol import ops
+from hosts.protocol.auth import Credential
 from hosts.protocol.mgmt import MgmtError, call
 
 log = logging.getLogger("stealth_mtd.monitor")
@@ -46,8 +49,9 @@ class Monitor:
     def __init__(self, host: str, ip: str, mgmt: str | None, train_s: float = 30.0,
                  report: str = "aware", seed: int = 0, grace_s: float = 10.0,
                  log_json: str | None = None, proc: str = "/proc",
-                 rearm_s: float | None = None) -> None:
+                 rearm_s: float | None = None, cred: Credential | None = None) -> None:
         self.host, self.ip, self.mgmt = host, ip, mgmt
+        self.cred = cred
         self.train_s, self.report, self.grace_s = train_s, report, grace_s
         self.proc = proc
         self.finder = ProcessFinder(proc)
@@ -70,7 +74,7 @@ class Monitor:
         if not self.mgmt:
             return
         try:
-            reply = call(self.mgmt, {"op": ops.MIGRATIONS_ACTIVE}, timeout=2.0)
+            reply = call(self.mgmt, {"op": ops.MIGRATIONS_ACTIVE}, self.cred, timeout=2.0)
         except MgmtError as exc:
             log.debug("migrations_active failed: %s", exc)
             return
@@ -134,7 +138,7 @@ class Monitor:
         if not self.mgmt:
             return {**out, "sent": False}
         try:
-            reply = call(self.mgmt, msg, timeout=30.0)
+            reply = call(self.mgmt, msg, self.cred, timeout=30.0)
         except MgmtError as exc:
             log.warning("event=report_failed host=%s error=%s", self.host, exc)
             return {**out, "sent": True, "error": str(exc)}

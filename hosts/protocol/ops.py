@@ -2,7 +2,8 @@
 
 Every request is ``{"op": NAME, ...}`` (``hosts.protocol.mgmt``). The controller serves the
 ``CONTROLLER_OPS``; each role agent serves the ``AGENT_OPS``; roles report ``REPORTS`` to the
-controller. Use the constants instead of string literals so a typo is an import error.
+controller. Use the constants instead of string literals so a typo is an import error. Who may
+call each op is the table in ``hosts.protocol.policy``.
 """
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ def free_port(ip: str) -> int:
 
 @pytest.fixture()
 def bed(tmp_path) -> Iterator[LoopbackBed]:
-    """h1 runs vm1 (4 MiB, 200 dirty pages/s); h2..h7 run no VM."""
-    b = LoopbackBed(str(tmp_path / "bed"))
+    """h1 runs vm1 (4 MiB, 200 dirty pages/s); h2..h7 run no VM. The agents have the test-only
+    fault switch on (the fault tests need it)."""
+    b = LoopbackBed(str(tmp_path / "bed"), test_faults=True)
     try:
         b.add_agent("h1", SOURCE_IP, vm="vm1", vm_mib=4, dirty_pages_per_s=200, seed=5, wait=False)
         for h, ip in HOSTS.items():

@@ -177,16 +177,16 @@ def test_agent_survives_bad_commands(bed: LoopbackBed) -> None:
         {"op": "release", "migration": "nope"},
         {"op": "prepare", "view": {"role": "source", "migration": "x", "me": {}}},
     ):
-        reply = call(sock, msg, check=False)
+        reply = call(sock, msg, bed.cred, server="agent:h2", check=False)
         assert reply["ok"] is False and reply["error"]
     me = {"host": "h2", "ip": HOSTS["h2"], "agent": sock}
     view = {"role": "destination", "migration": "x", "mode": "direct", "me": me, "peer_pubkey": 7}
-    reply = call(sock, {"op": "prepare", "view": view}, check=False)
+    reply = call(sock, {"op": "prepare", "view": view}, bed.cred, server="agent:h2", check=False)
     assert reply == {
         "ok": False,
         "error": "PlanError: destination view: field 'peer_pubkey' must be a string, got 7",
     }
-    assert call(sock, {"op": "status"})["host"] == "h2"
+    assert call(sock, {"op": "status"}, bed.cred, server="agent:h2")["host"] == "h2"
 
 
 def test_agents_work_without_a_controller(tmp_path) -> None:
@@ -198,7 +198,8 @@ def test_agents_work_without_a_controller(tmp_path) -> None:
         bed.add_agent("a1", f"{NET}21", vm="vm9", vm_mib=2, controller=False, wait=False)
         bed.add_agent("a2", f"{NET}22", controller=False, wait=False)
         bed.wait_registered(["a1", "a2"])
-        res = run_migration(bed.plan("m-noctl", "direct", "a1", "a2"), timeout_s=60, watchdog_s=0.2)
+        res = run_migration(bed.plan("m-noctl", "direct", "a1", "a2"), timeout_s=60,
+                            watchdog_s=0.2, caller=bed.call_agent)
         assert res.ok, res.reason
         assert res.downtime_s is not None and res.sha256
         assert ask_service(f"{NET}22", 7000)["vm"] == "vm9"

@@ -93,5 +93,5 @@ def test_malformed_requests_get_errors_and_the_controller_lives(fattree_bed):
                                                              "port": 1}]},
                 {"op": "relay_remove", "migration": "never"}):
         with pytest.raises(MgmtError):
-            call(tb.mgmt_path, bad)
+            call(tb.mgmt_path, bad, tb.cred)
     assert tb.mgmt({"op": "status"})["ready"]

@@ -16,7 +16,8 @@ def _migrations() -> Migrations:
     topo = describe(LinearTopo(4, 2))
     agents = AgentBook(h["name"] for h in topo["hosts"])
     for i in range(1, 8):
-        agents.register({"op": ops.REGISTER, "host": f"h{i}", "ip": f"10.0.0.{i}"})
+        agents.register({"op": ops.REGISTER, "host": f"h{i}", "ip": f"10.0.0.{i}",
+                         "agent": f"/run/h{i}.sock", "pubkey": f"key{i}"})
     relays = RelayBook(P.build_graph(topo), topo, push=lambda by_switch, **kw: None)
     m = Migrations(agents, relays, seed=1)
     m.records = {
