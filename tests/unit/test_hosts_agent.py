@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hosts.agent import Agent, main
+from hosts.protocol import auth
 from hosts.protocol.mgmt import MgmtServer
 from hosts.protocol.plan import Endpoint, MigrationPlan
 from hosts.vm import VM
@@ -48,8 +49,10 @@ def test_prepare_without_a_view(agent: Agent) -> None:
 
 @pytest.mark.parametrize("name", ["../../../../tmp/x", "a/b", "..", ""])
 def test_the_agent_refuses_a_vm_name_that_could_leave_its_folder(tmp_path, capsys, name) -> None:
+    keys = tmp_path / "h1.keys"
+    auth.KeyRing.for_agent(auth.new_secret(), "h1").save(keys)
     argv = ["--host", "h1", "--ip", "127.0.0.1", "--sock", str(tmp_path / "h1.sock"),
-            "--workdir", str(tmp_path / "w"), "--vm", name, "--vm-mib", "1"]
+            "--keys", str(keys), "--workdir", str(tmp_path / "w"), "--vm", name, "--vm-mib", "1"]
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
@@ -59,11 +62,13 @@ def test_the_agent_refuses_a_vm_name_that_could_leave_its_folder(tmp_path, capsy
 
 def test_the_agent_registers_its_vm_size(tmp_path) -> None:
     sent: list[dict] = []
-    ctl = MgmtServer(str(tmp_path / "ctl.sock"), lambda msg: sent.append(msg) or {})
+    secret = auth.new_secret()
+    ctl = MgmtServer(str(tmp_path / "ctl.sock"), lambda msg, caller: sent.append(msg) or {},
+                     auth.Verifier.from_secret(auth.CONTROLLER, secret))
     ctl.start()
     try:
         a = Agent("h1", "127.0.0.1", str(tmp_path / "h1.sock"), str(tmp_path / "w"),
-                  mgmt=str(tmp_path / "ctl.sock"))
+                  mgmt=str(tmp_path / "ctl.sock"), keys=auth.KeyRing.for_agent(secret, "h1"))
         a.vm = VM("vm1", str(tmp_path / "w" / "vm1.mem"), 2, fill=False)
         a.register()
     finally:
