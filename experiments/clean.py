@@ -12,7 +12,8 @@ Mininet's clean-up done by hand and limited to stealth-mtd's node names (``NODE`
   ``--force``. Loopback agents (``-m hosts.agent`` in the root namespace, which take no lock) are
   other tests' live runs, not leftovers: they stay;
 - Open vSwitch bridges and root-namespace links ``<node>-eth<N>`` with stealth-mtd's node names;
-- the run folders under ``experiments.testbed.RUN_ROOT``;
+- the run folders under ``experiments.testbed.RUN_ROOT`` and the private management folders
+  under ``PRIVATE_ROOT`` (``/run/stealth-mtd``) that a killed run left;
 and makes sure Open vSwitch itself runs (restarting it if its daemons died).
 
 Not Mininet's ``mn -c``: besides namespaces, links and bridges it runs ``rm -f /tmp/*.out
@@ -34,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.testbed import LOCK_PATH, RUN_ROOT
+from experiments.testbed import LOCK_PATH, PRIVATE_ROOT, RUN_ROOT
 
 # Node names the topologies make: tenants h<i>, attackers x<i>; fat-tree core/agg/edge c/a/e;
 # leaf-spine l/s; linear s; and Mininet's controller node c0 (tests/mininet/test_clean.py checks
@@ -176,7 +177,13 @@ def links() -> list[str]:
 
 
 def _remove_run_folders(removed: list[str], warnings: list[str]) -> None:
-    root = Path(RUN_ROOT)
+    for root in (Path(RUN_ROOT), PRIVATE_ROOT):
+        _remove_under(root, removed, warnings)
+
+
+def _remove_under(root: Path, removed: list[str], warnings: list[str]) -> None:
+    """Everything under ``root`` (the run folders, the private management folders), if ``root``
+    is ours and no symlink."""
     if root.is_symlink() or not root.is_dir():
         if root.is_symlink():
             warnings.append(f"{root} is a symlink, not the project's: left alone")
