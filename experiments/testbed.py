@@ -42,6 +42,27 @@ log = logging.getLogger(__name__)
 RUN_ROOT = Path("/tmp/stealth-mtd")
 PRIVATE_ROOT = Path("/run/stealth-mtd")  # hidden from attacker hosts (topologies.net)
 UNPRIVILEGED = "nobody"  # who tenant workloads and attacker-host programs run as
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _traversable_by_others(path: Path) -> bool:
+    """Whether a user with no rights of its own can reach ``path`` (o+x on it and every folder
+    above it, o+r on it)."""
+    p = path.resolve()
+    if not p.stat().st_mode & 0o004:
+        return False
+    folders = [p, *p.parents] if p.is_dir() else list(p.parents)
+    return all(d.stat().st_mode & 0o001 for d in folders)
+
+
+def code_needs_read_search() -> bool:
+    """True when the checkout (or its venv) sits where ``UNPRIVILEGED`` cannot read it, e.g. in
+    root's 0700 home: the unprivileged programs then get ``CAP_DAC_READ_SEARCH`` so they can
+    load their code. They stay non-root, so ``SO_PEERCRED`` still refuses them on every
+    management socket, and socket files are not writable by them (connect needs write)."""
+    venv = Path(sys.prefix)
+    return not (_traversable_by_others(PROJECT_ROOT / "hosts" / "workload.py")
+                and _traversable_by_others(venv))
 # One testbed at a time per machine: switch-side interface names (e1-eth1, ...) live in the root
 # network namespace, so two networks would collide. The container test takes the same lock.
 LOCK_PATH = "/run/lock/stealth-mtd-testbed.lock"
@@ -342,11 +363,13 @@ def unprivileged_cmd(cmd: list[str], raw_sockets: bool = False) -> list[str]:
     import pwd
 
     pw = pwd.getpwnam(UNPRIVILEGED)
+    caps = (["net_raw"] if raw_sockets else []) + (
+        ["dac_read_search"] if code_needs_read_search() else [])
+    plus = "".join(f",+{c}" for c in caps)
     wrap = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
-            "--bounding-set=-all" + (",+net_raw" if raw_sockets else ""),
-            "--no-new-privs"]
-    if raw_sockets:
-        wrap += ["--inh-caps=-all,+net_raw", "--ambient-caps=-all,+net_raw"]
+            "--bounding-set=-all" + plus, "--no-new-privs"]
+    if caps:
+        wrap += [f"--inh-caps=-all{plus}", f"--ambient-caps=-all{plus}"]
     else:
         wrap += ["--inh-caps=-all"]
     return [*wrap, "--", *cmd]

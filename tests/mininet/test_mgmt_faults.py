@@ -20,9 +20,10 @@ def test_faults_work_only_through_the_test_switch_and_identity(tmp_path):
     from topologies.linear import LinearTopo
 
     keyfile = tmp_path / "key.json"
-    with Testbed(LinearTopo(2, 2), seed=5, test_faults=True) as tb:
+    with Testbed(LinearTopo(2, 3), seed=5, test_faults=True) as tb:
         start_agents(tb, VMSpec("h1", mib=2, dirty_pages_per_s=20))
-        req = {"op": "migrate", "source": "h1", "mode": "direct", "seed": 1,
+        # record_key is a stealth fault: only a stealth source splits a migration key
+        req = {"op": "migrate", "source": "h1", "mode": "stealth", "n": 2, "k": 2, "seed": 1,
                "faults": {"h1": {"record_key": str(keyfile)}}}
         with pytest.raises(MgmtError, match="test-only"):
             tb.mgmt(req)
