@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -53,58 +52,3 @@ def bed(tmp_path) -> Iterator[LoopbackBed]:
                 with open(log) as f:
                     text = f.read()
                 assert "Traceback" not in text, f"{h} logged a traceback:\n{text[-3000:]}"
-
-
-class RecordingProxy:
-    """A TCP relay in front of one receiver that keeps every byte it passes, both ways."""
-
-    def __init__(self, ip: str, port: int, target: tuple[str, int]) -> None:
-        self.target = target
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((ip, port))
-        self.sock.listen(8)
-        self.data = bytearray()  # everything, both ways
-        self.streams: list[tuple[str, bytearray]] = []  # ("up" | "down", bytes) per connection
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, addr = self.sock.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(self.target, source_address=(addr[0], 0))
-            except OSError:
-                c.close()
-                continue
-            up, down = bytearray(), bytearray()
-            self.streams += [("up", up), ("down", down)]
-            threading.Thread(target=self._pipe, args=(c, u, up), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(u, c, down), daemon=True).start()
-
-    def _pipe(self, a: socket.socket, b: socket.socket, buf: bytearray) -> None:
-        while True:
-            try:
-                d = a.recv(65536)
-            except OSError:
-                d = b""
-            if not d:
-                for s in (a, b):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                return
-            with self.lock:
-                self.data += d
-                buf += d
-            try:
-                b.sendall(d)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.sock.close()

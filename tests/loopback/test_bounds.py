@@ -13,8 +13,9 @@ import time
 from experiments.loopback import LoopbackBed
 from hosts.protocol.mgmt import MgmtError
 from hosts.vm import ask_service
+from tests.recording import RecordingProxy
 
-from .conftest import SOURCE_IP, RecordingProxy, free_port
+from .conftest import SOURCE_IP, free_port
 from .test_migration import DEST, _assert_migrated, _assert_source_kept, _stealth
 
 SLOW = {"kind": "fixed", "size": 16384, "gap_s": 0.05}  # ~5 s for 4 MiB through 3 hops

@@ -14,8 +14,9 @@ import numpy as np
 from experiments.loopback import LoopbackBed
 from hosts.protocol.mgmt import MgmtError
 from hosts.vm import PAGE, ask_service
+from tests.recording import RecordingProxy, replay
 
-from .conftest import HOSTS, SOURCE_IP, RecordingProxy, free_port
+from .conftest import HOSTS, SOURCE_IP, free_port
 
 
 def pages_found(capture: bytes, image: bytes) -> int:
@@ -215,33 +216,6 @@ def test_chunk_records_follow_the_profile_within_the_budget(bed: LoopbackBed) ->
     assert {n for n in lengths if n in sizes} == set(sizes)
 
 
-def _replay(addr: tuple[str, int], data: bytes) -> bytes:
-    """Send a recording on a new connection; return everything the receiver sent back.
-
-    First its handshake part (message 1 and the first record), reading the answer until the
-    receiver hangs up, then the rest if the receiver still takes it (a receiver that closes with
-    unread bytes would reset the connection and could discard its answer).
-    """
-    cut = 4 + int.from_bytes(data[:4], "big")
-    cut += 4 + int.from_bytes(data[cut : cut + 4], "big")
-    got = bytearray()
-    with socket.create_connection(addr, timeout=5) as s:
-        s.sendall(data[:cut])
-        while True:
-            try:
-                d = s.recv(65536)
-            except OSError:
-                break
-            if not d:
-                break
-            got += d
-        try:
-            s.sendall(data[cut:])
-        except OSError:
-            pass
-    return bytes(got)
-
-
 def test_recorded_hops_replayed_to_the_leader_and_an_intermediate_are_refused(
     bed: LoopbackBed,
 ) -> None:
@@ -281,7 +255,7 @@ def test_recorded_hops_replayed_to_the_leader_and_an_intermediate_are_refused(
     for host, ep in targets.items():
         (_, up), _ = proxies[host].streams[:2]
         recording = bytes(up)
-        answer = _replay((ep.ip, ep.listen_port), recording)
+        answer = replay((ep.ip, ep.listen_port), recording)
         assert answer == b"", host  # not even message 2: nothing went to the replay
         answers[host] = answer
     assert t.is_alive()  # the replays arrived during the migration

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import Channel, ChannelError, listen, public_hex
+from tests.recording import pipe, replay
 
 
 class Recorder:
@@ -27,34 +28,14 @@ class Recorder:
         c, _ = self.lst.accept()
         u = socket.create_connection(self.target)
         pipes = [
-            threading.Thread(target=self._pipe, args=(c, u, self.up)),
-            threading.Thread(target=self._pipe, args=(u, c, self.down)),
+            threading.Thread(target=pipe, args=(c, u, self.up)),
+            threading.Thread(target=pipe, args=(u, c, self.down)),
         ]
         for p in pipes:
             p.start()
         for p in pipes:
             p.join()
         self.done.set()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket, buf: bytearray) -> None:
-        while True:
-            try:
-                d = a.recv(65536)
-            except OSError:
-                d = b""
-            if not d:
-                for s in (a, b):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                return
-            buf += d
-            try:
-                b.sendall(d)
-            except OSError:
-                return
 
 
 class Receiver:
@@ -88,31 +69,6 @@ class Receiver:
         return t
 
 
-def replay(port: int, data: bytes) -> bytes:
-    """Send a recording on a new connection; return everything the receiver sent back.
-
-    First its handshake part (message 1 and the first record), reading the answer until the
-    receiver hangs up, then the rest if the receiver still takes it (a receiver that closes with
-    unread bytes would reset the connection and could discard its answer).
-    """
-    cut = 4 + int.from_bytes(data[:4], "big")
-    cut += 4 + int.from_bytes(data[cut : cut + 4], "big")
-    got = bytearray()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data[:cut])
-        while True:
-            try:
-                d = s.recv(65536)
-            except OSError:
-                break
-            if not d:
-                break
-            got += d
-        try:
-            s.sendall(data[cut:])
-        except OSError:
-            pass
-    return bytes(got)
 
 
 @pytest.fixture()
@@ -137,7 +93,7 @@ def test_replayed_hop_yields_no_frame_and_fresh_responder_keys(recorded) -> None
     leader, inter, up, down = recorded
     rx = Receiver(leader, {public_hex(inter)})  # a fresh receiver, same keys and migration
     t = rx.serve_one()
-    answer = replay(rx.port, up)
+    answer = replay(("127.0.0.1", rx.port), up)
     t.join(5)
     assert rx.frames == []  # nothing of the recording is accepted as a frame
     assert rx.errors and "failed authentication" in str(rx.errors[0])
@@ -154,7 +110,7 @@ def test_replay_to_a_receiver_that_saw_the_peer_is_refused_at_once(recorded) -> 
     seen = {public_hex(inter)}  # the original hop came first
     rx = Receiver(leader, {public_hex(inter)}, seen=seen)
     t = rx.serve_one()
-    answer = replay(rx.port, up)
+    answer = replay(("127.0.0.1", rx.port), up)
     t.join(5)
     assert rx.frames == [] and answer == b""
     assert "already connected" in str(rx.errors[0])
