@@ -15,3 +15,44 @@ def fattree_bed():
         err = (tb.run_dir / "controller.err").read_text()
         log = (tb.run_dir / "controller.log").read_text()
         assert "Traceback" not in err + log, f"controller raised:\n{err}\n{log[-3000:]}"
+
+
+def run_mn(tmp_path, topo, mn_args: list[str], port_from: int) -> str:
+    """Run Mininet's own command line (``mn --custom topologies/mn.py ...`` + ``mn_args``)
+    against our controller process serving ``topo``, under the testbed lock; returns mn's
+    output. A failed mn's leftovers go with the project's clean (never ``mn -c``, which deletes
+    ``/tmp/*.log`` and ``*.out``)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from experiments.testbed import acquire_lock, free_port, wait_listening
+    from topologies.base import describe
+
+    root = Path(__file__).resolve().parents[2]
+    topo_file = tmp_path / "topo.json"
+    topo_file.write_text(json.dumps(describe(topo)))
+    port = free_port(port_from)
+    lock = acquire_lock()
+    ctl = subprocess.Popen([sys.executable, "-m", "controllers", "--topology", str(topo_file),
+                            "--mgmt", str(tmp_path / "m.sock"), "--port", str(port)],
+                           cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = ""
+    try:
+        wait_listening(port, 20, ctl)
+        r = subprocess.run(
+            ["mn", "--custom", str(root / "topologies" / "mn.py"), *mn_args,
+             "--controller", f"remote,ip=127.0.0.1,port={port}"],
+            capture_output=True, text=True, timeout=120, cwd="/")
+        out = r.stdout + r.stderr
+        return out
+    finally:
+        ctl.terminate()
+        ctl.wait(5)
+        if "Results: 0% dropped" not in out:
+            from experiments.clean import clean
+
+            clean(lock_held=True)
+        os.close(lock)
