@@ -116,9 +116,11 @@ class Scenario:
             return {"kind": "fixed", "size": DEFAULTS.chunk_size}
         if s.policy == "fixed":
             return {"kind": "fixed", "size": s.fixed_chunk}
-        # 'profile' and any other registered policy get the common shaping settings
-        return {"kind": s.policy, "sniff_s": s.sniff_s, "size": s.fixed_chunk,
-                "rate_budget_bps": s.rate_budget_mbit * 1e6 / 8}  # the policy counts bytes/s
+        shaping = {"kind": s.policy, "sniff_s": s.sniff_s,
+                   "rate_budget_bps": s.rate_budget_mbit * 1e6 / 8}  # the policy counts bytes/s
+        if s.policy != "profile":  # another registered policy may also use the fixed size
+            shaping["size"] = s.fixed_chunk
+        return shaping
 
     def build_topology(self) -> Any:
         from topologies import registry
