@@ -39,16 +39,17 @@ from controllers.agents import AgentBook
 from controllers.orchestration import Caller, MigrationResult, ReportRouter, run_migration
 from controllers.relays import RelayBook
 from hosts.protocol import mgmt, ops
-from hosts.protocol.plan import DEFAULTS as PROTOCOL
-from hosts.protocol.plan import Endpoint, MigrationPlan
+from hosts.protocol.plan import DEFAULTS, Endpoint, MigrationPlan
 
 log = logging.getLogger("stealth_mtd.migrations")
 
 RELAY_PORTS = range(8090, 8100)  # next to the tenants' service ports (8080-8089)
-DEFAULTS: dict[str, Any] = {"mode": "stealth", "n": 3, "k": 2, "hide_destination": True,
-                            "chunk_policy": {"kind": "profile", "sniff_s": 3.0},
-                            "timeout_s": 600.0}
-DEFAULT_KEYS = frozenset(DEFAULTS) | {"precopy", "stall_timeout_s"}  # what `defaults` may set
+# what a `migrate` request leaves out; the protocol's own defaults are hosts.protocol DEFAULTS
+MIGRATE_DEFAULTS: dict[str, Any] = {"mode": "stealth", "n": 3, "k": 2, "hide_destination": True,
+                                    "chunk_policy": {"kind": "profile", "sniff_s": 3.0},
+                                    "timeout_s": 600.0}
+# what the `defaults` op may set
+DEFAULT_KEYS = frozenset(MIGRATE_DEFAULTS) | {"precopy", "stall_timeout_s"}
 
 
 def suspect_relays(result: dict[str, Any], host_of_key: dict[str, str]) -> list[dict[str, Any]]:
@@ -97,7 +98,7 @@ class Migrations:
         self.rng = random.Random(seed)
         self.router = ReportRouter()
         self.records: dict[str, dict[str, Any]] = {}
-        self.defaults = dict(DEFAULTS)
+        self.defaults = dict(MIGRATE_DEFAULTS)
         self.count = 0
         self.lock = threading.Lock()
 
@@ -238,7 +239,7 @@ class Migrations:
                 dest_address=vip or dst.ip, dest_port=dst.port,
                 chunk_policy=policy,
                 precopy=dict(msg.get("precopy") or {}), seed=seed,
-                stall_timeout_s=float(msg.get("stall_timeout_s", PROTOCOL.stall_timeout_s)),
+                stall_timeout_s=float(msg.get("stall_timeout_s", DEFAULTS.stall_timeout_s)),
                 faults=dict(msg.get("faults") or {}),
                 max_image_bytes=int(agents[source].get("vm_bytes") or 0))  # as it registered
         except Exception:

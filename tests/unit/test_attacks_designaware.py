@@ -26,7 +26,7 @@ UNMARKED = {"service_port": 8080, "relay_port": 8080}
 # --- the copied constants against the project's ---------------------------------------------
 def test_ports_addresses_and_policies_match_the_project():
     from controllers import addresses
-    from controllers.migrations import DEFAULTS, RELAY_PORTS
+    from controllers.migrations import MIGRATE_DEFAULTS, RELAY_PORTS
     from experiments.fleet import SERVICE_PORT
     from hosts.chunk_policy import POLICIES
     from hosts.protocol.plan import DEFAULTS as PLAN
@@ -34,7 +34,7 @@ def test_ports_addresses_and_policies_match_the_project():
 
     assert da.RELAY_PORTS == RELAY_PORTS
     assert SERVICE_PORT in da.TENANT_PORTS and not set(da.TENANT_PORTS) & set(RELAY_PORTS)
-    assert da.SNIFF_S == DEFAULTS["chunk_policy"]["sniff_s"]
+    assert da.SNIFF_S == MIGRATE_DEFAULTS["chunk_policy"]["sniff_s"]
     for i in (1, 300, addresses.POOL_SIZE):
         assert da.is_virtual(addresses.address(i).ip)
     assert not da.is_virtual("10.0.0.1") and not da.is_virtual("10.254.255.255")
