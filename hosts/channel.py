@@ -21,7 +21,9 @@ the record length tells the receiver the boundaries, and each message is authent
 record's length prefix and its index as associated data (nonces come from the Noise
 CipherStates), so a reordered, truncated, replayed or altered record fails.
 
-Used by the role code (``hosts.roles``) on every hop.
+Used by the role code (``hosts.roles``) on every hop, and by the cover mux (``hosts.cover``) on
+its cover links (migration id ``"cover"``, no ``seen``, every handshake message padded to a drawn
+record size).
 """
 
 from __future__ import annotations
@@ -193,13 +195,15 @@ class Channel:
         pad: int | None = None,
         *,
         io_timeout: float | None = None,
+        confirm_pad: int | None = None,
     ) -> Channel:
         """Open the hop from ``src_ip`` (bound, so flow rules see the right source).
 
         Runs the whole handshake within ``timeout`` (TCP connect included): message 1 with
         ``pad`` bytes of padding (random length if None), message 2 from the receiver (which
-        proves it holds ``peer_pub``'s key), then our first record. ``io_timeout`` then stays on
-        the socket for every later read and write (None: block).
+        proves it holds ``peer_pub``'s key), then our first record (``confirm_pad`` bytes of
+        padding, random length if None). ``io_timeout`` then stays on the socket for every later
+        read and write (None: block).
         """
         deadline = time.monotonic() + timeout
         sock = socket.create_connection(
@@ -220,7 +224,7 @@ class Channel:
             ch = cls(sock, hs, peer, _raw(peer_pub).hex())
             ch.bytes_sent += 4 + len(msg1)
             ch.bytes_received += 4 + len(msg2)
-            rec = ch._seal(_padding())  # the confirmation the receiver waits for
+            rec = ch._seal(_padding(confirm_pad))  # the confirmation the receiver waits for
             _send_all(sock, rec, deadline)
             ch.bytes_sent += len(rec)
             sock.settimeout(io_timeout)
@@ -240,6 +244,7 @@ class Channel:
         *,
         seen: set[str] | None = None,
         io_timeout: float | None = None,
+        pad: int | None = None,
     ) -> Channel:
         """Finish the handshake on an accepted connection from one of ``allowed`` (hex keys).
 
@@ -248,6 +253,7 @@ class Channel:
         is live, not a recording. With ``seen``, a sender whose key is already in it is refused,
         else its key is added (under a lock): one connection per peer within a migration.
         ``io_timeout`` then stays on the socket for every later read and write (None: block).
+        Message 2 carries ``pad`` bytes of padding (random length if None).
         """
         try:
             host, port = sock.getpeername()[:2]
@@ -270,7 +276,7 @@ class Channel:
                 raise ChannelError(f"sender key {key[:16]}.. not expected")
             if seen is not None and key in seen:
                 raise ChannelError(f"sender key {key[:16]}.. already connected")
-            msg2 = bytes(hs.write_message(_padding()))
+            msg2 = bytes(hs.write_message(_padding(pad)))
             _send_all(sock, _LEN.pack(len(msg2)) + msg2, deadline)
             ch = cls(sock, hs, peer, key)
             ch.bytes_received += 4 + len(msg1)
