@@ -185,6 +185,9 @@ class _Stream:
     delivered_eof: bool = False
     eof_queued: bool = False
     ack_due: bool = False
+    # the opener announces the stream (an empty DATA) until the peer answers anything
+    synced: bool = False
+    syn_t: float = float("-inf")
     # life
     dead: str | None = None
     retransmits: int = 0
@@ -192,7 +195,8 @@ class _Stream:
 
     @property
     def outstanding(self) -> bool:
-        return self.nxt > self.una or (self.eof and not self.fin_acked and self.nxt > self.end)
+        return (not self.synced or self.nxt > self.una
+                or (self.eof and not self.fin_acked and self.nxt > self.end))
 
 
 def _new_peer_stats() -> dict[str, int]:
@@ -206,8 +210,9 @@ class CoverMux:
     """One agent's cover traffic and the streams inside it (see the module docstring).
 
     ``listen_addr`` overrides where this mux listens (default ``(cfg.ip, settings.port)``), so a
-    test can put a recording relay at the address its peers dial; ``trace`` keeps every fired slot
-    as ``(t_fired, peer, record_bytes_on_wire, data_bytes)``.
+    test can put a recording relay at the address its peers dial; ``trace`` keeps every record
+    actually sent as ``(t_slot, t_sent, peer, record_bytes_on_wire, stream_data_bytes)`` (times
+    from ``start()``, ``t_slot`` the schedule's).
     """
 
     def __init__(
@@ -244,7 +249,7 @@ class CoverMux:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._queues: dict[str, queue.Queue[bytes | None]] = {
+        self._queues: dict[str, queue.Queue[tuple[float, bytes, int] | None]] = {
             ip: queue.Queue() for ip in self.peers}
         self._fwd: dict[str, deque[bytes]] = {ip: deque() for ip in self.peers}
         self._fwd_bytes: dict[str, int] = dict.fromkeys(self.peers, 0)
@@ -265,7 +270,7 @@ class CoverMux:
         self._sys = random.SystemRandom()
         self._incoming: set[socket.socket] = set()
         self._listener: socket.socket | None = None
-        self.trace: list[tuple[float, str, int, int]] | None = [] if trace else None
+        self.trace: list[tuple[float, float, str, int, int]] | None = [] if trace else None
         self.started_at: float | None = None
 
     # --- life -----------------------------------------------------------------------------
@@ -311,6 +316,8 @@ class CoverMux:
         self.stop()
 
     def _spawn(self, fn: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+        if len(self._threads) > 64:  # receivers come and go with cover connections
+            self._threads = [t for t in self._threads if t.is_alive()]
         t = threading.Thread(target=fn, args=args, name=name, daemon=True)
         t.start()
         self._threads.append(t)
@@ -318,8 +325,8 @@ class CoverMux:
 
     # --- stream API -----------------------------------------------------------------------
     def open(self, peer_ip: str, vport: int) -> socket.socket:
-        """A stream to ``peer_ip``'s ``vport``: the role's end of a socketpair. The peer learns
-        of the stream when its first byte arrives (the opener speaks first)."""
+        """A stream to ``peer_ip``'s ``vport``: the role's end of a socketpair. The peer's
+        ``on_stream`` runs as soon as the stream's announcement (or first byte) arrives."""
         if peer_ip not in self.peers:
             raise CoverError(f"{peer_ip!r} is not a cover peer of {self.cfg.host!r}")
         if not 0 <= vport <= 65535:
@@ -457,6 +464,9 @@ class CoverMux:
         within the window, else the FIN."""
         if room <= HDR:
             return None
+        if not s.synced and s.end == 0 and now - s.syn_t >= s.rto and (direct or s.syn_t < 0):
+            s.syn_t = now
+            return self._frag(DATA, s, 0, b"")
         for iv in s.flight:
             overdue = now - iv.t - s.rto
             if overdue < 0 or (not direct and overdue < s.rto):
@@ -616,6 +626,7 @@ class CoverMux:
                                                        0, 0)))
                     return None
                 s = self._new_stream(key, src, vport, opener=False)
+                s.synced = True
                 hand = s
             if kind == RST:
                 pass
@@ -646,6 +657,7 @@ class CoverMux:
         intervals (our receiver keeps what it stored), sample the RTT from first sends."""
         if a < s.una or a > s.nxt:
             return
+        s.synced = True
         sacks = [(max(lo, a), min(hi, s.nxt)) for lo, hi in sacks if hi > a and lo < s.nxt]
         sample = None
         keep = []
@@ -678,6 +690,7 @@ class CoverMux:
 
     def _on_data(self, s: _Stream, kind: int, pos: int, data: bytes) -> None:
         s.ack_due = True
+        s.synced = True
         if kind == FIN:
             if s.rfin is None and pos >= s.rcv_nxt:
                 s.rfin = pos
@@ -739,9 +752,7 @@ class CoverMux:
                 st["data_bytes"] += data
                 st["forwarded_bytes"] += fwd
                 st["padding_bytes"] += pad
-            if self.trace is not None:
-                self.trace.append((now - t0, peer, size, data))
-            self._queues[peer].put(frame)
+            self._queues[peer].put((t, frame, data))
 
     def _housekeeping(self, now: float) -> None:
         timeout = self.settings.stream_timeout_s
@@ -763,10 +774,12 @@ class CoverMux:
         ch: Channel | None = None
         used = budget = 0
         pub = load_public(self.peers[peer].pubkey)
+        t0 = self.started_at or 0.0
         while True:
-            frame = q.get()
-            if frame is None:
+            item = q.get()
+            if item is None:
                 break
+            t_slot, frame, data = item
             if ch is None:
                 budget, m1, conf, _m2 = next(conns)
                 try:
@@ -794,6 +807,8 @@ class CoverMux:
             with self._lock:
                 st["records_sent"] += 1
                 st["bytes_sent"] += n
+                if self.trace is not None:
+                    self.trace.append((t_slot, time.monotonic() - t0, peer, n, data))
             if used >= budget:
                 ch.close()
                 ch = None
