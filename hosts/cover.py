@@ -20,8 +20,10 @@ the slot, whatever it would have carried.
 
 Each stream direction is reliable end to end: the receiver reassembles by offset and returns
 cumulative ACKs; the sender keeps unacknowledged bytes (bounded: it stops reading its socketpair
-when full) and retransmits after an adaptive RTO, direct first. A stream that gets no
-acknowledgement for ``stream_timeout_s`` is closed (the role sees EOF; ``why_closed`` says why).
+when full) and retransmits after an adaptive RTO, direct first; a forwarder that dies costs
+retransmissions only. A stream whose peer acknowledges nothing, or sends no cover record at all,
+for ``stream_timeout_s`` is closed (the role sees EOF; ``why_closed`` says why; the peer gets an
+``RST``).
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ class _Stream:
     # the opener announces the stream (an empty DATA) until the peer answers anything
     synced: bool = False
     syn_t: float = float("-inf")
+    born: float = 0.0
     # life
     dead: str | None = None
     retransmits: int = 0
@@ -255,12 +258,14 @@ class CoverMux:
         self._fwd_bytes: dict[str, int] = dict.fromkeys(self.peers, 0)
         self._ctrl: list[tuple[str, bytes]] = []  # (final destination, fragment): RSTs, late ACKs
         self._streams: dict[tuple[str, int], _Stream] = {}
-        self._tombs: dict[tuple[str, int], tuple[int, float]] = {}  # key -> (final ack, expiry)
+        # streams gone: key -> (final ACK, or -1 if reset; expiry): late fragments get answers
+        self._tombs: dict[tuple[str, int], tuple[int, float]] = {}
         self._binds: dict[int, Callable[[socket.socket, tuple[str, int]], None]] = {}
         # a role end -> why the mux closed its stream
         self._closed_why: weakref.WeakKeyDictionary[socket.socket, str] = (
             weakref.WeakKeyDictionary())
         self._stats = {ip: _new_peer_stats() for ip in self.peers}
+        self._last_rx: dict[str, float] = dict.fromkeys(self.peers, 0.0)  # last record, monotonic
         self._late = 0
         self._late_max = 0.0
         self._slots = 0
@@ -361,7 +366,7 @@ class CoverMux:
     def _new_stream(self, key: tuple[str, int], peer: str, vport: int, opener: bool) -> _Stream:
         mine, role = socket.socketpair()
         s = _Stream(key, peer, vport, opener, mine, role, threading.Condition(self._lock),
-                    self._rto_init, last_progress=time.monotonic())
+                    self._rto_init, last_progress=time.monotonic(), born=time.monotonic())
         self._streams[key] = s
         for fn, name in ((self._stream_reader, "rd"), (self._stream_writer, "wr")):
             t = threading.Thread(target=fn, args=(s,), name=f"cover-{name}-{key[1]}", daemon=True)
@@ -440,7 +445,7 @@ class CoverMux:
                 return
             s.dead = why
             self._streams.pop(s.key, None)
-            self._tombs.pop(s.key, None)
+            self._tombs[s.key] = (-1, time.monotonic() + TOMBSTONE_S)
             if s.role is not None:
                 self._closed_why[s.role] = why
             if notify:
@@ -614,12 +619,13 @@ class CoverMux:
             if s is None:
                 tomb = self._tombs.get(key)
                 if tomb is not None and kind in (DATA, FIN):
-                    self._ctrl.append((src, _FRAG.pack(ACK, 0 if flags & OPENER else OPENER,
-                                                       self._me, _ip4(src), sid, vport,
-                                                       tomb[0], 0)))
+                    mine = 0 if flags & OPENER else OPENER
+                    answer = ACK if tomb[0] >= 0 else RST
+                    self._ctrl.append((src, _FRAG.pack(answer, mine, self._me, _ip4(src), sid,
+                                                       vport, max(0, tomb[0]), 0)))
                     return None
-                if kind in (ACK, RST) or not flags & OPENER or tomb is not None:
-                    return None  # a stream we no longer have
+                if kind != DATA or pos != 0 or not flags & OPENER or tomb is not None:
+                    return None  # a stream we no longer have, or a fragment ahead of its start
                 on_stream = self._binds.get(vport)
                 if on_stream is None:
                     self._ctrl.append((src, _FRAG.pack(RST, 0, self._me, _ip4(src), sid, vport,
@@ -658,6 +664,7 @@ class CoverMux:
         if a < s.una or a > s.nxt:
             return
         s.synced = True
+        s.last_progress = now  # the peer is there (a slow role may keep its window shut)
         sacks = [(max(lo, a), min(hi, s.nxt)) for lo, hi in sacks if hi > a and lo < s.nxt]
         sample = None
         keep = []
@@ -702,7 +709,11 @@ class CoverMux:
                 data, pos = data[s.rcv_nxt - pos :], s.rcv_nxt
             if len(s.ooo.get(pos, b"")) < len(data):
                 s.ooo[pos] = data
-        progressed = True
+        while s.rcv_nxt in s.ooo:  # the usual case: the next fragment, exactly
+            chunk = s.ooo.pop(s.rcv_nxt)
+            s.outq.append(chunk)
+            s.rcv_nxt += len(chunk)
+        progressed = bool(s.ooo)
         while progressed:
             progressed = False
             for start in list(s.ooo):
@@ -760,11 +771,15 @@ class CoverMux:
         with self._lock:
             for s in self._streams.values():
                 if s.outstanding and now - s.last_progress > timeout:
-                    dead.append(s)
+                    dead.append((s, f"peer {s.peer} acknowledged nothing for {timeout:g} s: "
+                                    "unreachable"))
+                elif now - max(self._last_rx[s.peer], s.born) > timeout:
+                    dead.append((s, f"no cover record from peer {s.peer} for {timeout:g} s: "
+                                    "unreachable"))
             for key in [k for k, (_, exp) in self._tombs.items() if exp < now]:
                 del self._tombs[key]
-        for s in dead:
-            self._abort(s, f"peer {s.peer} acknowledged nothing for {timeout:g} s: unreachable")
+        for s, why in dead:
+            self._abort(s, why)
 
     def _sender(self, peer: str) -> None:
         """The link to ``peer``: (re)connects with a drawn budget, sends queued records."""
@@ -844,6 +859,7 @@ class CoverMux:
                 before = ch.bytes_received
                 frame = ch.recv()
                 with self._lock:
+                    self._last_rx[frm] = time.monotonic()
                     st["records_received"] += 1
                     st["bytes_received"] += ch.bytes_received - before
                 try:

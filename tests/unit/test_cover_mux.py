@@ -275,6 +275,29 @@ def test_a_gone_peer_closes_the_stream_with_a_clear_error() -> None:
         assert mesh.muxes[0].stats()["total"]["live_streams"] == 0
         with pytest.raises(CoverError, match="not a cover peer"):
             mesh.muxes[0].open("127.9.9.9", 9)
+        # the opener vanishes while the acceptor waits: its cover records stop, the stream closes
+        waited: dict = {}
+
+        def wait_for_more(sock: socket.socket, who: tuple[str, int]) -> None:
+            waited["sock"] = sock
+            waited["got"] = read_all(sock)
+            waited["t"] = time.monotonic()
+        mesh.muxes[2].bind(8, wait_for_more)
+        o = mesh.muxes[0].open(mesh.ips[2], 8)
+        o.sendall(b"partial")
+        deadline = time.monotonic() + 5
+        while "sock" not in waited:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        mesh.muxes[0].stop()
+        t0 = time.monotonic()
+        deadline = t0 + 8
+        while "t" not in waited:
+            assert time.monotonic() < deadline, "the acceptor's stream never closed"
+            time.sleep(0.05)
+        assert waited["got"] == b"partial"
+        assert 1.0 < waited["t"] - t0 < 6
+        assert "no cover record" in (mesh.muxes[2].why_closed(waited["sock"]) or "")
 
 
 def test_noise_channel_over_a_stream() -> None:
