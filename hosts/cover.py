@@ -62,7 +62,8 @@ SEND_BUFFER = 1 << 20  # unacknowledged bytes per stream direction (the window)
 FORWARD_CAP = 512 << 10  # bytes of fragments queued at a forwarder per next hop
 QUEUE_MAX = 8  # records queued on a link before its slots are skipped
 LATE_S = 0.005  # a slot fired this much after its deadline counts as late
-TOMBSTONE_S = 30.0  # how long a finished stream still answers retransmissions
+TOMBSTONE_S = 30.0
+MAX_STREAMS = 256  # live streams a peer may open to us  # how long a finished stream still answers retransmissions
 
 
 def _sub_seed(*parts: object) -> int:
@@ -241,8 +242,13 @@ class CoverMux:
         self._keys = {}
         for p in cfg.peers:
             _ip4(p.ip)
-            load_public(p.pubkey)
+            try:
+                load_public(p.pubkey)
+            except ValueError as exc:
+                raise CoverError(f"cover peer {p.host} ({p.ip}): {exc}") from None
             self._keys[p.pubkey] = p.ip
+        if len(self._keys) != len(cfg.peers) or len(self.peers) != len(cfg.peers):
+            raise CoverError(f"cover peers of {cfg.host!r} repeat an address or a key")
         self.schedule = CoverSchedule(self.settings, cfg.host, list(self.peers), cfg.seed)
         self.listen_addr = listen_addr or (cfg.ip, self.settings.port)
         n = max(1, len(self.peers))
@@ -282,7 +288,11 @@ class CoverMux:
     def start(self) -> None:
         if self._listener is not None:
             raise CoverError("cover mux already started")
-        self._listener = listen(*self.listen_addr, backlog=64)
+        try:
+            self._listener = listen(*self.listen_addr, backlog=64)
+        except OSError as exc:
+            raise CoverError(f"cover mux {self.cfg.host} cannot listen on "
+                             f"{self.listen_addr[0]}:{self.listen_addr[1]}: {exc}") from None
         self._listener.settimeout(0.2)
         self.started_at = time.monotonic()
         self._spawn(self._accept_loop, "cover-accept")
@@ -349,6 +359,8 @@ class CoverMux:
     def bind(self, vport: int, on_stream: Callable[[socket.socket, tuple[str, int]], None]) -> None:
         """Streams peers open to ``vport`` are handed to ``on_stream(sock, (peer_ip, stream_id))``
         in a thread of their own."""
+        if not 0 <= vport <= 65535:
+            raise CoverError(f"vport must be 0..65535, got {vport!r}")
         with self._lock:
             if vport in self._binds:
                 raise CoverError(f"vport {vport} already bound")
@@ -627,7 +639,8 @@ class CoverMux:
                 if kind != DATA or pos != 0 or not flags & OPENER or tomb is not None:
                     return None  # a stream we no longer have, or a fragment ahead of its start
                 on_stream = self._binds.get(vport)
-                if on_stream is None:
+                crowded = sum(1 for x in self._streams.values() if x.peer == src) >= MAX_STREAMS
+                if on_stream is None or crowded:
                     self._ctrl.append((src, _FRAG.pack(RST, 0, self._me, _ip4(src), sid, vport,
                                                        0, 0)))
                     return None

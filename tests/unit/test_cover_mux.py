@@ -361,3 +361,24 @@ def test_malformed_records_are_counted_and_the_mux_lives_on() -> None:
                             timeout=3).recv()
         data, back, _, got = transfer(mesh, 100_000)
         assert got["data"] == data and back == data[::-1]
+
+
+def test_bad_config_is_refused_by_name() -> None:
+    st = CoverSettings(rate_bytes_per_s=1e5, port=free_port())
+    key = X25519PrivateKey.generate()
+    good = CoverPeer("h2", "127.0.0.2", public_hex(X25519PrivateKey.generate()))
+    with pytest.raises(CoverError, match="not an X25519 public key"):
+        CoverMux(CoverConfig(st, "h1", "127.0.0.1", (CoverPeer("h2", "127.0.0.2", "zz"),)), key)
+    with pytest.raises(CoverError, match="IPv4"):
+        CoverMux(CoverConfig(st, "h1", "127.0.0.1", (CoverPeer("h2", "::1", good.pubkey),)), key)
+    with pytest.raises(CoverError, match="itself"):
+        CoverMux(CoverConfig(st, "h1", "127.0.0.2", (good,)), key)
+    with pytest.raises(CoverError, match="repeat"):
+        CoverMux(CoverConfig(st, "h1", "127.0.0.1", (good, good)), key)
+    with pytest.raises(CoverError, match="no cover peers"):
+        CoverMux(CoverConfig(st, "h1", "127.0.0.1", ()), key)
+    mux = CoverMux(CoverConfig(st, "h1", "127.0.0.1", (good,)), key)
+    with pytest.raises(CoverError, match="not running"):
+        mux.open("127.0.0.2", 1)
+    with mux, pytest.raises(CoverError, match="cannot listen"):
+        CoverMux(CoverConfig(st, "h3", "127.0.0.1", (good,)), key).start()
