@@ -62,8 +62,8 @@ SEND_BUFFER = 1 << 20  # unacknowledged bytes per stream direction (the window)
 FORWARD_CAP = 512 << 10  # bytes of fragments queued at a forwarder per next hop
 QUEUE_MAX = 8  # records queued on a link before its slots are skipped
 LATE_S = 0.005  # a slot fired this much after its deadline counts as late
-TOMBSTONE_S = 30.0
-MAX_STREAMS = 256  # live streams a peer may open to us  # how long a finished stream still answers retransmissions
+TOMBSTONE_S = 30.0  # how long a finished stream still answers retransmissions
+MAX_STREAMS = 256  # live streams a peer may open to us
 
 
 def _sub_seed(*parts: object) -> int:
