@@ -182,30 +182,54 @@ def messages(stream: bytes) -> Iterator[int]:
     assert off == len(stream) or off > len(stream)  # only the last may be cut short
 
 
-def test_no_static_key_in_clear_and_every_message_is_record_sized() -> None:
-    """A recording relay in front of mux 1: mux 0's cover connections (handshakes included)
-    never show either static key, and every message either way is a drawn record size."""
+def test_on_the_wire_no_static_key_and_exactly_the_scheduled_messages() -> None:
+    """A recording relay in front of mux 1 while a stream runs: mux 0's cover connections
+    (handshakes included) never show either static key; each connection is exactly the
+    schedule's messages (message 1, confirmation, then the records sent, until its drawn
+    budget); message 2 the other way is record-sized too."""
     mesh = Mesh(2, hidden=(1,), rate_bytes_per_s=4e5, flow_cap_bytes=20_000)
     proxy = RecordingProxy(mesh.ips[1], mesh.settings.port, mesh.hidden[1])
     try:
-        with mesh:
-            time.sleep(2.5)
+        mesh.muxes[1].start()  # listening before mux 0's first slot: no refused first connect
+        mesh.muxes[0].start()
+        try:
+            data, back, _, _ = transfer(mesh, 300_000)
+            time.sleep(0.5)
+        finally:
+            mesh.__exit__()
     finally:
         proxy.sock.close()
+    assert back == data[::-1]
     st = mesh.settings
     with proxy.lock:
-        data = bytes(proxy.data)
+        wire = bytes(proxy.data)
         streams = [(d, bytes(b)) for d, b in proxy.streams]
-    assert mesh.muxes[0].stats()["total"]["connections"] >= 3  # budgets close connections
     for k in mesh.keys:
         pub = bytes.fromhex(public_hex(k))
-        assert pub not in data and pub[:16] not in data and pub[16:] not in data
-    ups = [b for d, b in streams if d == "up" and b]
-    downs = [b for d, b in streams if d == "down" and b]
-    assert len(ups) >= 3 and downs
-    for b in ups + downs:
-        sizes = list(messages(b))
-        assert sizes and all(st.record_min <= x <= st.record_max for x in sizes), sizes[:5]
+        assert pub not in wire and pub[:16] not in wire and pub[16:] not in wire
+    mux = mesh.muxes[0]
+    total = mux.stats()["total"]
+    assert total["connect_failures"] == total["send_failures"] == 0
+    assert total["data_bytes"] >= 300_000
+    sent = [size for _, _, _, size, _ in mux.trace]
+    conns, expected, cur, used, budget = mux.schedule.connections(mesh.ips[1]), [], None, 0, 0
+    for size in sent:
+        if cur is None:
+            budget, m1, conf, _ = next(conns)
+            cur, used = [m1, conf], m1 + conf
+        cur.append(size)
+        used += size
+        if used >= budget:
+            expected.append(cur)
+            cur = None
+    if cur is not None:
+        expected.append(cur)
+    ups = [list(messages(b)) for d, b in streams if d == "up"]
+    assert len(ups) >= 3  # budgets close connections and open new ones
+    assert ups == expected
+    downs = [list(messages(b)) for d, b in streams if d == "down"]
+    assert len(downs) == len(ups)
+    assert all(len(m) == 1 and st.record_min <= m[0] <= st.record_max for m in downs), downs
 
 
 def test_stream_both_ways_bit_identical_with_spraying_and_goodput() -> None:
