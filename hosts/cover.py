@@ -272,6 +272,7 @@ class CoverMux:
             weakref.WeakKeyDictionary())
         self._stats = {ip: _new_peer_stats() for ip in self.peers}
         self._last_rx: dict[str, float] = dict.fromkeys(self.peers, 0.0)  # last record, monotonic
+        self._link_up: dict[str, bool] = dict.fromkeys(self.peers, True)  # last send worked
         self._late = 0
         self._late_max = 0.0
         self._slots = 0
@@ -530,6 +531,8 @@ class CoverMux:
         data = fwd = 0
         spray = self.settings.spray
         with self._lock:
+            if not self._link_up[peer]:  # the record will likely be lost: put nothing in it
+                return bytes(frame_len), 0, 0, frame_len
             q = self._fwd[peer]
             while q and room > HDR:
                 f = q[0]
@@ -817,6 +820,7 @@ class CoverMux:
                 except (ChannelError, OSError) as exc:
                     with self._lock:
                         st["connect_failures"] += 1
+                        self._link_up[peer] = False
                     if st["connect_failures"] in (1, 10, 100) or st["connect_failures"] % 1000 == 0:
                         self.log(f"cover link to {peer}: {exc}")
                     continue  # the record is lost; its stream bytes are retransmitted
@@ -828,11 +832,13 @@ class CoverMux:
             except ChannelError:
                 with self._lock:
                     st["send_failures"] += 1
+                    self._link_up[peer] = False
                 ch.close()
                 ch = None
                 continue
             used += n
             with self._lock:
+                self._link_up[peer] = True
                 st["records_sent"] += 1
                 st["bytes_sent"] += n
                 if self.trace is not None:
