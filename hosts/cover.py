@@ -45,7 +45,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import Channel, ChannelError, frame_size, listen, load_public, public_hex
-from hosts.protocol.cover import CoverConfig, CoverError, CoverSettings
+from hosts.protocol.cover import CoverConfig, CoverError, CoverPeer, CoverSettings
 from hosts.workload import flow_sizes
 
 MIGRATION = "cover"  # the Noise prologue's id of every cover link
@@ -156,6 +156,7 @@ class _Interval:
     stop: int  # FIN is the unit [end, end + 1)
     t: float
     retx: int = 0
+    via: str | None = None  # the forwarder it went by (None: direct, or retransmitted)
 
 
 @dataclass
@@ -273,6 +274,11 @@ class CoverMux:
         self._stats = {ip: _new_peer_stats() for ip in self.peers}
         self._last_rx: dict[str, float] = dict.fromkeys(self.peers, 0.0)  # last record, monotonic
         self._link_up: dict[str, bool] = dict.fromkeys(self.peers, True)  # last send worked
+        # stream bytes sent via each forwarder and not yet acknowledged: capped, so no
+        # forwarder's queue to the destination grows without bound (its slots there are few)
+        self._via_bytes: dict[str, int] = dict.fromkeys(self.peers, 0)
+        pair_rate = self.settings.rate_bytes_per_s / n
+        self.via_window = int(max(64 << 10, 0.3 * pair_rate))
         self._late = 0
         self._late_max = 0.0
         self._slots = 0
@@ -457,6 +463,9 @@ class CoverMux:
             if s.dead is not None:
                 return
             s.dead = why
+            for iv in s.flight:
+                self._unvia(iv, iv.stop - iv.start)
+            s.flight.clear()
             self._streams.pop(s.key, None)
             self._tombs[s.key] = (-1, time.monotonic() + TOMBSTONE_S)
             if s.role is not None:
@@ -476,7 +485,11 @@ class CoverMux:
         return _FRAG.pack(kind, OPENER if s.opener else 0, self._me, _ip4(s.peer), s.key[1],
                           s.vport, off, len(data)) + bytes(data)
 
-    def _take(self, s: _Stream, room: int, now: float, direct: bool) -> bytes | None:
+    def _unvia(self, iv: _Interval, n: int) -> None:
+        if iv.via is not None:
+            self._via_bytes[iv.via] -= n
+
+    def _take(self, s: _Stream, room: int, now: float, peer: str, direct: bool) -> bytes | None:
         """One fragment of ``s``'s send half fitting in ``room`` bytes (header included): a due
         retransmission first (via another peer only once it is overdue by an RTO), else new data
         within the window, else the FIN."""
@@ -495,10 +508,17 @@ class CoverMux:
                 self._retransmits += 1
                 return self._frag(FIN, s, s.end, b"")
             k = min(room - HDR, iv.stop - iv.start)
+            if not direct:
+                k = min(k, self.via_window - self._via_bytes[peer])
+                if k <= 0:
+                    continue
             if k < iv.stop - iv.start:
                 s.flight.insert(s.flight.index(iv) + 1, _Interval(iv.start + k, iv.stop, iv.t,
-                                                                  iv.retx))
+                                                                  iv.retx, iv.via))
                 iv.stop = iv.start + k
+            self._unvia(iv, k)
+            iv.via = None if direct else peer
+            self._unvia(iv, -k)
             iv.t, iv.retx = now, iv.retx + 1
             s.retransmits += 1
             self._retransmits += 1
@@ -509,9 +529,14 @@ class CoverMux:
             if s.nxt == s.una:
                 s.last_progress = now
             k = min(room - HDR, limit - s.nxt)
+            if not direct:
+                k = min(k, self.via_window - self._via_bytes[peer])
+                if k <= 0:
+                    return None
+                self._via_bytes[peer] += k
             lo = s.nxt - s.una
             frag = self._frag(DATA, s, s.nxt, memoryview(s.buf)[lo : lo + k])
-            s.flight.append(_Interval(s.nxt, s.nxt + k, now))
+            s.flight.append(_Interval(s.nxt, s.nxt + k, now, 0, None if direct else peer))
             s.nxt += k
             return frag
         if s.eof and s.nxt == s.end:
@@ -570,7 +595,7 @@ class CoverMux:
                     if (s.peer == peer) != direct:
                         continue
                     while room > HDR:
-                        f = self._take(s, room, now, direct)
+                        f = self._take(s, room, now, peer, direct)
                         if f is None:
                             break
                         parts.append(f)
@@ -682,25 +707,28 @@ class CoverMux:
         s.synced = True
         s.last_progress = now  # the peer is there (a slow role may keep its window shut)
         sacks = [(max(lo, a), min(hi, s.nxt)) for lo, hi in sacks if hi > a and lo < s.nxt]
-        sample = None
+        samples = []
         keep = []
         for iv in s.flight:
             if iv.stop <= a or any(lo <= iv.start and iv.stop <= hi for lo, hi in sacks):
                 if iv.retx == 0:
-                    sample = now - iv.t if sample is None else min(sample, now - iv.t)
+                    samples.append(now - iv.t)
+                self._unvia(iv, iv.stop - iv.start)
                 continue
             if iv.start < a:
+                self._unvia(iv, a - iv.start)
                 iv.start = a
             keep.append(iv)
         s.flight = keep
-        if sample is not None:
+        for sample in samples:  # every path's delay: the spread between paths goes in rttvar
             if s.srtt is None:
                 s.srtt, s.rttvar = sample, sample / 2
             else:
                 s.rttvar = 0.75 * s.rttvar + 0.25 * abs(s.srtt - sample)
                 s.srtt = 0.875 * s.srtt + 0.125 * sample
+        if samples:
             s.rto = min(5.0, max(self._rto_min, s.srtt + 4 * s.rttvar))
-        if a == s.una and sample is None:
+        if a == s.una and not samples:
             return
         data_acked = min(a, s.end) - s.una
         del s.buf[:data_acked]
@@ -910,3 +938,78 @@ class CoverMux:
                          live_streams=len(self._streams))
             return {"host": self.cfg.host, "ip": self.ip, "peers": peers, "total": total,
                     "public": public_hex(self.static)}
+
+
+# --- benchmark ---------------------------------------------------------------------------------
+def free_port(ips: Sequence[str], tries: int = 50) -> int:
+    """A TCP port free on every one of ``ips`` right now (for loopback meshes)."""
+    for _ in range(tries):
+        with socket.socket() as probe:
+            probe.bind((ips[0], 0))
+            port = probe.getsockname()[1]
+        socks = []
+        try:
+            for ip in ips:
+                t = socket.socket()
+                socks.append(t)
+                t.bind((ip, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise CoverError(f"no TCP port free on all of {list(ips)}")
+
+
+def bench(peers: int = 4, rate: float = 2e6, mib: float = 4.0, spray: bool = True,
+          net: str = "127.0.77") -> dict[str, float]:
+    """Goodput of one stream between two of ``peers`` loopback muxes (``net``.1..n) against the
+    cover rate: ``python -m hosts.cover --peers 4 --rate 2e6 --mib 4``. Not a test."""
+    keys = [X25519PrivateKey.generate() for _ in range(peers)]
+    ips = [f"{net}.{i + 1}" for i in range(peers)]
+    port = free_port(ips)
+    st = CoverSettings(rate_bytes_per_s=rate, port=port, spray=spray)
+    muxes = [CoverMux(CoverConfig(st, f"h{i}", ips[i], tuple(
+        CoverPeer(f"h{j}", ips[j], public_hex(keys[j])) for j in range(peers) if j != i),
+        seed=i), keys[i]) for i in range(peers)]
+    size = int(mib * (1 << 20))
+    done = threading.Event()
+    got = [0]
+
+    def sink(sock: socket.socket, _who: tuple[str, int]) -> None:
+        while d := sock.recv(1 << 16):
+            got[0] += len(d)
+        done.set()
+
+    for m in muxes:
+        m.start()
+    try:
+        time.sleep(0.5)
+        muxes[1].bind(1, sink)
+        t0 = time.monotonic()
+        s = muxes[0].open(ips[1], 1)
+        s.sendall(bytes(size))
+        s.close()
+        done.wait(max(60.0, 20 * size / rate))
+        dt = time.monotonic() - t0
+        tot = muxes[0].stats()["total"]
+    finally:
+        for m in muxes:
+            m.stop()
+    return {"peers": peers, "rate_bytes_per_s": rate, "bytes": got[0], "seconds": dt,
+            "goodput_bytes_per_s": got[0] / dt, "of_rate": got[0] / dt / rate,
+            "retransmits": tot["retransmits"], "late": tot["late"], "skipped": tot["skipped"]}
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="cover mux goodput on loopback (benchmark)")
+    ap.add_argument("--peers", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=2e6)
+    ap.add_argument("--mib", type=float, default=4.0)
+    ap.add_argument("--no-spray", action="store_true")
+    a = ap.parse_args()
+    print(json.dumps(bench(a.peers, a.rate, a.mib, not a.no_spray)))

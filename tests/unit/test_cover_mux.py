@@ -18,17 +18,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import Channel, ChannelError, public_hex
-from hosts.cover import DATA, HDR, MIGRATION, CoverMux
+from hosts.cover import DATA, HDR, MIGRATION, CoverMux, free_port
 from hosts.protocol.cover import CoverConfig, CoverError, CoverPeer, CoverSettings
 from tests.recording import RecordingProxy
 
 _NET = itertools.count(11)  # a /24 of 127.0.0.0/8 per mesh: no test meets another's sockets
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Mesh:
@@ -40,9 +34,10 @@ class Mesh:
         stand at the address their peers dial (``self.hidden``)."""
         net = next(_NET)
         self.ips = [f"127.0.{net}.{i + 1}" for i in range(n)]
+        hidden_ips = [f"127.0.{net}.{101 + i}" for i in hidden]
         self.keys = keys or [X25519PrivateKey.generate() for _ in range(n)]
-        self.settings = CoverSettings(**{"rate_bytes_per_s": 2e6, "port": free_port(),
-                                         **settings})
+        port = free_port(self.ips + hidden_ips)
+        self.settings = CoverSettings(**{"rate_bytes_per_s": 2e6, "port": port, **settings})
         self.log: list[str] = []
         self.hidden = {i: (f"127.0.{net}.{101 + i}", self.settings.port) for i in hidden}
         self.muxes = []
@@ -388,7 +383,7 @@ def test_malformed_records_are_counted_and_the_mux_lives_on() -> None:
 
 
 def test_bad_config_is_refused_by_name() -> None:
-    st = CoverSettings(rate_bytes_per_s=1e5, port=free_port())
+    st = CoverSettings(rate_bytes_per_s=1e5, port=free_port(["127.0.0.1"]))
     key = X25519PrivateKey.generate()
     good = CoverPeer("h2", "127.0.0.2", public_hex(X25519PrivateKey.generate()))
     with pytest.raises(CoverError, match="not an X25519 public key"):
