@@ -794,7 +794,10 @@ class CoverMux:
                     self._late_max = max(self._late_max, late)
                     self._stats[peer]["late"] += 1
             if now >= next_house:
-                self._housekeeping(now)
+                try:
+                    self._housekeeping(now)
+                except Exception as exc:  # never let a bug stop the schedule
+                    self.log(f"cover housekeeping: {type(exc).__name__}: {exc}")
                 next_house = now + 0.1
             st = self._stats[peer]
             if self._queues[peer].qsize() >= QUEUE_MAX:  # backpressure: cover and data alike
@@ -802,7 +805,11 @@ class CoverMux:
                     st["skipped"] += 1
                 continue
             flen = frame_size(size - 4)
-            frame, data, fwd, pad = self._build(peer, flen)
+            try:
+                frame, data, fwd, pad = self._build(peer, flen)
+            except Exception as exc:  # a bug costs this record's contents, never the slot
+                self.log(f"cover record to {peer}: {type(exc).__name__}: {exc}")
+                frame, data, fwd, pad = bytes(flen), 0, 0, flen
             with self._lock:
                 st["data_bytes"] += data
                 st["forwarded_bytes"] += fwd
