@@ -201,3 +201,21 @@ def test_the_nic_sits_on_the_interface_of_the_host_address():
     assert f"rule add from {VMIP}/32 lookup {vnic.TABLE} priority {vnic.TABLE}" in up
     assert vnic.down_batch(nic)[-1] == f"link del {vnic.NAME}"
     assert vnic.SYSCTLS["net/ipv4/conf/all/arp_ignore"] == "1"
+
+
+def test_a_scan_that_finds_the_same_address_learns_no_host():
+    from attacks.active import ServiceProbe, locate_service
+
+    def probe(ip, counter=None):
+        banner = json.dumps({"vm": "vm1", "counter": counter}) if counter else None
+        return ServiceProbe(ip, 7000, counter is not None, banner)
+
+    hosts = ["10.0.0.1", "10.0.0.4"]
+    before = [probe(h) for h in hosts] + [probe(VMIP, 5)]
+    kept = locate_service(before, [probe(h) for h in hosts] + [probe(VMIP, 9)])
+    assert kept.best == VMIP and kept.same_address and kept.previous == [VMIP]
+    # the old way: the VM answered at its host's address, and the scan followed it
+    moved = locate_service([probe("10.0.0.1", 5), probe("10.0.0.4")],
+                           [probe("10.0.0.1"), probe("10.0.0.4", 9)])
+    assert moved.best == "10.0.0.4" and not moved.same_address
+    assert not locate_service(before, [probe(h) for h in hosts]).same_address  # nothing found
