@@ -93,6 +93,16 @@ def longest_gap(records):
     return max(gaps, default=(0.0, 0.0))
 
 
+def routed_at(tb, host):
+    """When the controller's log says it last routed the VM address to ``host`` (epoch s)."""
+    import datetime
+
+    lines = [ln for ln in (tb.run_dir / "controller.log").read_text().splitlines()
+             if f"event=vm_routed host={host} " in ln]
+    stamp = lines[-1][:23]  # asctime, local time, with milliseconds
+    return datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def test_the_vm_address_moves_with_the_vm(bed):
     from experiments.fleet import VMSpec, wait_migration
     from topologies.base import mac_for
@@ -132,7 +142,10 @@ def test_the_vm_address_moves_with_the_vm(bed):
             assert "error" in ask(tb, "h2", tb.ip(src))
             assert holds_address(tb, dest, vm_ip) and not holds_address(tb, src, vm_ip)
             assert arp_answers(tb, vm_ip) == [(vm_ip, mac_for(vm_ip))]
-            moves.append((req["mode"], src, dest, t0, time.time(), rec["result"]))
+            resumed = rec["result"]["role_stats"][f"destination:{dest}"]["resumed_at"]
+            flip = routed_at(tb, dest) - resumed
+            assert -0.01 < flip < 2.0, flip  # routed after the VM runs there (log has ms)
+            moves.append((req["mode"], src, dest, t0, time.time(), rec["result"], flip))
             first, src = after, dest
             time.sleep(1.0)
     finally:
@@ -143,11 +156,34 @@ def test_the_vm_address_moves_with_the_vm(bed):
     assert len(counters) > 50, records[-5:]
     # one VM state throughout: every answer counts on from the one before, across both moves
     assert counters == sorted(counters) and len(set(counters)) == len(counters)
-    for mode, src, dest, t0, t1, res in moves:
+    for mode, src, dest, t0, t1, res, flip in moves:
         window = [r for r in records if t0 <= r["t0"] <= t1]
         gap, at = longest_gap(window)
         failed = sum("error" in r for r in window)
         print(f"\n{mode} {src}->{dest}: switch-over gap {gap * 1000:.0f} ms "
-              f"(VM downtime {res['downtime_s'] * 1000:.0f} ms, migration "
+              f"(VM downtime {res['downtime_s'] * 1000:.0f} ms, address routed "
+              f"{flip * 1000:.0f} ms after the VM resumed, migration "
               f"{res['migration_time_s']:.2f} s), {failed} of {len(window)} tries unanswered")
         assert gap < 5.0, (mode, gap)
+
+
+def test_a_failed_migration_leaves_the_address_at_the_source(bed):
+    from experiments.fleet import VMSpec, wait_migration
+
+    tb = bed
+    vm_ip = VMSpec("h1").ip
+    src = tb.mgmt({"op": "status"})["vms"]["vm1"]
+    dest = next(h["name"] for h in tb.description["hosts"]
+                if not h["attacker"] and h["name"] != src)
+    before = ask(tb, "h2", vm_ip)
+    # 1 KiB chunks 50 ms apart cannot move 4 MiB in 3 s: the controller aborts the migration
+    slow = {"kind": "fixed", "size": 1024, "gap_s": 0.05}
+    r = tb.mgmt({"op": "migrate", "source": src, "mode": "direct", "destination": dest,
+                 "hide_destination": False, "chunk_policy": slow, "timeout_s": 3})
+    rec = wait_migration(tb, r["migration"], timeout=60)
+    assert rec["state"] == "aborted" and "timed out" in rec["result"]["reason"], rec["result"]
+    assert tb.mgmt({"op": "status"})["vms"] == {"vm1": src}
+    after = ask(tb, "h2", vm_ip)
+    assert after.get("vm") == "vm1" and after["counter"] > before["counter"], after
+    assert holds_address(tb, src, vm_ip) and not holds_address(tb, dest, vm_ip)
+    assert "error" in ask(tb, "h2", tb.ip(dest))
