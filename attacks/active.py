@@ -13,6 +13,8 @@ send/receive function is a parameter (``srp``/``sr``) so a test can hand in cann
 - ``service_scan`` + ``locate_service``: where the VM's TCP service (default port 7000, one JSON
   line ``{"vm", "host", "counter", ...}``, or any line ending in a counter) answers now, matched to
   the identity seen before the move; a counter that kept growing says it is the same VM state.
+  A VM that keeps its own address wherever it runs answers at the same address after the move
+  (``ServiceLocation.same_address``): the scan finds the VM, not the host it now runs on.
 - ``first_packet_latency`` + ``infer_new_rules`` (Shin & Gu, HotSDN 2013): the first packet of a
   new flow that misses the flow table waits for the controller; a first probe much slower than
   the following ones says "no rule was there", a fast first probe says "a rule was installed".
@@ -310,6 +312,12 @@ class ServiceLocation:
     @property
     def best(self) -> str | None:
         return self.ranking[0][0] if self.ranking else None
+
+    @property
+    def same_address(self) -> bool:
+        """The best match answers where the VM answered before: the scan learned an address
+        the VM keeps, nothing about where it moved."""
+        return self.best is not None and self.best in self.previous
 
 
 def locate_service(

@@ -10,17 +10,24 @@ hosts, with their addresses) may register, each with the address the runner gave
 management plane has already checked that the request came from that host's own agent), and a
 host's first public key and socket stay: a second ``register`` naming another key or socket is
 refused, so no one can swap the key the controller vouches for to the other roles.
+A VM may have an address of its own (``vm_ip``/``vm_mac``, ``hosts.vnic``): it is taken at the
+first registration of the VM (an IPv4 address that is no tenant's and no other VM's) and moves
+with the VM (``move_vm``); ``vm_addresses`` says which host each such address is routed to.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from controllers.paths import UnknownHost
 
-FIELDS = ("host", "ip", "agent", "pubkey", "vm")
+FIELDS = ("host", "ip", "agent", "pubkey", "vm", "vm_ip", "vm_mac")
+VM_KEYS = ("vm", "vm_bytes", "vm_ip", "vm_mac")  # what moves with a VM
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 class AgentBook:
@@ -51,6 +58,7 @@ class AgentBook:
             raise ValueError("register: field 'vm' must be a string or null")
         if self.ips[host] is not None and rec["ip"] != self.ips[host]:
             raise ValueError(f"register: {host} has address {self.ips[host]}, not {rec['ip']}")
+        self._check_vm_address(rec)
         with self._lock:
             old = self._agents.get(host)
             if old is not None:
@@ -58,9 +66,35 @@ class AgentBook:
                     if old[k] != rec[k]:
                         raise ValueError(f"register: {host} is registered with another {k}; "
                                          "a registration is never replaced")
-                rec["vm"] = old["vm"]  # where the VM runs is the controller's book, not the agent's
+                for key in VM_KEYS:  # where a VM runs is the controller's book, not the agent's
+                    rec[key] = old.get(key)
+            elif rec["vm_ip"] is not None:
+                for h, a in self._agents.items():
+                    if rec["vm_ip"] in (a["ip"], a.get("vm_ip")):
+                        raise ValueError(f"register: address {rec['vm_ip']} is {h}'s")
             self._agents[host] = rec
         return host
+
+    def _check_vm_address(self, rec: dict[str, Any]) -> None:
+        ip, mac = rec["vm_ip"], rec["vm_mac"]
+        if ip is None and mac is None:
+            return
+        if rec["vm"] is None or not isinstance(ip, str) or not isinstance(mac, str):
+            raise ValueError("register: 'vm_ip' and 'vm_mac' come as two strings, with a 'vm'")
+        try:
+            addr = ipaddress.IPv4Address(ip)
+        except ValueError:
+            raise ValueError(f"register: vm_ip {ip[:64]!r} is not an IPv4 address") from None
+        if not addr.is_private or addr.is_loopback or ip in self.ips.values() or \
+                ip == rec["ip"]:
+            raise ValueError(f"register: vm_ip {ip} is not a free tenant-plan address")
+        if not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1:
+            raise ValueError(f"register: vm_mac {mac[:64]!r} is not a unicast MAC")
+
+    def vm_addresses(self) -> dict[str, str]:
+        """Each VM address of its own -> the host that runs its VM now."""
+        with self._lock:
+            return {a["vm_ip"]: h for h, a in self._agents.items() if a.get("vm_ip")}
 
     def host_of_socket(self, path: str) -> str:
         """The registered host whose agent serves the socket at ``path``."""
@@ -96,6 +130,6 @@ class AgentBook:
     def move_vm(self, source: str, destination: str) -> None:
         """After a done migration: the source's VM now runs at the destination."""
         with self._lock:
-            for key in ("vm", "vm_bytes"):  # the VM and the size its source registered
+            for key in VM_KEYS:  # the VM, the size its source registered, its own address
                 self._agents[destination][key] = self._agents.get(source, {}).get(key)
                 self._agents[source][key] = None

@@ -4,7 +4,9 @@ Handlers only, after Faucet: every message it sends comes from a pure function â
 and relay rules and the ARP answer for a virtual address from ``controllers.rules`` (built with
 ``datapath=None``), the relays from ``controllers.relays.RelayBook``, the registered agents in
 ``controllers.agents.AgentBook``, the migrations from ``controllers.migrations.Migrations``. The
-app's own work is the plumbing: set the datapath, send, wait for barrier replies.
+app's own work is the plumbing: set the datapath, send, wait for barrier replies. A VM with an
+address of its own is routed to the host that registered it and, after each move, to its
+destination (``route_vm``, before the source releases its copy).
 
 The topology is given by the runner (a JSON description, ``topologies.base.describe``) rather than
 discovered by LLDP: the runner built the network and knows it exactly, proactive rules can go in
@@ -85,7 +87,8 @@ class StealthController(app_manager.OSKenApp):
         self.agents = AgentBook(self.tenants)
         self.relays = RelayBook(self.g, self.topo, self.push, SETTINGS.seed)
         self.migrations = Migrations(self.agents, self.relays, SETTINGS.seed,
-                                     caller=self.call_agent, test_faults=SETTINGS.test_faults)
+                                     caller=self.call_agent, test_faults=SETTINGS.test_faults,
+                                     route_vm=self.route_vm)
         self.ops = {ops.STATUS: self.op_status, ops.REGISTER: self.op_register,
                     ops.RELAY: self.op_relay, ops.RELAY_REMOVE: self.op_relay_remove,
                     ops.FLOWS: self.op_flows, **self.migrations.operations()}
@@ -158,7 +161,8 @@ class StealthController(app_manager.OSKenApp):
             return
         self.datapaths[name] = dp
         self.ready.discard(name)
-        self.send(dp, R.delete_all() + R.base_rules(self.g, self.topo, name))
+        self.send(dp, R.delete_all() + R.base_rules(self.g, self.topo, name)
+                  + R.vm_rules(self.g, self.topo, name, self.agents.vm_addresses()))
         ev_done = self.barrier(dp)
         threading.Thread(target=self._mark_ready, args=(name, ev_done), daemon=True).start()
 
@@ -216,8 +220,23 @@ class StealthController(app_manager.OSKenApp):
                 "agents": self.agents.names(), "vms": self.agents.vms(),
                 "openflow_errors": self.errors[-20:]}
 
+    def route_vm(self, host: str) -> None:
+        """Route the own address of the VM that ``host`` runs to ``host`` on every switch (a
+        no-op for a VM at its host's address); returns once the switches confirmed."""
+        vms = {ip: h for ip, h in self.agents.vm_addresses().items() if h == host}
+        if vms:
+            t0 = time.monotonic()
+            self.push({n: R.vm_rules(self.g, self.topo, n, vms) for n in self.topo["switches"]},
+                      connected_only=True)
+            log.info("event=vm_routed host=%s addresses=%s push_s=%.3f", host, sorted(vms),
+                     time.monotonic() - t0)
+
     def op_register(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.relays.virtual(str(msg.get("vm_ip"))) is not None or \
+                str(msg.get("vm_ip")) in {h["ip"] for h in self.topo["hosts"]}:
+            raise ValueError(f"register: vm_ip {msg.get('vm_ip')} is taken")
         host = self.agents.register(msg)
+        self.route_vm(host)
         log.info("event=register host=%s vm=%s pubkey=%s", host, msg.get("vm"),
                  str(msg.get("pubkey"))[:16])
         return {"registered": host}

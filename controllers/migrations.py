@@ -21,6 +21,10 @@
   of the migrations its own host plays a role in, without the role names.
 - ``migration_done`` / ``migration_failed``: the roles' reports, forwarded to the orchestration.
 
+When the destination runs the VM (before the source's copy is released) the agent book moves
+the VM there and ``route_vm(host)`` is called: the app routes a VM address of its own to the
+destination (``controllers.rules.vm_rules``), so the address answers from the new host.
+
 It is given what it needs, not the app: the agent book (``controllers.agents``: who registered,
 where each VM runs), the relay book (``controllers.relays``: installs and removes the rules) and
 the management call the orchestration sends to the agents with. No OpenFlow here.
@@ -90,8 +94,10 @@ class Migrations:
     """The migration operations of one controller."""
 
     def __init__(self, agents: AgentBook, relays: RelayBook, seed: int | None = None,
-                 caller: Caller = mgmt.call, test_faults: bool = False) -> None:
+                 caller: Caller = mgmt.call, test_faults: bool = False,
+                 route_vm: Callable[[str], None] = lambda host: None) -> None:
         self.agents = agents
+        self.route_vm = route_vm
         self.test_faults = test_faults
         self.relays = relays
         self.call = caller
@@ -263,7 +269,8 @@ class Migrations:
     def _run(self, plan: MigrationPlan, timeout: float) -> None:
         mid = plan.migration
         try:
-            result = run_migration(plan, self.router, timeout_s=timeout, caller=self.call)
+            result = run_migration(plan, self.router, timeout_s=timeout, caller=self.call,
+                                   on_done=self._moved)
         except Exception as exc:  # the thread must always end with a record
             log.exception("migration=%s crashed", mid)
             result = MigrationResult(mid, plan.mode, status="aborted", reason=f"crash: {exc}")
@@ -279,10 +286,14 @@ class Migrations:
         for s in out["suspect_relays"]:
             log.warning("event=suspect_relay migration=%s host=%s why=%r", mid, s["host"],
                         s["why"])
-        if result.ok:  # the VM now lives at the destination
-            self.agents.move_vm(plan.source.host, plan.destination.host)
         rec.update(state=result.status, result=out, relay_removed=removed)
         log.info("event=migration_%s migration=%s reason=%r", result.status, mid, result.reason)
+
+    def _moved(self, plan: MigrationPlan) -> None:
+        """The destination runs the VM: move it in the book, then route its own address there
+        (before the source releases its copy, so the address always has a host)."""
+        self.agents.move_vm(plan.source.host, plan.destination.host)
+        self.route_vm(plan.destination.host)
 
     def op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
         mid = str(msg["migration"])

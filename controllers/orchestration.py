@@ -10,7 +10,8 @@ report tells (a report lost, an agent that died), so without any reports a migra
 just later.
 
 Order: prepare destination, leader, intermediates (receivers listen before anyone sends), then
-the source; ``start`` the source; wait for the destination's ``migration_done``; ``release`` the
+the source; ``start`` the source; wait for the destination's ``migration_done``; call ``on_done``
+(the controller routes the VM's own address to the destination there); ``release`` the
 source's copy. On any failure, timeout or failed prepare: ``abort`` every role — the source
 resumes its VM — and return ``status="aborted"`` with the reason.
 """
@@ -73,8 +74,10 @@ class Orchestration:
         timeout_s: float = 600.0,
         watchdog_s: float = WATCHDOG_S,
         caller: Caller = mgmt.call,
+        on_done: Callable[[MigrationPlan], None] | None = None,
     ) -> None:
         self.plan = plan
+        self.on_done = on_done
         self.timeout_s = timeout_s
         self.watchdog_s = watchdog_s
         self.call = caller
@@ -135,6 +138,12 @@ class Orchestration:
         res.migration_time_s = res.end_time - t0
         res.sha256 = str(done.get("sha256", ""))
         res.downtime_s = float(done["downtime_s"]) if done.get("downtime_s") is not None else None
+        if self.on_done is not None:  # before the release: the VM's address moves first
+            try:
+                self.on_done(plan)
+            except Exception as exc:  # the VM runs at the destination all the same
+                self._log("on_done_failed", why=repr(str(exc)))
+                res.reason = f"after the move: {exc}"
         try:
             self.call(plan.source.agent, {"op": ops.RELEASE, "migration": plan.migration})
         except mgmt.MgmtError as exc:  # the VM runs at the destination; say so, keep going
@@ -325,11 +334,14 @@ def run_migration(
     timeout_s: float = 600.0,
     watchdog_s: float = WATCHDOG_S,
     caller: Caller = mgmt.call,
+    on_done: Callable[[MigrationPlan], None] | None = None,
 ) -> MigrationResult:
     """Run one migration to its end (blocking); register with ``router`` for reports if given.
 
-    ``caller`` sends a management request to an agent (``hosts.protocol.mgmt.call``)."""
-    orch = Orchestration(plan, timeout_s=timeout_s, watchdog_s=watchdog_s, caller=caller)
+    ``caller`` sends a management request to an agent (``hosts.protocol.mgmt.call``);
+    ``on_done`` runs once the destination runs the VM, before the source's copy is released."""
+    orch = Orchestration(plan, timeout_s=timeout_s, watchdog_s=watchdog_s, caller=caller,
+                         on_done=on_done)
     if router is not None:
         router.add(orch)
     try:

@@ -8,6 +8,9 @@ Rule layout (table 0):
   priority 0     table-miss: drop (fail mode secure, no flooding, so no ARP storms on loops)
   priority 100   per destination host: IPv4 by ipv4_dst and ARP by arp_tpa, to the host's port
                  or to a SELECT group over the equal-cost next hops (ECMP)
+  priority 200   per VM with an address of its own: IPv4 by ipv4_dst and ARP by arp_tpa, sent
+                 exactly as the traffic of the host that runs the VM now (its port or its
+                 group), cookie ``VM_COOKIE``; a move re-adds them (same match: replaced)
   priority 1000  relay: exact match (in_port, ipv4 src/dst, TCP port) on every switch of the
                  hop's chosen path, both directions, cookie = the migration's, with timeouts
   priority 1100  relay: ARP for a virtual destination address, to the controller, which
@@ -31,7 +34,8 @@ from controllers.addresses import VirtualAddress
 
 BASE_COOKIE = 0x1
 RELAY_COOKIE_TAG = 0x53 << 56  # 'S' in the top byte marks a migration's rules
-PRIO_MISS, PRIO_BASE, PRIO_RELAY, PRIO_VIP_ARP = 0, 100, 1000, 1100
+VM_COOKIE = 0x2
+PRIO_MISS, PRIO_BASE, PRIO_VM, PRIO_RELAY, PRIO_VIP_ARP = 0, 100, 200, 1000, 1100
 ETH_IP, ETH_ARP, PROTO_TCP = 0x0800, 0x0806, 6
 ALL_BITS = 0xFFFFFFFFFFFFFFFF
 
@@ -69,33 +73,65 @@ def delete_cookie(cookie: int) -> parser.OFPFlowMod:
                              out_group=ofp.OFPG_ANY, match=parser.OFPMatch())
 
 
+def _to_host(g: nx.Graph, topo: P.Topology, switch: str, i: int) -> tuple[list, list]:
+    """``(ports, actions)`` that take a packet from ``switch`` towards host ``i`` (its index in
+    the topology): its port, one next hop, or group ``i + 1`` over the ECMP next hops."""
+    h = topo["hosts"][i]
+    if h["switch"] == switch:
+        ports = [h["port"]]
+    else:
+        ports = P.ecmp_next_hops(g, h["switch"]).get(switch, [])
+    if not ports:
+        return [], []
+    if len(ports) == 1:
+        return ports, [parser.OFPActionOutput(ports[0])]
+    return ports, [parser.OFPActionGroup(i + 1)]
+
+
 def base_rules(g: nx.Graph, topo: P.Topology, switch: str) -> list:
     """Proactive, loop-free ECMP forwarding to every host, for one switch."""
     groups: list = []
     flows: list = [flow_add(parser.OFPMatch(), [], PRIO_MISS, BASE_COOKIE)]
     for i, h in enumerate(topo["hosts"]):
-        if h["switch"] == switch:
-            ports = [h["port"]]
-        else:
-            ports = P.ecmp_next_hops(g, h["switch"]).get(switch, [])
+        ports, actions = _to_host(g, topo, switch, i)
         if not ports:
             continue
-        if len(ports) == 1:
-            actions = [parser.OFPActionOutput(ports[0])]
-        else:
-            gid = i + 1
+        if len(ports) > 1:
             buckets = [parser.OFPBucket(weight=1, watch_port=ofp.OFPP_ANY,
                                         watch_group=ofp.OFPG_ANY,
                                         actions=[parser.OFPActionOutput(p)]) for p in ports]
             groups.append(parser.OFPGroupMod(datapath=None, command=ofp.OFPGC_ADD,
-                                             type_=ofp.OFPGT_SELECT, group_id=gid,
+                                             type_=ofp.OFPGT_SELECT, group_id=i + 1,
                                              buckets=buckets))
-            actions = [parser.OFPActionGroup(gid)]
         flows.append(flow_add(parser.OFPMatch(eth_type=ETH_IP, ipv4_dst=h["ip"]), actions,
                               PRIO_BASE, BASE_COOKIE))
         flows.append(flow_add(parser.OFPMatch(eth_type=ETH_ARP, arp_tpa=h["ip"]), actions,
                               PRIO_BASE, BASE_COOKIE))
     return groups + flows
+
+
+def vm_rules(g: nx.Graph, topo: P.Topology, switch: str, vms: dict[str, str]) -> list:
+    """Forwarding for VMs with addresses of their own, on one switch: ``vms`` maps each VM
+    address to the host that runs the VM now. Packets (IPv4 and ARP) for the VM's address
+    take the way of that host's own (the groups of ``base_rules``, which must be installed),
+    above the base rules; the host's VM NIC answers them (``hosts.vnic``). An address that is
+    a host's own, or a host not in the topology, is a ``ValueError``."""
+    index = {h["name"]: i for i, h in enumerate(topo["hosts"])}
+    own = {h["ip"] for h in topo["hosts"]}
+    flows: list = []
+    for ip, host in sorted(vms.items()):
+        if ip in own:
+            raise ValueError(f"VM address {ip} is a host's own address")
+        if host not in index:
+            raise P.UnknownHost(host)
+        ports, actions = _to_host(g, topo, switch, index[host])
+        if not ports:
+            continue
+        flows.append(flow_add(parser.OFPMatch(eth_type=ETH_IP, ipv4_dst=ip), actions,
+                              PRIO_VM, VM_COOKIE))
+        flows.append(flow_add(parser.OFPMatch(eth_type=ETH_ARP, arp_tpa=ip), actions,
+                              PRIO_VM, VM_COOKIE))
+    return flows
 
 
 @dataclass

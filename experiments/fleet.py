@@ -15,13 +15,15 @@ from typing import Any
 
 from hosts.protocol.auth import private_dir
 from hosts.protocol.mgmt import MgmtError
+from topologies.base import mac_for, vm_ip
 
 SERVICE_PORT = 8080  # the tenants' request/response service
 
 
 @dataclass
 class VMSpec:
-    """The VM that starts on ``host``."""
+    """The VM that starts on ``host``, answering at ``ip`` (its own address, which moves with
+    it: the tenant plan's first VM address by default); ``ip=None``: at its host's address."""
 
     host: str
     name: str = "vm1"
@@ -29,6 +31,7 @@ class VMSpec:
     dirty_pages_per_s: float = 200.0
     port: int = 7000
     seed: int = 0
+    ip: str | None = vm_ip(1)
 
 
 def tenants(tb: Any) -> list[dict[str, Any]]:
@@ -50,6 +53,8 @@ def start_agents(tb: Any, vm: VMSpec | None, timeout: float = 60.0) -> dict[str,
         if vm is not None and vm.host == name:
             cmd += ["--vm", vm.name, "--vm-mib", str(vm.mib), "--dirty-pages-per-s",
                     str(vm.dirty_pages_per_s), "--vm-port", str(vm.port), "--seed", str(vm.seed)]
+            if vm.ip is not None:
+                cmd += ["--vm-ip", vm.ip, "--vm-mac", mac_for(vm.ip)]
         tb.popen(name, cmd, log_name=f"agent-{name}.log", env=tb.env())
         socks[name] = sock
     deadline = time.monotonic() + timeout

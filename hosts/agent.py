@@ -4,7 +4,7 @@ One long-lived process per Mininet host (or per 127.0.0.x address on loopback)::
 
     python -m hosts.agent --host NAME --ip IP --sock AGENT_SOCK --keys KEYFILE --workdir DIR
         [--mgmt CONTROLLER_SOCK] [--vm VMNAME --vm-mib N --dirty-pages-per-s R --vm-port 7000
-        --seed S]
+        --seed S [--vm-ip VMIP --vm-mac VMMAC]]
 
 ``KEYFILE`` is this agent's ``hosts.protocol.auth.KeyRing`` (0600, written by the runner): its
 own key for the calls to the controller, and the keys of the callers it accepts (the controller
@@ -18,7 +18,9 @@ test-only switch, ``hosts.protocol.auth.TEST_FAULTS_ENV``; the runner never sets
 On start it makes an X25519 key pair, starts its VM, serves the commands below on ``AGENT_SOCK``
 (newline-delimited JSON, ``hosts.protocol.mgmt``) and, with ``--mgmt``, registers with the
 controller: ``{"op": "register", "host", "ip", "agent", "pubkey", "vm", "vm_bytes"}`` (the image
-size the controller vouches to a destination as its limit). Roles report to the
+size the controller vouches to a destination as its limit), and with ``--vm-ip`` the VM's own
+address ``vm_ip``/``vm_mac`` (``hosts.vnic``: the VM answers there, not at ``IP``; the
+controller routes it to the host that runs the VM). Roles report to the
 controller socket (``migration_done`` / ``migration_failed``); without ``--mgmt`` the reports are
 only logged and ``status`` tells the same.
 
@@ -63,6 +65,7 @@ from hosts.protocol.plan import PlanError, view_from_dict
 from hosts.roles import ROLES
 from hosts.roles.base import AgentContext, Role, RoleError
 from hosts.vm import VM, VMError, VMNameError, check_name
+from hosts.vnic import NicError, VmNic
 
 log = logging.getLogger("hosts.agent")
 
@@ -147,6 +150,7 @@ class Agent:
                     "pubkey": self.pubkey,
                     "vm": self.vm.name if self.vm else None,
                     "vm_bytes": self.vm.size if self.vm else None,
+                    **({f"vm_{k}": v for k, v in self.vm.address().items()} if self.vm else {}),
                 },
                 self.cred,
             )
@@ -164,7 +168,7 @@ class Agent:
         management server); expected errors become ``ok: false`` replies."""
         try:
             return self._handle(msg)
-        except (RoleError, VMError, ValueError, KeyError, TypeError, OSError) as exc:
+        except (RoleError, VMError, NicError, ValueError, KeyError, TypeError, OSError) as exc:
             log.warning(
                 "host=%s event=command_refused op=%s why=%r",
                 self.host,
@@ -252,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dirty-pages-per-s", type=float, default=100.0)
     p.add_argument("--vm-port", type=int, default=7000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vm-ip", help="the VM's own address (default: it answers at --ip)")
+    p.add_argument("--vm-mac", help="the VM's own MAC (with --vm-ip)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     workdir = a.workdir
@@ -271,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     agent = Agent(a.host, a.ip, a.sock, workdir, a.mgmt, a.vm_port, keys, test_faults)
+    try:
+        nic = VmNic(a.vm_ip, a.vm_mac or "", a.ip) if a.vm and a.vm_ip else None
+    except NicError as exc:
+        print(f"agent: {exc}", file=sys.stderr)
+        return 2
     if a.vm:
         agent.vm = VM(
             a.vm,
@@ -281,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             port=a.vm_port,
             dirty_pages_per_s=a.dirty_pages_per_s,
             seed=a.seed,
+            nic=nic,
         )
         agent.vm.start()
     server = MgmtServer(a.sock, agent.handle, keys.verifier())

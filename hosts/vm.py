@@ -5,8 +5,11 @@ written with pread/pwrite, so the memory lives in the page cache, not in the age
 plus device state (a small JSON dict), plus a workload thread that dirties pages at
 ``dirty_pages_per_s`` and a TCP service on ``(ip, port)`` that answers one JSON line
 ``{"vm": NAME, "host": HOST, "counter": N, "ticks": T}`` per connection; the counter is device
-state, so it keeps counting across a migration. (A little over 400 lines: the model, its
-pre-copy stream and the installer that reads that stream back are one format, kept together.)
+state, so it keeps counting across a migration. A VM given a ``hosts.vnic.VmNic`` answers at
+an address and MAC of its own (added to its host with ``start``/``attach_nic``, taken away with
+``stop``) and its reply does not name the host; without one it answers at its host's address.
+(A little over 400 lines: the model, its pre-copy stream and the installer that reads that
+stream back are one format, kept together.)
 
 Migration traffic is real pre-copy (Clark et al., NSDI 2005): ``precopy_records`` yields all
 pages, then the pages dirtied during the previous round, until the dirty set is small or a
@@ -40,6 +43,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from hosts import vnic
 
 PAGE = 4096
 BATCH_PAGES = 64
@@ -87,6 +92,7 @@ class VM:
         seed: int = 0,
         fill: bool = True,
         device: dict[str, Any] | None = None,
+        nic: vnic.VmNic | None = None,
     ) -> None:
         if not 1 <= mib <= MAX_MIB:
             raise VMError(f"a VM needs 1 to {MAX_MIB} MiB, got {mib}")
@@ -96,7 +102,9 @@ class VM:
         self.pages = mib * 256
         self.size = self.pages * PAGE
         self.host = host
-        self.ip = ip
+        self.nic = nic
+        self.ip = nic.ip if nic is not None else ip
+        self._nic_up = False
         self.port = port
         self.dirty_pages_per_s = dirty_pages_per_s
         self.seed = seed
@@ -188,10 +196,21 @@ class VM:
         return h.hexdigest()
 
     # --- life cycle -----------------------------------------------------------------
+    def address(self) -> dict[str, str]:
+        """The VM's own address (``ip``, ``mac``) if it has one, else ``{}`` (for a manifest)."""
+        return {"ip": self.nic.ip, "mac": self.nic.mac} if self.nic is not None else {}
+
+    def attach_nic(self) -> None:
+        """Put the VM's own address on this host (idempotent; a no-op without a NIC)."""
+        if self.nic is not None and not self._nic_up:
+            vnic.attach(self.nic)
+            self._nic_up = True
+
     def start(self) -> None:
-        """Run the workload and the service."""
+        """Run the workload and the service (on the VM's own address, attached first)."""
         if self.running:
             return
+        self.attach_nic()
         self._stop.clear()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -235,6 +254,9 @@ class VM:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._nic_up and self.nic is not None:
+            vnic.detach(self.nic)  # the address goes with the service
+            self._nic_up = False
         self.running = False
         if was_paused:
             self.pause()
@@ -260,6 +282,7 @@ class VM:
             "paused": self.paused,
             "counter": self.device.get("counter", 0),
             "service": f"{self.ip}:{self.port}",
+            "mac": self.nic.mac if self.nic is not None else None,
         }
 
     # --- the guest ------------------------------------------------------------------
@@ -300,13 +323,16 @@ class VM:
             with conn:
                 conn.settimeout(2.0)  # a client that never reads cannot hold the service
                 with self._lock:
+                    if self._stop.is_set():  # stopped while paused: the image has moved on
+                        continue
                     self.device["counter"] = int(self.device.get("counter", 0)) + 1
                     reply = {
                         "vm": self.name,
-                        "host": self.host,
                         "counter": self.device["counter"],
                         "ticks": self.device.get("ticks", 0),
                     }
+                    if self.nic is None:  # at its host's address the host is no secret
+                        reply["host"] = self.host
                 try:
                     conn.sendall(json.dumps(reply).encode() + b"\n")
                 except OSError:

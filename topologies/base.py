@@ -4,8 +4,12 @@ and ``describe`` (the network as the controller is given it).
 Every topology subclasses ``DataCentreTopo`` and implements ``build_fabric()``, which adds
 switches with explicit dpids (names such as ``c1``/``a1``/``e1`` would otherwise collide on
 Mininet's name-derived dpids) and tenant hosts ``h1..hN`` with addresses 10.0.x.y; ``build()``
-then attaches the optional attacker hosts ``x1..`` to named switches. Pure bookkeeping, no root
-needed; ``topologies.net`` turns a Topo into a running network.
+then attaches the optional attacker hosts ``x1..`` to named switches.
+
+The address plan, all in the tenants' 10.0.0.0/8: hosts 10.0.0.1-10.0.199.250 (``host_ip``),
+VMs with addresses of their own 10.0.200.1-10.0.249.250 (``vm_ip``: a VM keeps it wherever it
+runs), attackers 10.0.250.0/24 (``attacker_ip``); MACs follow the IP (``mac_for``).
+Pure bookkeeping, no root needed; ``topologies.net`` turns a Topo into a running network.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ def host_ip(index: int) -> str:
     if not 1 <= index <= 250 * 200:
         raise ValueError(f"host index {index} out of range")
     return f"10.0.{(index - 1) // 250}.{(index - 1) % 250 + 1}"
+
+
+def vm_ip(index: int) -> str:
+    """VM ``index`` (1-based) answers at 10.0.<200 + (index-1) // 250>.<(index-1) % 250 + 1>,
+    its own address in the tenant plan, next to the hosts' and never one of theirs."""
+    if not 1 <= index <= 250 * 50:
+        raise ValueError(f"VM index {index} out of range 1..{250 * 50}")
+    return f"10.0.{200 + (index - 1) // 250}.{(index - 1) % 250 + 1}"
 
 
 def attacker_ip(index: int) -> str:

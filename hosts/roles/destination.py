@@ -8,6 +8,9 @@ any error it discards the image and reports ``migration_failed``.
 The manifest is checked before anything is written (``read_manifest``): a VM name that is not a
 safe file name, an image larger than the controller vouched (``max_image_bytes``) or a field of
 the wrong type is a ``ManifestError``, and the migration fails (the source keeps its VM).
+A VM with an address of its own (manifest ``ip``/``mac``, ``hosts.vnic``) gets its NIC on this
+host as soon as the manifest is read, so attaching it costs no downtime; the controller routes
+the address here once ``migration_done`` arrives.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from hosts.channel import Channel, ChannelError
 from hosts.protocol.plan import DestinationView
 from hosts.roles.base import AgentContext, Role, RoleError
 from hosts.vm import MAX_MIB, VM, StreamInstaller, VMError, VMNameError, check_name
+from hosts.vnic import NicError, VmNic
 from hosts.wire import FrameError, FrameType, ack_body, build_frame, parse_data, parse_frame
 
 MIB = 1 << 20
@@ -39,6 +43,8 @@ class Manifest:
     mib: int
     dirty_pages_per_s: float
     seed: int
+    ip: str | None = None  # the VM's own address, if it has one
+    mac: str | None = None
 
 
 def read_manifest(body: bytes, max_image_bytes: int) -> Manifest:
@@ -72,7 +78,12 @@ def read_manifest(body: bytes, max_image_bytes: int) -> Manifest:
     seed = m.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 62:
         raise ManifestError(f"manifest field 'seed' must be an int >= 0, got {seed!r}")
-    return Manifest(name, mib, float(rate), seed)
+    ip, mac = m.get("ip"), m.get("mac")
+    if (ip is None) != (mac is None) or not isinstance(ip, str | None) \
+            or not isinstance(mac, str | None):
+        raise ManifestError(f"manifest fields 'ip' and 'mac' must be two strings or both absent, "
+                            f"got {ip!r}, {mac!r}")
+    return Manifest(name, mib, float(rate), seed, ip, mac)
 
 
 class Destination(Role):
@@ -100,7 +111,8 @@ class Destination(Role):
             self.state = "receiving"
         try:
             self._receive(ch, first)
-        except (RoleError, VMError, FrameError, ValueError, KeyError, TypeError) as exc:
+        except (RoleError, VMError, NicError, FrameError, ValueError, KeyError,
+                TypeError) as exc:
             try:
                 ch.send(build_frame(FrameType.ABORT, str(exc).encode()))
             except ChannelError:
@@ -120,6 +132,10 @@ class Destination(Role):
         if self.ctx.get_vm() is not None:
             raise RoleError(f"this host already runs VM {self.ctx.get_vm().name}")  # type: ignore[union-attr]
         mig = check_name(self.mig, "migration id")
+        try:
+            nic = VmNic(manifest.ip, manifest.mac, self.ctx.ip) if manifest.ip else None
+        except NicError as exc:
+            raise ManifestError(f"manifest fields 'ip'/'mac': {exc}") from None
         path = os.path.join(self.ctx.workdir, f"{name}.{mig}.mem")
         self.vm = VM(
             name,
@@ -131,7 +147,9 @@ class Destination(Role):
             dirty_pages_per_s=manifest.dirty_pages_per_s,
             seed=manifest.seed + 7,
             fill=False,
+            nic=nic,
         )
+        self.vm.attach_nic()  # now, off the downtime path
         installer = StreamInstaller(self.vm)
         self.log("receiving", vm=name, mib=mib, peer=ch.peer)
         seq = 0

@@ -109,6 +109,7 @@ class Source(Role):
                 "page_size": 4096,
                 "dirty_pages_per_s": self.vm.dirty_pages_per_s,
                 "seed": self.vm.seed,
+                **self.vm.address(),  # the VM's own address, if it has one: it moves too
             }
         ).encode()
 

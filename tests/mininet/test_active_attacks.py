@@ -74,18 +74,22 @@ def test_traceroute_reveals_no_switch(bed):
     assert a.reached_at_ttl == 1 and not a.reveals_path and a.routers == []
 
 
-def test_service_scan_finds_where_the_vm_went(bed):
+def test_service_scan_finds_the_vm_address_not_its_host(bed):
     from attacks.active import ServiceProbe, locate_service
-    from experiments.fleet import wait_migration
+    from experiments.fleet import VMSpec, wait_migration
 
-    before = [ServiceProbe(**p) for p in probe(bed, "scan", tenants(bed))]
-    assert [p.ip for p in before if p.open] == [bed.ip("h1")]
+    vm_ip = VMSpec("h1").ip
+    # a design-aware scanner: every tenant host and the first VM addresses of the plan
+    targets = tenants(bed) + ["10.0.200.1", "10.0.200.2", "10.0.200.3"]
+    before = [ServiceProbe(**p) for p in probe(bed, "scan", targets)]
+    assert [p.ip for p in before if p.open] == [vm_ip]
     r = bed.mgmt({"op": "migrate", "source": "h1", "mode": "stealth", "n": 2, "k": 2,
                   "seed": 4})
     rec = wait_migration(bed, r["migration"], timeout=200)
     assert rec["state"] == "done", rec["result"]["reason"]
-    after = [ServiceProbe(**p) for p in probe(bed, "scan", tenants(bed))]
+    after = [ServiceProbe(**p) for p in probe(bed, "scan", targets)]
     loc = locate_service(before, after)
-    # the fingerprint scan names the new host: the hidden address hides the path, not the service
-    assert loc.best == bed.ip(r["roles"]["destination"])
-    assert loc.ranking[0][1] == 3.0  # same identity, counter kept counting
+    # the scan finds the same VM at the same address: nothing names the host it runs on now
+    assert loc.best == vm_ip and loc.same_address and loc.ranking[0][1] == 3.0
+    assert [p.ip for p in after if p.open] == [vm_ip]  # the destination's own address is shut
+    assert "host" not in json.loads(next(p.banner for p in after if p.open))
