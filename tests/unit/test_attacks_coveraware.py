@@ -149,3 +149,25 @@ def test_without_cover_traffic_every_cover_statistic_is_zero():
 def test_bad_migration_kind_is_refused():
     with pytest.raises(ValueError, match="migration kind"):
         cs.cover_trial(0, "stealth", 1, "sideways")
+
+
+def test_a_trial_is_never_scored_with_its_own_seeds_labels():
+    """Flip the labels of one seed's trials: only that seed's results may change, never its own
+    (the classifier and the alarm threshold rehearse on the other seeds)."""
+    from attacks.pipeline import window_labels
+    from attacks.view import AttackContext, build_view
+
+    trials = [cs.cover_trial(i, "stealth", 600 + i % 4, "additive") for i in range(5)]
+    views = [build_view(GLOBAL, st.truth.trial, [Capture(st.table, ["global"])])
+             for st in trials]
+    labels = [window_labels(v, st.truth) for v, st in zip(views, trials, strict=True)]
+    groups = [f"seed:{st.truth.seed}" for st in trials]  # trials 0 and 4 are twins
+    before = ca.attack(views, AttackContext("c", labels, 0, None, groups))
+    flipped = [~y if g == groups[0] else y for y, g in zip(labels, groups, strict=True)]
+    after = ca.attack(views, AttackContext("c", flipped, 0, None, groups))
+    for i in (0, 4):
+        assert np.array_equal(before[i].detection.scores, after[i].detection.scores)
+        assert before[i].detection.threshold == after[i].detection.threshold
+        assert before[i].ranking.destination == after[i].ranking.destination
+    assert any(not np.array_equal(b.detection.scores, a.detection.scores)
+               for b, a in zip(before[1:4], after[1:4], strict=True))
