@@ -171,3 +171,19 @@ def test_a_trial_is_never_scored_with_its_own_seeds_labels():
         assert before[i].ranking.destination == after[i].ranking.destination
     assert any(not np.array_equal(b.detection.scores, a.detection.scores)
                for b, a in zip(before[1:4], after[1:4], strict=True))
+
+
+@pytest.mark.parametrize("port, hop", [(ca.COVER_PORT, False), (8080, True)])
+def test_a_noise_sized_handshake_on_the_cover_port_is_no_hop(port, hop):
+    """Every cover connection opens with a handshake padded to record sizes, which now and then
+    falls in Noise IK's sizes: on the cover port the design-aware attacker does not take it for
+    a relay hop (and finds none); on the tenants' port it still does."""
+    from tests.unit.attacks_synth import Traffic, handshake
+
+    tr = Traffic(np.random.default_rng(3))
+    conn = tr.connect(100.0, "10.0.0.1", "10.0.0.2", port)
+    t = handshake(tr, conn, 100.001, "noise")
+    tr.send(conn, t, 9000, 50e6, psh_only=True)
+    tr.close(conn, t + 0.01)
+    hops, _ = da.hop_connections(tr.table())
+    assert da.describe(hops)["hops"] == int(hop)
