@@ -26,15 +26,20 @@ Each host's series is a robust z-score against its own windows (median, MAD, flo
 Poisson noise of a count), so the unknown rate and load cancel. ``detections``: per family the
 mean of the two largest host z-scores per window, and ``cover`` their maximum, the primary
 detector without rehearsal; with rehearsal labels, ``classifier``, a random forest over these
-window statistics plus the passive window features (``attacks.detection.leave_one_seed_out``:
-never trained on the trial's own seed, and only on trials of the same arm: with cover traffic or
-without). Alarms of ``cover`` use the 99th percentile of the other seeds' normal windows.
+window statistics plus the passive window features but those that tell a window's position in
+the capture (``POSITIONAL``: the testbed starts every migration the same time into its capture,
+and a classifier that learns that time scores a migration that left no trace at all;
+``attacks.detection.leave_one_seed_out``: never trained on the trial's own seed, and only on
+trials of the same arm: with cover traffic or without). Alarms of ``cover`` use the 99th
+percentile of the other seeds' normal windows.
 
 **Tracing** (``rank_and_trace``): in the suspect windows (``attacks.identify.suspect_windows`` of
 the primary detection) each directed host pair's cover bytes and forwarding count are z-scored
 against that pair's other windows; pairs above ``EDGE_Z`` are the path. The destination ranking
 is each host's excess inbound minus outbound (records, bytes, path edges), less its forwarding
-(relays pass bytes on, a destination keeps them); the source ranking the reverse. When nothing
+(relays pass bytes on, a destination keeps them), plus how much its tenant connections grew from
+before the suspect windows to after them (``tenant_shift``: a VM that answers at its new host's
+address takes its traffic there); the source ranking the reverse. When nothing
 stands out the rankings are those sums over noise, which is chance.
 
 A capture without cover traffic leaves every cover statistic at 0 (notes say so); the
@@ -53,6 +58,7 @@ import numpy as np
 
 from attacks.capture import TCP_ACK, TCP_SYN, int_to_ip, ip_to_int
 from attacks.detection import Detection, WindowFeatures, leave_one_seed_out
+from attacks.features import FEATURE_NAMES
 from attacks.identify import HostRanking, suspect_windows
 from attacks.relaygraph import RelayGraph
 from attacks.view import AttackContext, AttackerView, AttackResult
@@ -74,6 +80,7 @@ FORWARD_S = 0.005  # a record sent this soon after one was received is a forward
 OVERSIZE = 1.1  # records above this times the largest the design sends are merged ones
 EDGE_Z = 3.0  # a host pair whose suspect-window excess is above this is a path edge
 MAX_EDGES = 12
+MOVE_Z = 5.0  # a rise plus a drop of tenant connections at one split this large is a move
 DEFAULT_THRESHOLD = 4.0  # the cover statistic's alarm threshold without rehearsal
 FAMILIES = {  # detector name → the host features it reads
     "volume": ("out_bytes", "in_bytes", "out_records", "in_records", "net", "missing"),
@@ -84,6 +91,13 @@ FAMILIES = {  # detector name → the host features it reads
     "retrans": ("retrans",),
 }
 TWO_SIDED = {"net", "size"}
+# passive window features that grow with the time since the capture began (flow ages, bytes a
+# flow carried so far): they tell a window's position, and the testbed starts every migration
+# the same time into its capture, so a classifier fed them learns that time, not the migration.
+# The classifier gets them as constants.
+POSITIONAL = ("top_flow_total", "long_flow_bytes", "long_flow_count", "oldest_flow_age")
+
+_POSITIONAL_COLS = [FEATURE_NAMES.index(n) for n in POSITIONAL]
 
 RECORD_DTYPE = np.dtype([("src", "u4"), ("dst", "u4"), ("t0", "f8"), ("t1", "f8"),
                          ("bytes", "f8"), ("segments", "u4")])
@@ -136,6 +150,7 @@ class CoverFeatures:
     pair_forward: np.ndarray  # (windows, pairs): forwards whose in- or out-record is that pair
     pair_expected: np.ndarray  # (windows, pairs): those forwards' count under independence
     n_records: int
+    tenant: np.ndarray  # (windows, hosts): tenant connections opened, either end
 
 
 def _index(hosts: np.ndarray, ips: np.ndarray) -> np.ndarray:
@@ -166,13 +181,21 @@ def cover_features(view: AttackerView, port: int = COVER_PORT) -> CoverFeatures:
     nh = len(hosts)
     rec, retrans = cover_records(pk, port)
     names = [n for fam in FAMILIES.values() for n in fam]
-    if not len(rec) or not nh:
-        zero = {n: np.zeros((nw, nh)) for n in names}
-        return CoverFeatures(hosts, zero, dict(zero), np.zeros((0, 2), dtype=np.int64),
-                             np.zeros((nw, 0)), np.zeros((nw, 0)), np.zeros((nw, 0)), 0)
 
     def widx(t: np.ndarray) -> np.ndarray:
         return np.clip(((t - t0) // w).astype(np.int64), 0, nw - 1)
+
+    # the tenants' own connections (opened off the cover port, at either end), for tracing only:
+    # counts, not bytes, which one big flow would swamp
+    ten = (pk["proto"] == 6) & ((pk["flags"] & (TCP_SYN | TCP_ACK)) == TCP_SYN) & (
+        pk["sport"] != port) & (pk["dport"] != port)
+    tw = widx(pk["ts"][ten])
+    tenant = (_matrix(tw, _index(hosts, pk["src"][ten]), nw, nh)
+              + _matrix(tw, _index(hosts, pk["dst"][ten]), nw, nh)) if nh else np.zeros((nw, 0))
+    if not len(rec) or not nh:
+        zero = {n: np.zeros((nw, nh)) for n in names}
+        return CoverFeatures(hosts, zero, dict(zero), np.zeros((0, 2), dtype=np.int64),
+                             np.zeros((nw, 0)), np.zeros((nw, 0)), np.zeros((nw, 0)), 0, tenant)
 
     s, d, rw = _index(hosts, rec["src"]), _index(hosts, rec["dst"]), widx(rec["t0"])
     size = rec["bytes"]
@@ -242,7 +265,8 @@ def cover_features(view: AttackerView, port: int = COVER_PORT) -> CoverFeatures:
         share = np.where(raw["out_records"][:, a] > 0, pr / np.maximum(raw["out_records"][:, a],
                                                                           1), 0.0)
     pair_expected = pr * p_hit[:, b] + raw["in_records"][:, a] * p_hit[:, a] * share
-    return CoverFeatures(hosts, raw, z, pairs, pair_bytes, pair_forward, pair_expected, len(rec))
+    return CoverFeatures(hosts, raw, z, pairs, pair_bytes, pair_forward, pair_expected, len(rec),
+                         tenant)
 
 
 def window_stats(cf: CoverFeatures) -> dict[str, np.ndarray]:
@@ -293,6 +317,45 @@ def _excess_z(m: np.ndarray, suspect: np.ndarray, unit: float) -> np.ndarray:
     return (m[suspect].sum(axis=0) - expected) / np.sqrt((np.abs(expected) + unit) * unit)
 
 
+def tenant_shift(tenant: np.ndarray, suspect: np.ndarray) -> np.ndarray:
+    """Per host: its tenant connections per window after the suspect windows minus before
+    them, as a Poisson z-score (a VM that answers at its new host's address moves its
+    connections there; 0 without windows on both sides)."""
+    nw = len(suspect)
+    if not suspect.any() or not tenant.size:
+        return np.zeros(tenant.shape[1])
+    on = np.nonzero(suspect)[0]
+    before, after = np.arange(nw) < on[0], np.arange(nw) > on[-1]
+    if not before.any() or not after.any():
+        return np.zeros(tenant.shape[1])
+    a, b = tenant[after].sum(axis=0), tenant[before].sum(axis=0)
+    na, nb = after.sum(), before.sum()
+    rate = (a + b + 1.0) / (na + nb)  # connections per window, pooled (Poisson)
+    return (a / na - b / nb) / np.sqrt(rate * (1.0 / na + 1.0 / nb))
+
+
+def tenant_move(tenant: np.ndarray, margin: int = 3) -> tuple[np.ndarray, float]:
+    """The capture's best split point for a VM taking its tenant connections from one host to
+    another: per split, each host's Poisson z of after − before (``tenant_shift``'s statistic);
+    the split where the largest rise plus the largest drop peaks. Returns each host's z there
+    and that peak (0 and zeros when the capture is too short)."""
+    nw, nh = tenant.shape
+    if nh < 2 or nw < 2 * margin + 1:
+        return np.zeros(nh), 0.0
+    cum = np.cumsum(tenant, axis=0)
+    total = cum[-1]
+    k = np.arange(margin, nw - margin)  # split after window k - 1
+    nb = k[:, None].astype(float)
+    na = nw - nb
+    b = cum[k - 1]
+    a = total - b
+    rate = (total + 1.0) / nw
+    z = (a / na - b / nb) / np.sqrt(rate * (1.0 / na + 1.0 / nb))
+    joint = z.max(axis=1) - z.min(axis=1)
+    best = int(np.argmax(joint))
+    return z[best], float(joint[best])
+
+
 def rank_and_trace(cf: CoverFeatures, suspect: np.ndarray, candidates: set[int] | None,
                    rng: np.random.Generator) -> tuple[HostRanking, list[tuple[str, str]]]:
     """Destination and source rankings and the path edges from the suspect windows."""
@@ -312,6 +375,10 @@ def rank_and_trace(cf: CoverFeatures, suspect: np.ndarray, candidates: set[int] 
     loss = excess("out_bytes") + excess("out_records") + cf.z["net"][S].sum(axis=0) / root
     loss += excess("b2b") + excess("oversize")
     fwd = excess("forward")
+    zmove, joint = tenant_move(cf.tenant)
+    # one host's tenant connections went over to another at one moment: that moment rules;
+    # else the change across the suspect windows
+    moved = 3.0 * zmove if joint > MOVE_Z else tenant_shift(cf.tenant, S)
     edges: list[tuple[str, str]] = []
     e_in, e_out = np.zeros(nh), np.zeros(nh)
     if len(cf.pairs):
@@ -329,8 +396,8 @@ def rank_and_trace(cf: CoverFeatures, suspect: np.ndarray, candidates: set[int] 
                 edges.append((int_to_ip(hosts[a]), int_to_ip(hosts[b])))
     jitter = rng.random(nh) * 1e-9  # ties (nothing stands out): a seeded random order
     # the path's ends: a sink (edges in, none out) is a destination, a root a source
-    dst = gain - loss - fwd + e_in - e_out + np.where(e_out == 0, e_in, 0.0) + jitter
-    src = loss - gain - fwd + e_out - e_in + np.where(e_in == 0, e_out, 0.0) + jitter
+    dst = gain - loss - fwd + e_in - e_out + np.where(e_out == 0, e_in, 0.0) + moved + jitter
+    src = loss - gain - fwd + e_out - e_in + np.where(e_in == 0, e_out, 0.0) - moved + jitter
     idx = np.nonzero(keep)[0]
     d_ord = idx[np.argsort(-dst[idx], kind="stable")]
     s_ord = idx[np.argsort(-src[idx], kind="stable")]
@@ -370,8 +437,10 @@ def attack(views: list[AttackerView], ctx: AttackContext) -> list[AttackResult]:
                 extra = np.clip(_stat_matrix(stats[i], len(f.window_starts)), 0, None)
                 if f.extra is not None:
                     extra = np.hstack([extra, np.asarray(f.extra).reshape(len(extra), -1)])
-                feats.append(WindowFeatures(f.window_starts, f.window_s, f.X, f.Z, f.windows,
-                                            extra))
+                X, Z = f.X.copy(), f.Z.copy()
+                X[:, _POSITIONAL_COLS] = 0.0
+                Z[:, _POSITIONAL_COLS] = 0.0
+                feats.append(WindowFeatures(f.window_starts, f.window_s, X, Z, f.windows, extra))
             ys = [labels[i] if labels[i] is not None
                   else np.zeros(len(views[i].features.window_starts), dtype=bool) for i in idx]
             res = leave_one_seed_out(feats, ys, [groups[i] for i in idx], seed=ctx.seed)

@@ -206,10 +206,14 @@ def packets(rec: dict[str, np.ndarray], ips: np.ndarray, seed: int, rmin: int,
 def cover_trial(trial: int, mode: str, seed: int, kind: str = "ideal", n_hosts: int = 10,
                 duration: float = 30.0, rate: float = 200e3, rmin: int = 1024,
                 rmax: int = 16384, extra_rate: float = 400e3, flows_per_s: float = 4.0,
-                migration_s: float = 8.0) -> SynthTrial:
+                migration_s: float = 8.0, moved: bool = False,
+                start_s: float | None = None) -> SynthTrial:
     """One trial of the cover arm: ``mode`` "stealth" (a migration carried as ``kind`` says) or
     "background" (none). Trials of one ``seed`` share their cover schedule and background, and
-    the migration's roles and time (drawn from the seed too)."""
+    the migration's roles and time (drawn from the seed too). With ``moved``, the source's
+    tenant traffic after the migration is the destination's (a VM that answers at its host's
+    address). ``start_s`` starts the migration that long into the capture in every trial
+    (default: anywhere, drawn from the seed)."""
     if kind not in KINDS:
         raise ValueError(f"migration kind {kind!r}: use one of {KINDS}")
     rng = np.random.default_rng(seed)
@@ -223,13 +227,22 @@ def cover_trial(trial: int, mode: str, seed: int, kind: str = "ideal", n_hosts: 
     pick = [int(x) for x in rng.permutation(n_hosts)[:6]]
     src, inters, leader, dst = pick[0], pick[1:4], pick[4], pick[5]
     start = t0 + rng.uniform(0.05, 0.95) * (duration - migration_s)
+    if start_s is not None:  # the runner's way: the migration a fixed time into the capture
+        start = t0 + start_s
     end = start + migration_s
     if mode == "stealth":
         rec = migrate(rec, kind, np.random.default_rng([seed, 3]), start, end, src, inters,
                       leader, dst, rmin, rmax, extra_rate)
     elif mode != "background":
         raise ValueError(mode)
-    table = np.concatenate([tr.table(), packets(rec, ips, seed, rmin, rmax)])
+    tenant = tr.table()
+    if moved and mode == "stealth":  # the VM answers at its new host's address after the move
+        a, b = ips[src], ips[dst]
+        after = tenant["ts"] > end
+        for col in ("src", "dst"):
+            tenant[col][after & (tenant[col] == a)] = b
+        tenant = tenant[tenant["src"] != tenant["dst"]]
+    table = np.concatenate([tenant, packets(rec, ips, seed, rmin, rmax)])
     table = table[np.argsort(table["ts"], kind="stable")]
     table = table[(table["ts"] >= t0) & (table["ts"] < t0 + duration)]
     names = {ip: f"h{ip.rsplit('.', 1)[1]}" for ip in hosts}
