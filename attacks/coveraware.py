@@ -37,10 +37,11 @@ percentile of the other seeds' normal windows.
 the primary detection) each directed host pair's cover bytes and forwarding count are z-scored
 against that pair's other windows; pairs above ``EDGE_Z`` are the path. The destination ranking
 is each host's excess inbound minus outbound (records, bytes, path edges), less its forwarding
-(relays pass bytes on, a destination keeps them), plus how much its tenant connections grew from
-before the suspect windows to after them (``tenant_shift``: a VM that answers at its new host's
-address takes its traffic there); the source ranking the reverse. When nothing
-stands out the rankings are those sums over noise, which is chance.
+(relays pass bytes on, a destination keeps them), plus how much its tenant connections grew: at
+the capture's one moment where a host's connections went over to another (``tenant_move``, when
+that stands out: a VM that answers at its new host's address takes its traffic there), else
+from before the suspect windows to after them (``tenant_shift``); the source ranking the
+reverse. When nothing stands out the rankings are those sums over noise, which is chance.
 
 A capture without cover traffic leaves every cover statistic at 0 (notes say so); the
 classifier then still sees the passive features. The cover design's constants are copied below
