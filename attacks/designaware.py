@@ -6,7 +6,8 @@ It knows the protocol as published here and looks for it in the packets, nothing
    (``hop_connections``): its server port is a relay port; its first records have the
    handshake's sizes (Noise IK's message 1 and 2, or the cleartext hello it replaced); its
    server sends records of exactly an ACK's size back. Any one marks the connection as a hop
-   (a port alone only when the connection carries data: a scan's SYN is not a hop).
+   (a port alone only when the connection carries data: a scan's SYN is not a hop). A
+   handshake on the cover port (``COVER_PORT``) is none: every cover connection opens with one.
 2. **trace** (``relay_structure``): the hops form a graph (client → server, the direction the
    image flows); the component that best fits the relay's fan-out shape (source → n
    intermediates → one leader → destination, or source → destination for a direct migration)
@@ -27,8 +28,9 @@ It knows the protocol as published here and looks for it in the packets, nothing
    ``attacks.aliases`` does where the vantage point sees the rewrite; where it does not, the
    sink stays virtual and the ranking falls back to the uninvolved hosts.
 
-Without any hop in the capture it knows nothing: every window scores 0 and the rankings are a
-seeded random order (chance). The protocol's constants are copied below with the file they come
+Without any hop in the capture it knows nothing and says so (the detection's notes: "no hop
+found"): every window scores 0, the rankings are a seeded random order (chance) and the relay
+graph is empty. The protocol's constants are copied below with the file they come
 from (``attacks`` must not import ``hosts`` or ``controllers``);
 ``tests/unit/test_attacks_designaware.py`` checks them against the project, so drift fails a test.
 
@@ -52,6 +54,10 @@ from attacks.view import AttackContext, AttackerView, AttackResult
 RELAY_PORTS = range(8090, 8100)  # controllers/migrations.py RELAY_PORTS: every hop's listener
 TENANT_PORTS = range(8080, 8090)  # controllers/migrations.py comment; experiments/fleet.py 8080
 VIRTUAL_NET = (ip_to_int("10.255.0.0"), 16)  # controllers/addresses.py: the hidden destinations
+# hosts/protocol/cover.py COVER_PORT: the cover arm's records; every cover connection opens with
+# a handshake padded to record sizes, so a handshake there marks no hop (attacks.coveraware
+# reads that traffic)
+COVER_PORT = 8443
 SNIFF_S = 3.0  # controllers/migrations.py DEFAULTS chunk_policy sniff_s: profile sniffing first
 
 LEN_PREFIX = 4  # hosts/channel.py _LEN: every record and handshake message is u32 length ‖ body
@@ -152,7 +158,7 @@ def hop_connections(packets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out["port"] = np.isin(out["sport"], np.asarray(RELAY_PORTS)) & (out["bytes"] > 0)
     acks = np.bincount(cid[~from_client & (plen == ACK_RECORD_WIRE)], minlength=n)
     out["acks"] = acks >= 2
-    out["handshake"] = _handshakes(p, cid, from_client, n)
+    out["handshake"] = _handshakes(p, cid, from_client, n) & (out["sport"] != COVER_PORT)
     return out, conn_of
 
 
@@ -339,8 +345,10 @@ def analyze(view: AttackerView, ctx: AttackContext, struct: RelayStructure,
         t, ends = struct.first_handshake, f.window_starts + f.window_s
         lead = (ends > t - lead_s) & (f.window_starts <= t)
         scores = np.where(lead & ~active, 1.0, scores)
-    det = Detection("design-aware", f.window_starts, f.window_s, scores, active, 1.5,
-                    [f"hops={int(hop.sum())}", f"lead_in_s={lead_s:.2f}"])
+    notes = [f"hops={int(hop.sum())}", f"lead_in_s={lead_s:.2f}"]
+    if not hop.any():
+        notes.append("no hop found: no relay port, hop handshake or ACK record in the capture")
+    det = Detection("design-aware", f.window_starts, f.window_s, scores, active, 1.5, notes)
     detections = {"design-aware": det}
     for name in ("port", "handshake", "acks"):
         s, a = window_scores(view, hops, conn_of, hops[name])
@@ -352,7 +360,7 @@ def analyze(view: AttackerView, ctx: AttackContext, struct: RelayStructure,
     rng = np.random.default_rng([ctx.seed, view.trial, 7])
     ranking = _ranking(struct, hosts, rng)
     edges = struct.edges
-    if not edges and ranking.source and ranking.destination:  # a guess, like any attacker's
+    if not edges and hop.any() and ranking.source and ranking.destination:  # a guess from hops
         s, d = ranking.source[0][0], next((h for h, _ in ranking.destination
                                            if h != ranking.source[0][0]), None)
         edges = [(s, d)] if d else []

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from attacks import designaware, passive
+from attacks import coveraware, designaware, passive
 from attacks.capture import Capture, dedupe_packets, ip_to_int, read_pcap
 from attacks.detection import Detection, ks_tests, label_windows
 from attacks.scoring import (
@@ -68,6 +68,7 @@ Attacker = Callable[[list[AttackerView], AttackContext], list[AttackResult]]
 ATTACKERS: dict[str, Attacker] = {
     "passive": passive.attack,
     "design-aware": designaware.attack,
+    "cover-aware": coveraware.attack,
 }
 BUILT_IN = "passive"  # its results keep the vantage point's name
 
