@@ -159,6 +159,12 @@ def _read_message(sock: socket.socket, lo: int, hi: int, deadline: float | None)
     return recv_exact(sock, n, deadline)
 
 
+def _nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY on a TCP socket (a cover stream's socketpair has no such option)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
     _settimeout(sock, deadline)
     sock.sendall(data)
@@ -205,9 +211,29 @@ class Channel:
         sock = socket.create_connection(
             (dst_ip, dst_port), timeout=timeout, source_address=(src_ip, 0)
         )
-        peer = f"{dst_ip}:{dst_port}"
+        return cls.connect_over(sock, peer_pub, static, migration, deadline - time.monotonic(),
+                                pad, peer=f"{dst_ip}:{dst_port}", io_timeout=io_timeout)
+
+    @classmethod
+    def connect_over(
+        cls,
+        sock: socket.socket,
+        peer_pub: X25519PublicKey,
+        static: X25519PrivateKey,
+        migration: str,
+        timeout: float = 10.0,
+        pad: int | None = None,
+        *,
+        peer: str = "",
+        io_timeout: float | None = None,
+    ) -> Channel:
+        """``connect``'s handshake over a socket that is already connected (a TCP connection,
+        or a stream of the cover mux, ``hosts.cover``); ``peer`` names the other end in errors.
+        The socket is closed if the handshake fails."""
+        deadline = time.monotonic() + timeout
+        peer = peer or "peer"
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _nodelay(sock)
             hs = noise_state(static, True, migration, remote=_raw(peer_pub))
             hs.start_handshake()
             msg1 = bytes(hs.write_message(_padding(pad)))
@@ -240,6 +266,7 @@ class Channel:
         *,
         seen: set[str] | None = None,
         io_timeout: float | None = None,
+        peer: str | None = None,
     ) -> Channel:
         """Finish the handshake on an accepted connection from one of ``allowed`` (hex keys).
 
@@ -248,16 +275,18 @@ class Channel:
         is live, not a recording. With ``seen``, a sender whose key is already in it is refused,
         else its key is added (under a lock): one connection per peer within a migration.
         ``io_timeout`` then stays on the socket for every later read and write (None: block).
+        ``peer`` names the other end (default: the TCP peer address), e.g. for a cover stream.
         """
-        try:
-            host, port = sock.getpeername()[:2]
-            peer = f"{host}:{port}"
-        except OSError as exc:
-            sock.close()
-            raise ChannelError(f"handshake: {exc}") from None
+        if peer is None:
+            try:
+                host, port = sock.getpeername()[:2]
+                peer = f"{host}:{port}"
+            except (OSError, ValueError) as exc:
+                sock.close()
+                raise ChannelError(f"handshake: {exc}") from None
         deadline = time.monotonic() + timeout
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _nodelay(sock)
             msg1 = _read_message(sock, _MIN_MSG1, MAX_HANDSHAKE, deadline)
             hs = noise_state(static, False, migration)
             hs.start_handshake()

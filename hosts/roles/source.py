@@ -7,6 +7,10 @@ trailer (image hash ...). It keeps at most ``window`` unacknowledged chunks; chu
 an intermediate that dies are re-sent through the others. Direct: streams straight to the
 destination over one encrypted hop. The VM stays paused once sent, until the controller's
 release (drop this copy) or abort (resume it here).
+
+Its stats say how soon it started after the controller's decision (the view's ``decided_at``):
+``decision_to_start_s`` (the chunk policy is ready, e.g. a profile's sniff is over) and
+``decision_to_first_byte_s`` (the first migration frame is in a hop, its handshake done).
 """
 
 from __future__ import annotations
@@ -99,6 +103,26 @@ class Source(Role):
             self.log("crash", logging.ERROR, why=json.dumps(f"{type(exc).__name__}: {exc}"))
             self.fail(f"source internal error: {type(exc).__name__}: {exc}")
 
+    def _started(self) -> None:
+        """The transfer starts now (the chunk policy is ready)."""
+        now = time.time()
+        self.stats["transfer_started_at"] = now
+        self.stats["transport"] = self.view.transport
+        if self.view.decided_at > 0:
+            self.stats["decision_to_start_s"] = now - self.view.decided_at
+
+    def _first_byte(self) -> None:
+        """A migration frame went into a hop (once)."""
+        if "first_byte_at" in self.stats:
+            return
+        now = time.time()
+        self.stats["first_byte_at"] = now
+        if self.view.decided_at > 0:
+            latency = now - self.view.decided_at
+            self.stats["decision_to_first_byte_s"] = latency
+            self.log("first_byte", decision_to_first_byte_s=f"{latency:.3f}",
+                     transport=self.view.transport)
+
     def _manifest(self) -> bytes:
         return json.dumps(
             {
@@ -156,7 +180,7 @@ class Source(Role):
     # --- direct ---------------------------------------------------------------------------
     def _direct(self) -> None:
         policy = policy_from_settings(self.view.chunk_policy, seed=self.seed, ip=self.ctx.ip)
-        self.stats["transfer_started_at"] = time.time()  # set-up (e.g. a sniff) is over
+        self._started()  # set-up (e.g. a sniff) is over
         try:
             ch = self._connect(self.view.dest_address, self.view.dest_port, self.view.dest_pubkey)
         except (OSError, ChannelError) as exc:
@@ -169,6 +193,7 @@ class Source(Role):
         manifest.pop("dest_port")
         try:
             ch.send(build_frame(FrameType.MANIFEST, json.dumps(manifest).encode()))
+            self._first_byte()
             seq = 0
             for pt, last in self._stream(policy.next_size):
                 if last:
@@ -207,13 +232,14 @@ class Source(Role):
         self.faults.on_key(key, shares)
         sealer = ChunkSealer(key, self.mig)
         del key
-        self.stats["transfer_started_at"] = time.time()  # set-up (e.g. a sniff) is over
+        self._started()  # set-up (e.g. a sniff) is over
         for i, ep in enumerate(inters):
             try:
                 ch = self._connect(ep.ip, ep.port, ep.pubkey)
                 # a share travels in a record of a size drawn like any chunk's
                 pad = max(sizes.next_size() - TAG, len(shares[i]) + HEADER.size)
                 n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
+                self._first_byte()
                 self._count_sent(ep.host, n_sent)
                 self.hops.append(_Hop(ep.host, ch))
             except (OSError, ChannelError) as exc:
