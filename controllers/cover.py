@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import replace
 from typing import Any
 
 from controllers.agents import AgentBook
@@ -39,14 +38,15 @@ def agent_seed(seed: int, host: str) -> int:
 
 def cover_configs(agents: dict[str, dict[str, Any]], settings: CoverSettings
                   ) -> dict[str, CoverConfig]:
-    """Each registered agent's config: its own seed, every other agent as a peer (pure)."""
+    """Each registered agent's config: the run's settings as they are (the same for every VM),
+    its own seed, every other agent as a peer (pure)."""
     hosts = sorted(agents)
     out = {}
     for h in hosts:
         peers = tuple(CoverPeer(p, str(agents[p]["ip"]), str(agents[p]["pubkey"]))
                       for p in hosts if p != h)
-        out[h] = CoverConfig(replace(settings, seed=agent_seed(settings.seed, h)), h,
-                             str(agents[h]["ip"]), peers)
+        out[h] = CoverConfig(settings, h, str(agents[h]["ip"]), peers,
+                             seed=agent_seed(settings.seed, h))
     return out
 
 
@@ -111,7 +111,7 @@ class CoverOps:
         log.info("event=cover_started hosts=%d rate_bytes_per_s=%s port=%d", len(configs),
                  settings.rate_bytes_per_s, settings.port)
         return {"started": sorted(configs),
-                "seeds": {h: c.settings.seed for h, c in configs.items()}}
+                "seeds": {h: c.seed for h, c in configs.items()}}
 
     def op_stop(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Stop the cover of every agent it was started on (and of any registered since)."""

@@ -60,6 +60,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import public_hex
+from hosts.cover import CoverMux
 from hosts.protocol import ops
 from hosts.protocol.auth import TEST_FAULTS_ENV, KeyRing, private_dir
 from hosts.protocol.cover import CoverConfig, CoverError
@@ -168,13 +169,12 @@ class Agent:
         if (cfg.host, cfg.ip) != (self.host, self.ip):
             raise CoverError(f"cover config for {cfg.host} ({cfg.ip}), this agent is "
                              f"{self.host} ({self.ip})")
-        from hosts.cover import CoverMux  # the mux and its threads only once a config comes
-
         with self.cover_lock:
             if self.cover is not None and cfg == self.cover_config:
                 return {"started": False, "stats": self.cover.stats()}
             self._cover_stop_locked()
-            mux = CoverMux(cfg, self.static)
+            mux = CoverMux(cfg, self.static, log=lambda m: log.info(
+                "host=%s event=cover %s", self.host, m))
             mux.start()
             self.cover, self.cover_config = mux, cfg
         log.info("host=%s event=cover_started peers=%d rate_bytes_per_s=%s seed=%s", self.host,

@@ -21,7 +21,9 @@ the record length tells the receiver the boundaries, and each message is authent
 record's length prefix and its index as associated data (nonces come from the Noise
 CipherStates), so a reordered, truncated, replayed or altered record fails.
 
-Used by the role code (``hosts.roles``) on every hop.
+Used by the role code (``hosts.roles``) on every hop, and by the cover mux (``hosts.cover``) on
+its cover links (migration id ``"cover"``, no ``seen``, every handshake message padded to a drawn
+record size).
 """
 
 from __future__ import annotations
@@ -199,20 +201,23 @@ class Channel:
         pad: int | None = None,
         *,
         io_timeout: float | None = None,
+        confirm_pad: int | None = None,
     ) -> Channel:
         """Open the hop from ``src_ip`` (bound, so flow rules see the right source).
 
         Runs the whole handshake within ``timeout`` (TCP connect included): message 1 with
         ``pad`` bytes of padding (random length if None), message 2 from the receiver (which
-        proves it holds ``peer_pub``'s key), then our first record. ``io_timeout`` then stays on
-        the socket for every later read and write (None: block).
+        proves it holds ``peer_pub``'s key), then our first record (``confirm_pad`` bytes of
+        padding, random length if None). ``io_timeout`` then stays on the socket for every later
+        read and write (None: block).
         """
         deadline = time.monotonic() + timeout
         sock = socket.create_connection(
             (dst_ip, dst_port), timeout=timeout, source_address=(src_ip, 0)
         )
         return cls.connect_over(sock, peer_pub, static, migration, deadline - time.monotonic(),
-                                pad, peer=f"{dst_ip}:{dst_port}", io_timeout=io_timeout)
+                                pad, peer=f"{dst_ip}:{dst_port}", io_timeout=io_timeout,
+                                confirm_pad=confirm_pad)
 
     @classmethod
     def connect_over(
@@ -226,6 +231,7 @@ class Channel:
         *,
         peer: str = "",
         io_timeout: float | None = None,
+        confirm_pad: int | None = None,
     ) -> Channel:
         """``connect``'s handshake over a socket that is already connected (a TCP connection,
         or a stream of the cover mux, ``hosts.cover``); ``peer`` names the other end in errors.
@@ -246,7 +252,7 @@ class Channel:
             ch = cls(sock, hs, peer, _raw(peer_pub).hex())
             ch.bytes_sent += 4 + len(msg1)
             ch.bytes_received += 4 + len(msg2)
-            rec = ch._seal(_padding())  # the confirmation the receiver waits for
+            rec = ch._seal(_padding(confirm_pad))  # the confirmation the receiver waits for
             _send_all(sock, rec, deadline)
             ch.bytes_sent += len(rec)
             sock.settimeout(io_timeout)
@@ -266,6 +272,7 @@ class Channel:
         *,
         seen: set[str] | None = None,
         io_timeout: float | None = None,
+        pad: int | None = None,
         peer: str | None = None,
     ) -> Channel:
         """Finish the handshake on an accepted connection from one of ``allowed`` (hex keys).
@@ -275,7 +282,8 @@ class Channel:
         is live, not a recording. With ``seen``, a sender whose key is already in it is refused,
         else its key is added (under a lock): one connection per peer within a migration.
         ``io_timeout`` then stays on the socket for every later read and write (None: block).
-        ``peer`` names the other end (default: the TCP peer address), e.g. for a cover stream.
+        Message 2 carries ``pad`` bytes of padding (random length if None). ``peer`` names the
+        other end (default: the TCP peer address), e.g. for a cover stream.
         """
         if peer is None:
             try:
@@ -299,7 +307,7 @@ class Channel:
                 raise ChannelError(f"sender key {key[:16]}.. not expected")
             if seen is not None and key in seen:
                 raise ChannelError(f"sender key {key[:16]}.. already connected")
-            msg2 = bytes(hs.write_message(_padding()))
+            msg2 = bytes(hs.write_message(_padding(pad)))
             _send_all(sock, _LEN.pack(len(msg2)) + msg2, deadline)
             ch = cls(sock, hs, peer, key)
             ch.bytes_received += 4 + len(msg1)

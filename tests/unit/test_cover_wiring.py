@@ -147,10 +147,10 @@ def test_each_agent_gets_its_own_seed_and_every_other_agent_as_a_peer() -> None:
         assert (c.host, c.ip) == (h, f"10.0.0.{h[1:]}")
         assert [p.host for p in c.peers] == [x for x in sorted(cfgs) if x != h]
         assert all(p.pubkey == f"{int(p.host[1:]):02x}" * 32 for p in c.peers)
-        assert c.settings.record_min == 2048 and c.settings.rate_bytes_per_s == 2e5
-        assert c.settings.seed == agent_seed(3, h)
+        assert c.settings == s  # the run's settings, the same for every VM
+        assert c.seed == agent_seed(3, h)
         assert CoverConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-    seeds = {c.settings.seed for c in cfgs.values()}
+    seeds = {c.seed for c in cfgs.values()}
     assert len(seeds) == 5 and all(0 <= x < 1 << 62 for x in seeds)
     assert cover_configs(_agents(5), s) == cfgs  # fixed by the run's seed, before anything
     assert agent_seed(4, "h1") != agent_seed(3, "h1")
@@ -188,7 +188,8 @@ def test_cover_start_configures_every_agent_or_none() -> None:
     assert set(starts) == set(agents.names())
     for h, m in starts.items():
         cfg = CoverConfig.from_dict(m["config"])
-        assert cfg.host == h and cfg.settings.seed == agent_seed(9, h) == r["seeds"][h]
+        assert cfg.host == h and cfg.seed == agent_seed(9, h) == r["seeds"][h]
+        assert cfg.settings == CoverSettings(1e5, seed=9)
         assert {p.host for p in cfg.peers} == set(agents.names()) - {h}
     stop = cov.op_stop({})
     assert not cov.active and stop["stopped"] == agents.names()
