@@ -136,8 +136,13 @@ class Source(Role):
             }
         ).encode()
 
-    def _stream(self, sizes: Callable[[], int]) -> Iterator[tuple[bytes, bool]]:
-        """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer."""
+    def _stream(self, sizes: Callable[[], int],
+                drain: Callable[[], None] | None = None) -> Iterator[tuple[bytes, bool]]:
+        """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
+
+        With ``drain``, every pre-copy round ends with the chunks sent so far acknowledged
+        (``drain`` waits for that), so when the VM pauses only its last dirty pages are left to
+        move, not a window of earlier rounds queued ahead of them."""
         pc = self.view.precopy
         buf = bytearray()
         size = sizes()
@@ -154,6 +159,11 @@ class Source(Role):
                 yield bytes(buf[:size]), False
                 del buf[:size]
                 size = sizes()
+            if drain is not None and rec[:1] == b"R" and "paused_at" not in self.precopy:
+                if buf:  # the round's tail, so the drain covers all of it
+                    yield bytes(buf), False
+                    buf.clear()
+                drain()  # the next step may pause the VM: its stop-and-copy then goes alone
         if buf:
             yield bytes(buf), False
         self.log(
@@ -258,7 +268,17 @@ class Source(Role):
         def plaintext_size() -> int:
             return max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
 
-        for pt, last in self._stream(plaintext_size):
+        def drain() -> None:
+            """Wait until every chunk emitted so far is acknowledged (cover transport)."""
+            t0 = time.monotonic()
+            with self.cond:
+                upto = self.stats["chunks"]
+                self._wait_locked(lambda: self.acked >= upto, f"the acks of round {upto}")
+            self.stats["drain_s"] = self.stats.get("drain_s", 0.0) + time.monotonic() - t0
+
+        # over cover the relay's queues are deep (the mux paces): drain them before a pause
+        rounds_drain = drain if self.view.transport == "cover" else None
+        for pt, last in self._stream(plaintext_size, rounds_drain):
             self._emit(sealer, pt, last)
         with self.cond:
             self.total = sealer.next_index

@@ -6,10 +6,12 @@ between the agents' addresses is a cover link (port 8443) or the VM's service (7
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +21,35 @@ from hosts.protocol.cover import COVER_PORT, CoverSettings
 from hosts.protocol.mgmt import MgmtError
 from hosts.vm import ask_service
 
-from .conftest import NET, SOURCE_IP
+from .conftest import HOSTS, NET, SOURCE_IP
 from .test_migration import _assert_migrated
 
 DEST = "h6"
 RATE = 1.5e6  # cover bytes/s per VM, summed over its 6 peers
 COVER = {"kind": "cover"}
 ALLOWED_PORTS = {COVER_PORT, 7000}  # the cover links, the VM's service
+
+
+@pytest.fixture()
+def bed(tmp_path) -> Iterator[LoopbackBed]:
+    """As the loopback ``bed``, but h1's VM dirties 25 pages/s (100 kB/s), less than the cover
+    gives the migration, so pre-copy converges as it would on a VM sized for the cover rate."""
+    b = LoopbackBed(str(tmp_path / "bed"), test_faults=True)
+    try:
+        b.add_agent("h1", SOURCE_IP, vm="vm1", vm_mib=4, dirty_pages_per_s=25, seed=5, wait=False)
+        for h, ip in HOSTS.items():
+            if h != "h1":
+                b.add_agent(h, ip, wait=False)
+        b.wait_registered(list(HOSTS))
+        yield b
+    finally:
+        b.close()
+        for h in HOSTS:
+            log = os.path.join(b.root, f"{h}.log")
+            if os.path.exists(log):
+                with open(log) as f:
+                    text = f.read()
+                assert "Traceback" not in text, f"{h} logged a traceback:\n{text[-3000:]}"
 
 
 def _settings(seed: int) -> CoverSettings:
@@ -83,9 +107,11 @@ class WireWatch:
 
 
 def _report(what: str, res: Any) -> None:
-    goodput = res.vm_bytes / res.migration_time_s
     src = res.role_stats["source:h1"]
-    print(f"\n{what}: {res.vm_bytes >> 20} MiB in {res.migration_time_s:.2f} s, goodput "
+    moved = 4096 * sum(src.get("pages_per_round") or [0])  # every pre-copy round's pages
+    goodput = moved / res.migration_time_s
+    print(f"\n{what}: {res.vm_bytes >> 20} MiB VM, {moved / 1e6:.1f} MB of pages in "
+          f"{res.migration_time_s:.2f} s ({src.get('rounds')} rounds), goodput "
           f"{goodput / 1e6:.2f} MB/s = {goodput / RATE:.2f} x the cover rate {RATE / 1e6:.2f} "
           f"MB/s per VM; decision->first byte {src.get('decision_to_first_byte_s', -1):.3f} s; "
           f"downtime {res.downtime_s:.2f} s")
