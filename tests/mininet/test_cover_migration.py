@@ -23,11 +23,20 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
 RATE = 400_000.0  # cover bytes/s per VM (16 VMs: 6.4 MB/s of cover on the fabric)
 TENANT_PORTS = {8080, 8443}
 VM_MIB = 4
+DIRTY = 10  # pages/s: 40 kB/s, well under what the cover gives the migration (pre-copy converges)
 
 
 def _cookies(tb) -> dict[str, set[str]]:
     return {sw: {re.search(r"cookie=(0x[0-9a-f]+)", line).group(1) for line in tb.dump_flows(sw)}
             for sw in tb.description["switches"]}
+
+
+def _role_log(tb, mid: str) -> str:
+    """The roles' log lines of migration ``mid`` from every agent log, in time order."""
+    lines = [line for f in sorted(tb.run_dir.glob("agent-*.log"))
+             for line in f.read_text(errors="replace").splitlines()
+             if f"migration={mid} " in line or "WARNING" in line]
+    return "\n".join(sorted(lines)[-60:])
 
 
 def _vm_service(tb, client: str, ip: str) -> dict:
@@ -48,7 +57,7 @@ def test_a_cover_migration_on_the_testbed(tmp_path) -> None:
     from topologies.leafspine import LeafSpineTopo
 
     with Testbed(LeafSpineTopo(4, 2, 4, attackers=["l1"]), seed=11) as tb:
-        start_agents(tb, VMSpec("h1", mib=VM_MIB, dirty_pages_per_s=50))
+        start_agents(tb, VMSpec("h1", mib=VM_MIB, dirty_pages_per_s=DIRTY))
         start_workload(tb, seed=11, flows_per_s=0.5, cap_bytes=200_000, bulk_per_min=0)
         before_vm = _vm_service(tb, "h2", tb.ip("h1"))
         rules_before = _cookies(tb)
@@ -58,6 +67,7 @@ def test_a_cover_migration_on_the_testbed(tmp_path) -> None:
         edge = vantage.start(tb, "switch:l1", tmp_path)
         try:
             time.sleep(3)  # cover links up, some tenant flows
+            t0, h1_before = time.monotonic(), tb.cover_stats()["h1"]["total"]
             r = tb.mgmt({"op": "migrate", "source": "h1", "mode": "stealth", "n": 3, "k": 2,
                          "seed": 21, "chunk_policy": {"kind": "cover"}})
             assert r["transport"] == "cover" and r["cookie"] is None and r["virtual_ip"] is None
@@ -68,12 +78,12 @@ def test_a_cover_migration_on_the_testbed(tmp_path) -> None:
                     rules_during.append(_cookies(tb))
 
             rec = wait_migration(tb, r["migration"], timeout=900, on_tick=tick)
+            elapsed, h1_after = time.monotonic() - t0, tb.cover_stats()["h1"]["total"]
             time.sleep(1)
         finally:
             cap_stats = vantage.stop(edge)
-        cover_after = tb.cover_stats()
         res = rec["result"]
-        assert rec["state"] == "done", res["reason"]
+        assert rec["state"] == "done", f"{res['reason']}\n{_role_log(tb, r['migration'])}"
         assert res["sha256"] == res["role_stats"]["source:h1"]["sha256"]
         assert rec["relay_removed"] == {"migration": r["migration"], "removed": True,
                                         "installed": False}
@@ -102,11 +112,17 @@ def test_a_cover_migration_on_the_testbed(tmp_path) -> None:
         assert set(syn["dport"].tolist()) <= TENANT_PORTS
 
         src = res["role_stats"]["source:h1"]
-        goodput = res["vm_bytes"] / res["migration_time_s"]
-        sent = sum(s.get("bytes_sent", 0) if isinstance(s.get("bytes_sent"), int) else 0
-                   for s in cover_after.get("h1", {}).values() if isinstance(s, dict))
-        print(f"cover migration: {res['vm_bytes'] >> 20} MiB in {res['migration_time_s']:.1f} s "
-              f"(downtime {res['downtime_s']:.2f} s), goodput {goodput / 1e3:.0f} kB/s = "
-              f"{goodput / RATE:.2f} x the cover rate {RATE / 1e3:.0f} kB/s per VM; "
-              f"decision->first byte {src.get('decision_to_first_byte_s', -1):.3f} s; "
-              f"h1 cover stats keys {sorted(cover_after.get('h1', {}))[:8]} {sent}")
+        moved = 4096 * sum(src.get("pages_per_round") or [0])
+        goodput = moved / res["migration_time_s"]
+        sent = {k: h1_after[k] - h1_before[k] for k in ("bytes_sent", "data_bytes", "skipped")}
+        print(f"cover migration: {VM_MIB} MiB VM, {moved / 1e6:.1f} MB of pages in "
+              f"{res['migration_time_s']:.1f} s ({src.get('rounds')} rounds, downtime "
+              f"{res['downtime_s']:.2f} s, drain {src.get('drain_s', 0):.2f} s), goodput "
+              f"{goodput / 1e3:.0f} kB/s = {goodput / RATE:.2f} x the cover rate "
+              f"{RATE / 1e3:.0f} kB/s per VM; decision->first byte "
+              f"{src.get('decision_to_first_byte_s', -1):.3f} s; h1's mux meanwhile sent "
+              f"{sent['bytes_sent'] / elapsed / 1e3:.0f} kB/s on the wire, "
+              f"{sent['data_bytes'] / elapsed / 1e3:.0f} kB/s of it stream data, "
+              f"{sent['skipped']} slots skipped")
+        # item 5's target is 0.5 s (printed above); asserted loosely, 2 cores are shared
+        assert 0 < src["decision_to_first_byte_s"] < 3.0
