@@ -8,7 +8,8 @@
 ``base`` holds what they share (``Role``, ``AgentContext``, ``RoleError``, the accept loop),
 ``faults`` the test-only fault injection. Every hop is a ``hosts.channel.Channel``: one TCP
 connection bound to the sender's IP, or, when the view's ``transport`` is ``cover``, one stream of
-the agent's cover mux (``hosts.cover``). ``ROLES`` maps a view's ``role`` to the class that plays it.
+the agent's cover mux (``hosts.cover``). ``ROLES`` maps a view's ``role`` to the class that
+plays it.
 """
 
 from __future__ import annotations

@@ -246,8 +246,11 @@ class Source(Role):
         for i, ep in enumerate(inters):
             try:
                 ch = self._connect(ep.ip, ep.port, ep.pubkey)
-                # a share travels in a record of a size drawn like any chunk's
-                pad = max(sizes.next_size() - TAG, len(shares[i]) + HEADER.size)
+                # a share travels in a record of a size drawn like any chunk's; over cover the
+                # mux's records hide every size, so it goes unpadded (sooner at the leader)
+                pad = len(shares[i]) + HEADER.size
+                if self.view.transport != "cover":
+                    pad = max(sizes.next_size() - TAG, pad)
                 n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
                 self._first_byte()
                 self._count_sent(ep.host, n_sent)
