@@ -243,22 +243,29 @@ class Source(Role):
         sealer = ChunkSealer(key, self.mig)
         del key
         self._started()  # set-up (e.g. a sniff) is over
-        for i, ep in enumerate(inters):
-            try:
-                ch = self._connect(ep.ip, ep.port, ep.pubkey)
-                # a share travels in a record of a size drawn like any chunk's; over cover the
-                # mux's records hide every size, so it goes unpadded (sooner at the leader)
-                pad = len(shares[i]) + HEADER.size
-                if self.view.transport != "cover":
-                    pad = max(sizes.next_size() - TAG, pad)
-                n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
-                self._first_byte()
-                self._count_sent(ep.host, n_sent)
-                self.hops.append(_Hop(ep.host, ch))
-            except (OSError, ChannelError) as exc:
-                self.log("intermediate_unreachable", peer=ep.host, why=json.dumps(str(exc)))
-                self.stats["failed_intermediates"].append(ep.host)
-        del shares
+        def share_hop(i: int, ep: Any) -> _Hop:
+            """Open the hop to intermediate ``i`` and send it its share."""
+            ch = self._connect(ep.ip, ep.port, ep.pubkey)
+            # a share travels in a record of a size drawn like any chunk's; over cover the mux's
+            # records hide every size, so it goes unpadded (sooner at the leader)
+            pad = len(shares[i]) + HEADER.size
+            if self.view.transport != "cover":
+                pad = max(sizes.next_size() - TAG, pad)
+            n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
+            self._first_byte()
+            self._count_sent(ep.host, n_sent)
+            return _Hop(ep.host, ch)
+
+        # over cover a handshake takes a few cover slots: all of them at once, each share as
+        # soon as its hop is up; over TCP one after the other, as always
+        for i, got in enumerate(self._each_hop(inters, share_hop)):
+            if isinstance(got, _Hop):
+                self.hops.append(got)
+            else:
+                self.log("intermediate_unreachable", peer=inters[i].host,
+                         why=json.dumps(str(got)))
+                self.stats["failed_intermediates"].append(inters[i].host)
+        shares.clear()  # the source keeps no share
         if len(self.hops) < k:
             raise RoleError(f"only {len(self.hops)} of {n} intermediates reachable, need k={k}")
         for i, hop in enumerate(self.hops):
@@ -289,6 +296,30 @@ class Source(Role):
         self._sent()  # before closing: our ack readers then take the EOF as the end
         for hop in self.hops:
             hop.ch.close()
+
+    def _each_hop(self, inters: list[Any], fn: Callable[[int, Any], _Hop]
+                  ) -> list[_Hop | Exception]:
+        """``fn(i, ep)`` for every intermediate, in order: concurrently over cover, one by one
+        over TCP; each result the hop or why not."""
+        out: list[_Hop | Exception] = [ChannelError("not tried")] * len(inters)
+
+        def one(i: int, ep: Any) -> None:
+            try:
+                out[i] = fn(i, ep)
+            except (OSError, ChannelError) as exc:
+                out[i] = exc
+
+        if self.view.transport != "cover":
+            for i, ep in enumerate(inters):
+                one(i, ep)
+            return out
+        threads = [threading.Thread(target=one, args=(i, ep), daemon=True)
+                   for i, ep in enumerate(inters)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
 
     def _wait_locked(self, ready: Callable[[], bool], what: str) -> None:
         while not ready():
