@@ -162,8 +162,7 @@ def _read_message(sock: socket.socket, lo: int, hi: int, deadline: float | None)
 
 
 def _nodelay(sock: socket.socket) -> None:
-    """TCP_NODELAY on a TCP socket (a cover stream's socketpair has no such option)."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -215,12 +214,11 @@ class Channel:
         sock = socket.create_connection(
             (dst_ip, dst_port), timeout=timeout, source_address=(src_ip, 0)
         )
-        return cls.connect_over(sock, peer_pub, static, migration, deadline - time.monotonic(),
-                                pad, peer=f"{dst_ip}:{dst_port}", io_timeout=io_timeout,
-                                confirm_pad=confirm_pad)
+        return cls._initiate(sock, f"{dst_ip}:{dst_port}", deadline, peer_pub, static, migration,
+                             pad, io_timeout, confirm_pad)
 
     @classmethod
-    def connect_over(
+    def initiate(
         cls,
         sock: socket.socket,
         peer_pub: X25519PublicKey,
@@ -229,15 +227,29 @@ class Channel:
         timeout: float = 10.0,
         pad: int | None = None,
         *,
-        peer: str = "",
         io_timeout: float | None = None,
         confirm_pad: int | None = None,
+        peer: str = "stream",
     ) -> Channel:
-        """``connect``'s handshake over a socket that is already connected (a TCP connection,
-        or a stream of the cover mux, ``hosts.cover``); ``peer`` names the other end in errors.
-        The socket is closed if the handshake fails."""
-        deadline = time.monotonic() + timeout
-        peer = peer or "peer"
+        """The initiator's handshake of ``connect`` on a socket that is already connected (a
+        cover mux stream's socketpair end, say); ``peer`` names the other end in errors. The
+        socket is closed if the handshake fails."""
+        return cls._initiate(sock, peer, time.monotonic() + timeout, peer_pub, static,
+                             migration, pad, io_timeout, confirm_pad)
+
+    @classmethod
+    def _initiate(
+        cls,
+        sock: socket.socket,
+        peer: str,
+        deadline: float,
+        peer_pub: X25519PublicKey,
+        static: X25519PrivateKey,
+        migration: str,
+        pad: int | None,
+        io_timeout: float | None,
+        confirm_pad: int | None,
+    ) -> Channel:
         try:
             _nodelay(sock)
             hs = noise_state(static, True, migration, remote=_raw(peer_pub))
@@ -283,8 +295,10 @@ class Channel:
         else its key is added (under a lock): one connection per peer within a migration.
         ``io_timeout`` then stays on the socket for every later read and write (None: block).
         Message 2 carries ``pad`` bytes of padding (random length if None). ``peer`` names the
-        other end (default: the TCP peer address), e.g. for a cover stream.
+        other end in errors (default: the TCP peer address; give it for a non-TCP socket).
         """
+        if peer is None and sock.family not in (socket.AF_INET, socket.AF_INET6):
+            peer = "stream"
         if peer is None:
             try:
                 host, port = sock.getpeername()[:2]

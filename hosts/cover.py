@@ -20,8 +20,10 @@ the slot, whatever it would have carried.
 
 Each stream direction is reliable end to end: the receiver reassembles by offset and returns
 cumulative ACKs; the sender keeps unacknowledged bytes (bounded: it stops reading its socketpair
-when full) and retransmits after an adaptive RTO, direct first. A stream that gets no
-acknowledgement for ``stream_timeout_s`` is closed (the role sees EOF; ``why_closed`` says why).
+when full) and retransmits after an adaptive RTO, direct first; a forwarder that dies costs
+retransmissions only. A stream whose peer acknowledges nothing, or sends no cover record at all,
+for ``stream_timeout_s`` is closed (the role sees EOF; ``why_closed`` says why; the peer gets an
+``RST``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import Channel, ChannelError, frame_size, listen, load_public, public_hex
-from hosts.protocol.cover import CoverConfig, CoverError, CoverSettings
+from hosts.protocol.cover import CoverConfig, CoverError, CoverPeer, CoverSettings
 from hosts.workload import flow_sizes
 
 MIGRATION = "cover"  # the Noise prologue's id of every cover link
@@ -61,6 +63,7 @@ FORWARD_CAP = 512 << 10  # bytes of fragments queued at a forwarder per next hop
 QUEUE_MAX = 8  # records queued on a link before its slots are skipped
 LATE_S = 0.005  # a slot fired this much after its deadline counts as late
 TOMBSTONE_S = 30.0  # how long a finished stream still answers retransmissions
+MAX_STREAMS = 256  # live streams a peer may open to us
 
 
 def _sub_seed(*parts: object) -> int:
@@ -153,6 +156,7 @@ class _Interval:
     stop: int  # FIN is the unit [end, end + 1)
     t: float
     retx: int = 0
+    via: str | None = None  # the forwarder it went by (None: direct, or retransmitted)
 
 
 @dataclass
@@ -185,6 +189,10 @@ class _Stream:
     delivered_eof: bool = False
     eof_queued: bool = False
     ack_due: bool = False
+    # the opener announces the stream (an empty DATA) until the peer answers anything
+    synced: bool = False
+    syn_t: float = float("-inf")
+    born: float = 0.0
     # life
     dead: str | None = None
     retransmits: int = 0
@@ -192,7 +200,8 @@ class _Stream:
 
     @property
     def outstanding(self) -> bool:
-        return self.nxt > self.una or (self.eof and not self.fin_acked and self.nxt > self.end)
+        return (not self.synced or self.nxt > self.una
+                or (self.eof and not self.fin_acked and self.nxt > self.end))
 
 
 def _new_peer_stats() -> dict[str, int]:
@@ -206,8 +215,9 @@ class CoverMux:
     """One agent's cover traffic and the streams inside it (see the module docstring).
 
     ``listen_addr`` overrides where this mux listens (default ``(cfg.ip, settings.port)``), so a
-    test can put a recording relay at the address its peers dial; ``trace`` keeps every fired slot
-    as ``(t_fired, peer, record_bytes_on_wire, data_bytes)``.
+    test can put a recording relay at the address its peers dial; ``trace`` keeps every record
+    actually sent as ``(t_slot, t_sent, peer, record_bytes_on_wire, stream_data_bytes)`` (times
+    from ``start()``, ``t_slot`` the schedule's).
     """
 
     def __init__(
@@ -233,8 +243,13 @@ class CoverMux:
         self._keys = {}
         for p in cfg.peers:
             _ip4(p.ip)
-            load_public(p.pubkey)
+            try:
+                load_public(p.pubkey)
+            except ValueError as exc:
+                raise CoverError(f"cover peer {p.host} ({p.ip}): {exc}") from None
             self._keys[p.pubkey] = p.ip
+        if len(self._keys) != len(cfg.peers) or len(self.peers) != len(cfg.peers):
+            raise CoverError(f"cover peers of {cfg.host!r} repeat an address or a key")
         self.schedule = CoverSchedule(self.settings, cfg.host, list(self.peers), cfg.seed)
         self.listen_addr = listen_addr or (cfg.ip, self.settings.port)
         n = max(1, len(self.peers))
@@ -244,18 +259,26 @@ class CoverMux:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._queues: dict[str, queue.Queue[bytes | None]] = {
+        self._queues: dict[str, queue.Queue[tuple[float, bytes, int] | None]] = {
             ip: queue.Queue() for ip in self.peers}
         self._fwd: dict[str, deque[bytes]] = {ip: deque() for ip in self.peers}
         self._fwd_bytes: dict[str, int] = dict.fromkeys(self.peers, 0)
         self._ctrl: list[tuple[str, bytes]] = []  # (final destination, fragment): RSTs, late ACKs
         self._streams: dict[tuple[str, int], _Stream] = {}
-        self._tombs: dict[tuple[str, int], tuple[int, float]] = {}  # key -> (final ack, expiry)
+        # streams gone: key -> (final ACK, or -1 if reset; expiry): late fragments get answers
+        self._tombs: dict[tuple[str, int], tuple[int, float]] = {}
         self._binds: dict[int, Callable[[socket.socket, tuple[str, int]], None]] = {}
         # a role end -> why the mux closed its stream
         self._closed_why: weakref.WeakKeyDictionary[socket.socket, str] = (
             weakref.WeakKeyDictionary())
         self._stats = {ip: _new_peer_stats() for ip in self.peers}
+        self._last_rx: dict[str, float] = dict.fromkeys(self.peers, 0.0)  # last record, monotonic
+        self._link_up: dict[str, bool] = dict.fromkeys(self.peers, True)  # last send worked
+        # stream bytes sent via each forwarder and not yet acknowledged: capped, so no
+        # forwarder's queue to the destination grows without bound (its slots there are few)
+        self._via_bytes: dict[str, int] = dict.fromkeys(self.peers, 0)
+        pair_rate = self.settings.rate_bytes_per_s / n
+        self.via_window = int(max(64 << 10, 0.3 * pair_rate))
         self._late = 0
         self._late_max = 0.0
         self._slots = 0
@@ -265,14 +288,18 @@ class CoverMux:
         self._sys = random.SystemRandom()
         self._incoming: set[socket.socket] = set()
         self._listener: socket.socket | None = None
-        self.trace: list[tuple[float, str, int, int]] | None = [] if trace else None
+        self.trace: list[tuple[float, float, str, int, int]] | None = [] if trace else None
         self.started_at: float | None = None
 
     # --- life -----------------------------------------------------------------------------
     def start(self) -> None:
         if self._listener is not None:
             raise CoverError("cover mux already started")
-        self._listener = listen(*self.listen_addr, backlog=64)
+        try:
+            self._listener = listen(*self.listen_addr, backlog=64)
+        except OSError as exc:
+            raise CoverError(f"cover mux {self.cfg.host} cannot listen on "
+                             f"{self.listen_addr[0]}:{self.listen_addr[1]}: {exc}") from None
         self._listener.settimeout(0.2)
         self.started_at = time.monotonic()
         self._spawn(self._accept_loop, "cover-accept")
@@ -311,6 +338,8 @@ class CoverMux:
         self.stop()
 
     def _spawn(self, fn: Callable[..., None], name: str, *args: Any) -> threading.Thread:
+        if len(self._threads) > 64:  # receivers come and go with cover connections
+            self._threads = [t for t in self._threads if t.is_alive()]
         t = threading.Thread(target=fn, args=args, name=name, daemon=True)
         t.start()
         self._threads.append(t)
@@ -318,8 +347,8 @@ class CoverMux:
 
     # --- stream API -----------------------------------------------------------------------
     def open(self, peer_ip: str, vport: int) -> socket.socket:
-        """A stream to ``peer_ip``'s ``vport``: the role's end of a socketpair. The peer learns
-        of the stream when its first byte arrives (the opener speaks first)."""
+        """A stream to ``peer_ip``'s ``vport``: the role's end of a socketpair. The peer's
+        ``on_stream`` runs as soon as the stream's announcement (or first byte) arrives."""
         if peer_ip not in self.peers:
             raise CoverError(f"{peer_ip!r} is not a cover peer of {self.cfg.host!r}")
         if not 0 <= vport <= 65535:
@@ -337,6 +366,8 @@ class CoverMux:
     def bind(self, vport: int, on_stream: Callable[[socket.socket, tuple[str, int]], None]) -> None:
         """Streams peers open to ``vport`` are handed to ``on_stream(sock, (peer_ip, stream_id))``
         in a thread of their own."""
+        if not 0 <= vport <= 65535:
+            raise CoverError(f"vport must be 0..65535, got {vport!r}")
         with self._lock:
             if vport in self._binds:
                 raise CoverError(f"vport {vport} already bound")
@@ -354,7 +385,7 @@ class CoverMux:
     def _new_stream(self, key: tuple[str, int], peer: str, vport: int, opener: bool) -> _Stream:
         mine, role = socket.socketpair()
         s = _Stream(key, peer, vport, opener, mine, role, threading.Condition(self._lock),
-                    self._rto_init, last_progress=time.monotonic())
+                    self._rto_init, last_progress=time.monotonic(), born=time.monotonic())
         self._streams[key] = s
         for fn, name in ((self._stream_reader, "rd"), (self._stream_writer, "wr")):
             t = threading.Thread(target=fn, args=(s,), name=f"cover-{name}-{key[1]}", daemon=True)
@@ -432,8 +463,11 @@ class CoverMux:
             if s.dead is not None:
                 return
             s.dead = why
+            for iv in s.flight:
+                self._unvia(iv, iv.stop - iv.start)
+            s.flight.clear()
             self._streams.pop(s.key, None)
-            self._tombs.pop(s.key, None)
+            self._tombs[s.key] = (-1, time.monotonic() + TOMBSTONE_S)
             if s.role is not None:
                 self._closed_why[s.role] = why
             if notify:
@@ -451,12 +485,19 @@ class CoverMux:
         return _FRAG.pack(kind, OPENER if s.opener else 0, self._me, _ip4(s.peer), s.key[1],
                           s.vport, off, len(data)) + bytes(data)
 
-    def _take(self, s: _Stream, room: int, now: float, direct: bool) -> bytes | None:
+    def _unvia(self, iv: _Interval, n: int) -> None:
+        if iv.via is not None:
+            self._via_bytes[iv.via] -= n
+
+    def _take(self, s: _Stream, room: int, now: float, peer: str, direct: bool) -> bytes | None:
         """One fragment of ``s``'s send half fitting in ``room`` bytes (header included): a due
         retransmission first (via another peer only once it is overdue by an RTO), else new data
         within the window, else the FIN."""
         if room <= HDR:
             return None
+        if not s.synced and s.end == 0 and now - s.syn_t >= s.rto and (direct or s.syn_t < 0):
+            s.syn_t = now
+            return self._frag(DATA, s, 0, b"")
         for iv in s.flight:
             overdue = now - iv.t - s.rto
             if overdue < 0 or (not direct and overdue < s.rto):
@@ -467,10 +508,17 @@ class CoverMux:
                 self._retransmits += 1
                 return self._frag(FIN, s, s.end, b"")
             k = min(room - HDR, iv.stop - iv.start)
+            if not direct:
+                k = min(k, self.via_window - self._via_bytes[peer])
+                if k <= 0:
+                    continue
             if k < iv.stop - iv.start:
                 s.flight.insert(s.flight.index(iv) + 1, _Interval(iv.start + k, iv.stop, iv.t,
-                                                                  iv.retx))
+                                                                  iv.retx, iv.via))
                 iv.stop = iv.start + k
+            self._unvia(iv, k)
+            iv.via = None if direct else peer
+            self._unvia(iv, -k)
             iv.t, iv.retx = now, iv.retx + 1
             s.retransmits += 1
             self._retransmits += 1
@@ -481,9 +529,14 @@ class CoverMux:
             if s.nxt == s.una:
                 s.last_progress = now
             k = min(room - HDR, limit - s.nxt)
+            if not direct:
+                k = min(k, self.via_window - self._via_bytes[peer])
+                if k <= 0:
+                    return None
+                self._via_bytes[peer] += k
             lo = s.nxt - s.una
             frag = self._frag(DATA, s, s.nxt, memoryview(s.buf)[lo : lo + k])
-            s.flight.append(_Interval(s.nxt, s.nxt + k, now))
+            s.flight.append(_Interval(s.nxt, s.nxt + k, now, 0, None if direct else peer))
             s.nxt += k
             return frag
         if s.eof and s.nxt == s.end:
@@ -503,6 +556,8 @@ class CoverMux:
         data = fwd = 0
         spray = self.settings.spray
         with self._lock:
+            if not self._link_up[peer]:  # the record will likely be lost: put nothing in it
+                return bytes(frame_len), 0, 0, frame_len
             q = self._fwd[peer]
             while q and room > HDR:
                 f = q[0]
@@ -540,7 +595,7 @@ class CoverMux:
                     if (s.peer == peer) != direct:
                         continue
                     while room > HDR:
-                        f = self._take(s, room, now, direct)
+                        f = self._take(s, room, now, peer, direct)
                         if f is None:
                             break
                         parts.append(f)
@@ -604,18 +659,21 @@ class CoverMux:
             if s is None:
                 tomb = self._tombs.get(key)
                 if tomb is not None and kind in (DATA, FIN):
-                    self._ctrl.append((src, _FRAG.pack(ACK, 0 if flags & OPENER else OPENER,
-                                                       self._me, _ip4(src), sid, vport,
-                                                       tomb[0], 0)))
+                    mine = 0 if flags & OPENER else OPENER
+                    answer = ACK if tomb[0] >= 0 else RST
+                    self._ctrl.append((src, _FRAG.pack(answer, mine, self._me, _ip4(src), sid,
+                                                       vport, max(0, tomb[0]), 0)))
                     return None
-                if kind in (ACK, RST) or not flags & OPENER or tomb is not None:
-                    return None  # a stream we no longer have
+                if kind != DATA or pos != 0 or not flags & OPENER or tomb is not None:
+                    return None  # a stream we no longer have, or a fragment ahead of its start
                 on_stream = self._binds.get(vport)
-                if on_stream is None:
+                crowded = sum(1 for x in self._streams.values() if x.peer == src) >= MAX_STREAMS
+                if on_stream is None or crowded:
                     self._ctrl.append((src, _FRAG.pack(RST, 0, self._me, _ip4(src), sid, vport,
                                                        0, 0)))
                     return None
                 s = self._new_stream(key, src, vport, opener=False)
+                s.synced = True
                 hand = s
             if kind == RST:
                 pass
@@ -646,26 +704,31 @@ class CoverMux:
         intervals (our receiver keeps what it stored), sample the RTT from first sends."""
         if a < s.una or a > s.nxt:
             return
+        s.synced = True
+        s.last_progress = now  # the peer is there (a slow role may keep its window shut)
         sacks = [(max(lo, a), min(hi, s.nxt)) for lo, hi in sacks if hi > a and lo < s.nxt]
-        sample = None
+        samples = []
         keep = []
         for iv in s.flight:
             if iv.stop <= a or any(lo <= iv.start and iv.stop <= hi for lo, hi in sacks):
                 if iv.retx == 0:
-                    sample = now - iv.t if sample is None else min(sample, now - iv.t)
+                    samples.append(now - iv.t)
+                self._unvia(iv, iv.stop - iv.start)
                 continue
             if iv.start < a:
+                self._unvia(iv, a - iv.start)
                 iv.start = a
             keep.append(iv)
         s.flight = keep
-        if sample is not None:
+        for sample in samples:  # every path's delay: the spread between paths goes in rttvar
             if s.srtt is None:
                 s.srtt, s.rttvar = sample, sample / 2
             else:
                 s.rttvar = 0.75 * s.rttvar + 0.25 * abs(s.srtt - sample)
                 s.srtt = 0.875 * s.srtt + 0.125 * sample
+        if samples:
             s.rto = min(5.0, max(self._rto_min, s.srtt + 4 * s.rttvar))
-        if a == s.una and sample is None:
+        if a == s.una and not samples:
             return
         data_acked = min(a, s.end) - s.una
         del s.buf[:data_acked]
@@ -678,6 +741,7 @@ class CoverMux:
 
     def _on_data(self, s: _Stream, kind: int, pos: int, data: bytes) -> None:
         s.ack_due = True
+        s.synced = True
         if kind == FIN:
             if s.rfin is None and pos >= s.rcv_nxt:
                 s.rfin = pos
@@ -689,7 +753,11 @@ class CoverMux:
                 data, pos = data[s.rcv_nxt - pos :], s.rcv_nxt
             if len(s.ooo.get(pos, b"")) < len(data):
                 s.ooo[pos] = data
-        progressed = True
+        while s.rcv_nxt in s.ooo:  # the usual case: the next fragment, exactly
+            chunk = s.ooo.pop(s.rcv_nxt)
+            s.outq.append(chunk)
+            s.rcv_nxt += len(chunk)
+        progressed = bool(s.ooo)
         while progressed:
             progressed = False
             for start in list(s.ooo):
@@ -726,7 +794,10 @@ class CoverMux:
                     self._late_max = max(self._late_max, late)
                     self._stats[peer]["late"] += 1
             if now >= next_house:
-                self._housekeeping(now)
+                try:
+                    self._housekeeping(now)
+                except Exception as exc:  # never let a bug stop the schedule
+                    self.log(f"cover housekeeping: {type(exc).__name__}: {exc}")
                 next_house = now + 0.1
             st = self._stats[peer]
             if self._queues[peer].qsize() >= QUEUE_MAX:  # backpressure: cover and data alike
@@ -734,14 +805,16 @@ class CoverMux:
                     st["skipped"] += 1
                 continue
             flen = frame_size(size - 4)
-            frame, data, fwd, pad = self._build(peer, flen)
+            try:
+                frame, data, fwd, pad = self._build(peer, flen)
+            except Exception as exc:  # a bug costs this record's contents, never the slot
+                self.log(f"cover record to {peer}: {type(exc).__name__}: {exc}")
+                frame, data, fwd, pad = bytes(flen), 0, 0, flen
             with self._lock:
                 st["data_bytes"] += data
                 st["forwarded_bytes"] += fwd
                 st["padding_bytes"] += pad
-            if self.trace is not None:
-                self.trace.append((now - t0, peer, size, data))
-            self._queues[peer].put(frame)
+            self._queues[peer].put((t, frame, data))
 
     def _housekeeping(self, now: float) -> None:
         timeout = self.settings.stream_timeout_s
@@ -749,11 +822,15 @@ class CoverMux:
         with self._lock:
             for s in self._streams.values():
                 if s.outstanding and now - s.last_progress > timeout:
-                    dead.append(s)
+                    dead.append((s, f"peer {s.peer} acknowledged nothing for {timeout:g} s: "
+                                    "unreachable"))
+                elif now - max(self._last_rx[s.peer], s.born) > timeout:
+                    dead.append((s, f"no cover record from peer {s.peer} for {timeout:g} s: "
+                                    "unreachable"))
             for key in [k for k, (_, exp) in self._tombs.items() if exp < now]:
                 del self._tombs[key]
-        for s in dead:
-            self._abort(s, f"peer {s.peer} acknowledged nothing for {timeout:g} s: unreachable")
+        for s, why in dead:
+            self._abort(s, why)
 
     def _sender(self, peer: str) -> None:
         """The link to ``peer``: (re)connects with a drawn budget, sends queued records."""
@@ -763,10 +840,12 @@ class CoverMux:
         ch: Channel | None = None
         used = budget = 0
         pub = load_public(self.peers[peer].pubkey)
+        t0 = self.started_at or 0.0
         while True:
-            frame = q.get()
-            if frame is None:
+            item = q.get()
+            if item is None:
                 break
+            t_slot, frame, data = item
             if ch is None:
                 budget, m1, conf, _m2 = next(conns)
                 try:
@@ -776,6 +855,7 @@ class CoverMux:
                 except (ChannelError, OSError) as exc:
                     with self._lock:
                         st["connect_failures"] += 1
+                        self._link_up[peer] = False
                     if st["connect_failures"] in (1, 10, 100) or st["connect_failures"] % 1000 == 0:
                         self.log(f"cover link to {peer}: {exc}")
                     continue  # the record is lost; its stream bytes are retransmitted
@@ -787,13 +867,17 @@ class CoverMux:
             except ChannelError:
                 with self._lock:
                     st["send_failures"] += 1
+                    self._link_up[peer] = False
                 ch.close()
                 ch = None
                 continue
             used += n
             with self._lock:
+                self._link_up[peer] = True
                 st["records_sent"] += 1
                 st["bytes_sent"] += n
+                if self.trace is not None:
+                    self.trace.append((t_slot, time.monotonic() - t0, peer, n, data))
             if used >= budget:
                 ch.close()
                 ch = None
@@ -829,6 +913,7 @@ class CoverMux:
                 before = ch.bytes_received
                 frame = ch.recv()
                 with self._lock:
+                    self._last_rx[frm] = time.monotonic()
                     st["records_received"] += 1
                     st["bytes_received"] += ch.bytes_received - before
                 try:
@@ -860,3 +945,78 @@ class CoverMux:
                          live_streams=len(self._streams))
             return {"host": self.cfg.host, "ip": self.ip, "peers": peers, "total": total,
                     "public": public_hex(self.static)}
+
+
+# --- benchmark ---------------------------------------------------------------------------------
+def free_port(ips: Sequence[str], tries: int = 50) -> int:
+    """A TCP port free on every one of ``ips`` right now (for loopback meshes)."""
+    for _ in range(tries):
+        with socket.socket() as probe:
+            probe.bind((ips[0], 0))
+            port = probe.getsockname()[1]
+        socks = []
+        try:
+            for ip in ips:
+                t = socket.socket()
+                socks.append(t)
+                t.bind((ip, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise CoverError(f"no TCP port free on all of {list(ips)}")
+
+
+def bench(peers: int = 4, rate: float = 2e6, mib: float = 4.0, spray: bool = True,
+          net: str = "127.0.77") -> dict[str, float]:
+    """Goodput of one stream between two of ``peers`` loopback muxes (``net``.1..n) against the
+    cover rate: ``python -m hosts.cover --peers 4 --rate 2e6 --mib 4``. Not a test."""
+    keys = [X25519PrivateKey.generate() for _ in range(peers)]
+    ips = [f"{net}.{i + 1}" for i in range(peers)]
+    port = free_port(ips)
+    st = CoverSettings(rate_bytes_per_s=rate, port=port, spray=spray)
+    muxes = [CoverMux(CoverConfig(st, f"h{i}", ips[i], tuple(
+        CoverPeer(f"h{j}", ips[j], public_hex(keys[j])) for j in range(peers) if j != i),
+        seed=i), keys[i]) for i in range(peers)]
+    size = int(mib * (1 << 20))
+    done = threading.Event()
+    got = [0]
+
+    def sink(sock: socket.socket, _who: tuple[str, int]) -> None:
+        while d := sock.recv(1 << 16):
+            got[0] += len(d)
+        done.set()
+
+    for m in muxes:
+        m.start()
+    try:
+        time.sleep(0.5)
+        muxes[1].bind(1, sink)
+        t0 = time.monotonic()
+        s = muxes[0].open(ips[1], 1)
+        s.sendall(bytes(size))
+        s.close()
+        done.wait(max(60.0, 20 * size / rate))
+        dt = time.monotonic() - t0
+        tot = muxes[0].stats()["total"]
+    finally:
+        for m in muxes:
+            m.stop()
+    return {"peers": peers, "rate_bytes_per_s": rate, "bytes": got[0], "seconds": dt,
+            "goodput_bytes_per_s": got[0] / dt, "of_rate": got[0] / dt / rate,
+            "retransmits": tot["retransmits"], "late": tot["late"], "skipped": tot["skipped"]}
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="cover mux goodput on loopback (benchmark)")
+    ap.add_argument("--peers", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=2e6)
+    ap.add_argument("--mib", type=float, default=4.0)
+    ap.add_argument("--no-spray", action="store_true")
+    a = ap.parse_args()
+    print(json.dumps(bench(a.peers, a.rate, a.mib, not a.no_spray)))

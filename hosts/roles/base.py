@@ -363,7 +363,7 @@ class Role:
                 sock = self._cover().open(ip, port)
             except (ValueError, KeyError, RuntimeError) as exc:
                 raise ChannelError(f"cover stream to {ip}:{port}: {exc}") from None
-            return Channel.connect_over(
+            return Channel.initiate(
                 sock, load_public(pubkey), self.ctx.static, self.mig,
                 timeout=min(HANDSHAKE_S, self.stall), peer=f"{ip}:{port}",
                 io_timeout=self.io_timeout,

@@ -82,7 +82,7 @@ def test_the_noise_hop_runs_over_a_socketpair_and_checks_the_keys() -> None:
 
     t = threading.Thread(target=accept)
     t.start()
-    ch = Channel.connect_over(a, resp.public_key(), ini, "m1", timeout=5, peer="10.0.0.8:8093")
+    ch = Channel.initiate(a, resp.public_key(), ini, "m1", timeout=5, peer="10.0.0.8:8093")
     t.join(5)
     other = out["ch"]
     assert other.peer == "10.0.0.9:17" and other.peer_key == public_hex(ini)
@@ -102,7 +102,7 @@ def test_the_noise_hop_runs_over_a_socketpair_and_checks_the_keys() -> None:
     b_key = X25519PrivateKey.generate()
     t.start()
     with pytest.raises(ChannelError):
-        Channel.connect_over(a, resp.public_key(), b_key, "m1", timeout=5)
+        Channel.initiate(a, resp.public_key(), b_key, "m1", timeout=5)
     t.join(5)
     assert "not expected" in str(out["err"])
 
