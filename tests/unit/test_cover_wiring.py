@@ -18,7 +18,7 @@ from controllers.migrations import Migrations
 from hosts.agent import Agent
 from hosts.channel import Channel, ChannelError, public_hex
 from hosts.protocol import ops
-from hosts.protocol.cover import CoverConfig, CoverError, CoverSettings
+from hosts.protocol.cover import CoverConfig, CoverError, CoverPeer, CoverSettings
 from hosts.protocol.plan import VIEWS, Endpoint, MigrationPlan, PlanError, view_from_dict
 from hosts.roles.base import AgentContext, RoleError
 from hosts.roles.intermediate import Intermediate
@@ -131,6 +131,33 @@ def test_the_agent_takes_only_its_own_cover_config(tmp_path) -> None:
     assert reply["ok"] is False and "cover rate must be > 0" in reply["error"]
     assert agent.handle({"op": ops.COVER_STOP}) == {"stopped": False, "stats": None}
     assert agent.cover is None
+
+
+def test_the_agents_cover_start_is_idempotent_and_restarts_on_a_new_config(tmp_path) -> None:
+    import random
+
+    net = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}."
+    port = random.randint(20000, 30000)
+    agent = Agent("h2", f"{net}2", str(tmp_path / "h2.sock"), str(tmp_path / "h2"))
+    peer = CoverPeer("h3", f"{net}3", public_hex(X25519PrivateKey.generate()))
+    cfg = CoverConfig(CoverSettings(2e4, port=port), "h2", f"{net}2", (peer,), seed=5)
+    try:
+        assert agent.handle({"op": ops.COVER_START, "config": cfg.to_dict()})["started"] is True
+        first = agent.cover
+        again = agent.handle({"op": ops.COVER_START, "config": cfg.to_dict()})
+        assert again["started"] is False and agent.cover is first  # the same config: a no-op
+        st = agent.handle({"op": ops.STATUS})["cover"]
+        assert st["host"] == "h2" and f"{net}3" in st["peers"]
+        new = CoverConfig(CoverSettings(3e4, port=port), "h2", f"{net}2", (peer,), seed=5)
+        assert agent.handle({"op": ops.COVER_START, "config": new.to_dict()})["started"] is True
+        assert agent.cover is not first and agent.cover_config == new  # the old one stopped:
+        with socket.create_connection((f"{net}2", port), timeout=2):  # its port is the new one's
+            pass
+    finally:
+        stop = agent.handle({"op": ops.COVER_STOP})
+    assert stop["stopped"] is True and agent.cover is None
+    with pytest.raises(OSError):
+        socket.create_connection((f"{net}2", port), timeout=1)
 
 
 # --- the controller -------------------------------------------------------------------------
