@@ -81,7 +81,7 @@ CHUNK_RECORD_OVERHEAD = FRAME_HEADER + CHUNK_HEAD + AEAD_TAG + AEAD_TAG
 ACK_RECORD_WIRE = LEN_PREFIX + AEAD_TAG + FRAME_HEADER + ACK_BODY  # an ACK record on the wire
 MIN_CHUNK, MAX_CHUNK = 512, 4 << 20  # hosts/traffic.py: chunk (record) sizes a policy draws
 FIXED_CHUNK = 65536  # hosts/protocol/plan.py Defaults.chunk_size: the fixed policy's chunk
-POLICY_KINDS = ("fixed", "profile")  # hosts/chunk_policy.py POLICIES
+POLICY_KINDS = ("cover", "fixed", "profile")  # hosts/chunk_policy.py POLICIES
 
 
 def handshake_sizes(body: int) -> np.ndarray:
