@@ -101,10 +101,7 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
             say(f"normal traffic only (warm-up, {t_end - time.monotonic():.0f} s left)")
             time.sleep(0.5)
         took["warmup_s"], mark = time.monotonic() - mark, time.monotonic()
-        proto = sc.protocol_mode(mode)  # every arm but direct is a stealth migration
-        tb.mgmt({"op": "defaults", "mode": proto, "n": sc.stealth.n, "k": sc.stealth.k,
-                 "hide_destination": sc.stealth.hide_destination and proto == "stealth",
-                 "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s})
+        tb.mgmt(defaults_msg(sc, mode))
         if sc.trigger == "controller":
             say("anomaly reported: controller starts the migration")
             r = tb.mgmt({"op": "anomaly", "host": sc.vm.host, "kind": "scenario",
@@ -156,6 +153,15 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
         "capture_stats": drops,
         "result": res,
     }
+
+
+def defaults_msg(sc: Scenario, mode: str) -> dict[str, Any]:
+    """The controller's ``defaults`` op for a trial of arm ``mode``: every arm but direct is a
+    stealth migration (n, k, the hidden destination), each with its own chunk policy."""
+    proto = sc.protocol_mode(mode)
+    return {"op": "defaults", "mode": proto, "n": sc.stealth.n, "k": sc.stealth.k,
+            "hide_destination": sc.stealth.hide_destination and proto == "stealth",
+            "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s}
 
 
 def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
