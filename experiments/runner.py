@@ -46,6 +46,7 @@ from experiments.monitor_eval import (
 from experiments.scenario import Scenario, ScenarioError, expand, load
 from experiments.shard import Job, Shard, ShardError
 from experiments.trial import Trial, arms_meta, trial_seed, write_ground_truth
+from hosts.protocol.mgmt import MgmtError
 
 console = Console()
 log = logging.getLogger("stealth_mtd.runner")
@@ -119,8 +120,11 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
         hosts = {h["name"]: h["ip"] for h in tb.description["hosts"] if not h["attacker"]}
         attackers = {h["name"]: h["ip"] for h in tb.description["hosts"] if h["attacker"]}
         if cover is not None:  # what each agent's cover mux counted (records, relay bytes)
-            (logs / "cover_stats.json").write_text(json.dumps(tb.cover_stats(), indent=1,
-                                                              default=str))
+            try:
+                stats: dict[str, Any] = tb.cover_stats()
+            except (MgmtError, OSError) as exc:  # diagnostics only: the trial stands
+                stats = {"error": f"{type(exc).__name__}: {exc}"}
+            (logs / "cover_stats.json").write_text(json.dumps(stats, indent=1, default=str))
         took["cooldown_s"], mark = time.monotonic() - mark, time.monotonic()
     vps, drops = t.captures, t.capture_stats
     shutil.rmtree(logs / "work", ignore_errors=True)  # the VMs' memory images
