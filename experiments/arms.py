@@ -15,6 +15,8 @@ ground truth:
 - ``moved_bytes``: VM bytes plus the dirty pages re-sent (the source's ``pages_per_round``,
   4 KiB pages); ``floor_s``: moved bytes over the cover rate, the shortest migration the cover
   capacity allows; ``floor_ratio``: the migration time over it.
+- ``decision_to_first_byte_s``: from the controller's decision to the source's first migration
+  byte (the source's own stats; None where it does not record it): no visible start (issue 14).
 
 Per arm (``arm_costs``): the means with their intervals (``attacks.stats``), plus
 ``time_vs_direct`` and ``downtime_vs_direct``, each trial's migration time and downtime over those
@@ -39,7 +41,7 @@ PAGE = 4096
 TCP = 6
 TRIAL_FIELDS = ["cover_bytes", "normal_bytes", "bandwidth_overhead", "cover_rate_bytes_per_s",
                 "cover_measured_bytes_per_s", "relay_goodput_bytes_per_s", "goodput_over_cover",
-                "moved_bytes", "floor_s", "floor_ratio"]
+                "moved_bytes", "floor_s", "floor_ratio", "decision_to_first_byte_s"]
 RATIO_FIELDS = ["time_vs_direct", "downtime_vs_direct"]
 FIELDS = TRIAL_FIELDS + RATIO_FIELDS
 
@@ -51,12 +53,15 @@ def port_bytes(packets: np.ndarray, port: int) -> int:
     return int(packets["length"][mask].sum())
 
 
+def _source_stats(truth: TrialTruth) -> dict[str, Any]:
+    src = truth.source.host if truth.source else None
+    return (truth.result.get("role_stats") or {}).get(f"source:{src}") or {}
+
+
 def moved_bytes(truth: TrialTruth) -> int | None:
     """The bytes of VM memory the source sent: every page of every round (the first is the whole
     image, the others the dirty pages); None when the trial did not record its rounds."""
-    src = truth.source.host if truth.source else None
-    stats = (truth.result.get("role_stats") or {}).get(f"source:{src}") or {}
-    rounds = stats.get("pages_per_round")
+    rounds = _source_stats(truth).get("pages_per_round")
     if not rounds:
         return None
     return int(sum(rounds)) * PAGE
@@ -81,6 +86,7 @@ def trial_costs(packets: np.ndarray | None, truth: TrialTruth,
         out["relay_goodput_bytes_per_s"] = vm / took
         if cover_rate:
             out["goodput_over_cover"] = vm / took / cover_rate
+    out["decision_to_first_byte_s"] = _source_stats(truth).get("decision_to_first_byte_s")
     moved = moved_bytes(truth)
     out["moved_bytes"] = moved
     if moved and cover_rate:

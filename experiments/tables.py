@@ -89,7 +89,8 @@ ARMS_SHOWN = [("bandwidth_overhead", "bandwidth overhead (cover / normal)", 1.0)
               ("goodput_over_cover", "goodput / cover rate", 1.0),
               ("time_vs_direct", "time / direct's", 1.0),
               ("downtime_vs_direct", "downtime / direct's", 1.0),
-              ("floor_s", "floor (s)", 1.0), ("floor_ratio", "time / floor", 1.0)]
+              ("floor_s", "floor (s)", 1.0), ("floor_ratio", "time / floor", 1.0),
+              ("decision_to_first_byte_s", "decision to first byte (s)", 1.0)]
 ARMS_HEAD = ["cover rate (Mbit/s per VM)"] + [h for _, h, _ in ARMS_SHOWN]
 
 
@@ -119,7 +120,8 @@ ARMS_DEFINITIONS = (
     "inside its cover records. Cover measured: cover bytes per tenant VM per second of capture. "
     "Relay goodput: VM bytes over the migration time. Floor: VM bytes plus the dirty pages "
     "re-sent, over the cover rate the source was given. Time and downtime over direct's: per "
-    "trial, against the direct trial of the same seed.")
+    "trial, against the direct trial of the same seed. Decision to first byte: the source's "
+    "first migration byte after the controller's decision.")
 
 
 def label_line(metrics: dict[str, Any]) -> str:

@@ -48,7 +48,8 @@ def _truth(mode: str, trial_in_mode: int, took: float, down: float, rounds: list
         "trial": trial, "mode": mode, "trial_in_mode": trial_in_mode, "status": status,
         "source": HOSTS[0], "destination": HOSTS[3], "hosts": HOSTS,
         "result": {"migration_time_s": took, "downtime_s": down, "vm_bytes": rounds[0] * PAGE,
-                   "role_stats": {"source:h1": {"pages_per_round": rounds}}}})
+                   "role_stats": {"source:h1": {"pages_per_round": rounds,
+                                                "decision_to_first_byte_s": 0.2}}}})
 
 
 def test_port_bytes_count_both_directions_and_only_tcp():
@@ -76,6 +77,7 @@ def test_one_trials_overhead_goodput_and_floor():
     assert moved_bytes(t) == c["moved_bytes"] == (2048 + 256 + 64) * PAGE
     assert c["floor_s"] == pytest.approx(2368 * PAGE / 500_000)
     assert c["floor_ratio"] == pytest.approx(20.0 / c["floor_s"])
+    assert c["decision_to_first_byte_s"] == 0.2
 
 
 def test_without_cover_or_packets_the_cover_figures_are_none():
