@@ -149,3 +149,37 @@ def test_write_sweep_adds_the_frontier(sweep):
     row = next(line for line in md.splitlines()
                if line.startswith("| rate_x_normal=0.5 | cover | global |"))
     assert "0.52" in row and "50" in row  # bandwidth overhead, time over direct's
+
+
+@pytest.mark.slow  # the runner's analysis of four synthetic trials
+def test_a_cover_sweep_run_writes_its_frontier(tmp_path, monkeypatch):
+    """``stealth-mtd run`` of a cover-rate sweep (its trials synthetic): the rate-0 point runs
+    the profile arm, each point gets arms.json, the sweep folder the frontier."""
+    from experiments import runner
+    from tests.unit.test_merge import fake_trial
+
+    ran: list[tuple[str, str]] = []
+
+    def trial(sc, mode, *a, **kw):
+        ran.append((sc.name, mode))
+        return fake_trial(sc, mode if mode == "direct" else "stealth", *a, **kw) | {"mode": mode}
+
+    monkeypatch.setattr(runner, "run_trial", trial)
+    base = (Path(runner.__file__).parent / "scenarios" / "quick.toml").read_text()
+    base = base.replace('vantage = ["switch:l1", "switch:s1", "global"]', 'vantage = ["global"]')
+    base = base.replace('modes = ["direct", "profile", "cover"]', 'modes = ["direct", "cover"]')
+    f = tmp_path / "fr.toml"
+    f.write_text(base.replace('name = "quick"', 'name = "fr"')
+                 + '[sweep]\n"cover.rate_x_normal" = [0.0, 1.0]\n')
+    out = tmp_path / "run"
+    assert runner.main([str(f), "--trials", "1", "--out", str(out)]) == 0
+    assert ran == [("fr-rate_x_normal=0.0", "direct"), ("fr-rate_x_normal=0.0", "profile"),
+                   ("fr-rate_x_normal=1.0", "direct"), ("fr-rate_x_normal=1.0", "cover")]
+    arms = json.loads((out / "rate_x_normal=1.0" / "arms.json").read_text())["arms"]
+    assert arms["cover"]["cover_rate_bytes_per_s"] > 0
+    assert arms["cover"]["time_vs_direct"] == 1.5  # the fake trials: 3 s over 2 s
+    pts = {(p.label, p.arm) for p in points_of(out)}
+    assert ("rate_x_normal=0.0", "profile") in pts and ("rate_x_normal=1.0", "cover") in pts
+    for name in frontier.FILES:
+        assert (out / name).is_file()
+    assert "frontier.png" in (out / "sweep.md").read_text()
