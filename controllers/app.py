@@ -13,7 +13,8 @@ attackers listen. Requests arrive over the management socket (``hosts.protocol.m
 threads; each waits on OpenFlow barriers, so a reply means the rules are in the switches.
 
 Management operations (``hosts.protocol.ops``): ``status``, ``register``, ``relay``,
-``relay_remove``, ``flows`` here, and the migration operations of ``Migrations.operations()``;
+``relay_remove``, ``flows`` here, the migration operations of ``Migrations.operations()`` and
+the cover operations of ``controllers.cover.CoverOps.operations()``;
 the op table below lists them all. Every request reaching a handler has passed the transport's
 checks (``hosts.protocol.mgmt``: peer uid, size, MAC with the run secret's keys) and the
 caller policy (``hosts.protocol.policy``); the controller accepts the identities ``runner``,
@@ -40,6 +41,7 @@ from controllers import paths as P
 from controllers import rules as R
 from controllers.addresses import PoolExhausted
 from controllers.agents import AgentBook
+from controllers.cover import CoverOps
 from controllers.migrations import Migrations
 from controllers.relays import RelayBook, RequestError
 from hosts.protocol import auth, ops
@@ -84,11 +86,14 @@ class StealthController(app_manager.OSKenApp):
         self.cred = auth.Credential.from_secret(secret, auth.CONTROLLER)
         self.agents = AgentBook(self.tenants)
         self.relays = RelayBook(self.g, self.topo, self.push, SETTINGS.seed)
+        self.cover = CoverOps(self.agents, caller=self.call_agent)
         self.migrations = Migrations(self.agents, self.relays, SETTINGS.seed,
-                                     caller=self.call_agent, test_faults=SETTINGS.test_faults)
+                                     caller=self.call_agent, test_faults=SETTINGS.test_faults,
+                                     cover=self.cover)
         self.ops = {ops.STATUS: self.op_status, ops.REGISTER: self.op_register,
                     ops.RELAY: self.op_relay, ops.RELAY_REMOVE: self.op_relay_remove,
-                    ops.FLOWS: self.op_flows, **self.migrations.operations()}
+                    ops.FLOWS: self.op_flows, **self.migrations.operations(),
+                    **self.cover.operations()}
         callers = {auth.RUNNER} | ({auth.TEST} if SETTINGS.test_faults else set())
         callers |= {f(h) for h in self.tenants for f in (auth.agent_id, auth.monitor_id)}
         self.mgmt = MgmtServer(SETTINGS.mgmt, self.handle, auth.Verifier(
@@ -214,6 +219,7 @@ class StealthController(app_manager.OSKenApp):
         return {"ready": len(self.ready) == n, "switches_ready": len(self.ready),
                 "switches_expected": n, "relays": self.relays.names(),
                 "agents": self.agents.names(), "vms": self.agents.vms(),
+                "cover": self.cover.settings.to_dict() if self.cover.settings else None,
                 "openflow_errors": self.errors[-20:]}
 
     def op_register(self, msg: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,11 @@
   A ``faults`` field (test fault injection) is refused unless the controller was started with
   the test switch (``test_faults``) — and the policy table lets only the ``test`` identity send
   it (``hosts.protocol.policy.TEST_ONLY_FIELDS``); a normal run has no path to the fault hooks.
+  With ``chunk_policy.kind == "cover"`` the plan's transport is ``cover``: every hop runs
+  inside the agents' cover mux (``controllers.cover`` starts it; a migration before
+  ``cover_start`` is refused), the receivers' ports are virtual ports of the mux, drawn the same
+  way, and no relay rule is installed (nothing on the wire to rewrite; the record's ``paths``
+  list the logical hops with no switches, ``cookie`` and ``virtual_ip`` are null).
 - ``anomaly``: ``{host, kind?, score?}`` from the monitor (Alg 1) → a ``migrate`` of that host's
   VM with the defaults set by ``defaults`` (only the keys of ``DEFAULT_KEYS``).
 - ``migration_status``: ``{migration}`` → state (running | done | aborted) and the result.
@@ -36,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controllers.agents import AgentBook
+from controllers.cover import CoverOps
 from controllers.orchestration import Caller, MigrationResult, ReportRouter, run_migration
 from controllers.relays import RelayBook
 from hosts.protocol import mgmt, ops
@@ -90,8 +96,10 @@ class Migrations:
     """The migration operations of one controller."""
 
     def __init__(self, agents: AgentBook, relays: RelayBook, seed: int | None = None,
-                 caller: Caller = mgmt.call, test_faults: bool = False) -> None:
+                 caller: Caller = mgmt.call, test_faults: bool = False,
+                 cover: CoverOps | None = None) -> None:
         self.agents = agents
+        self.cover = cover
         self.test_faults = test_faults
         self.relays = relays
         self.call = caller
@@ -203,6 +211,12 @@ class Migrations:
         k = int(msg.get("k", self.defaults["k"]))
         seed = int(msg["seed"]) if msg.get("seed") is not None else self.rng.randrange(1 << 30)
         rng = random.Random(seed)
+        decided_at = time.time()
+        policy = dict(msg.get("chunk_policy") or self.defaults["chunk_policy"])
+        transport = "cover" if policy.get("kind") == "cover" else "tcp"
+        if transport == "cover" and not (self.cover is not None and self.cover.active):
+            raise ValueError("migrate: the cover chunk policy needs the agents' cover traffic; "
+                             "send cover_start first")
         with self.lock:
             busy = {h for r in self.records.values() if r["state"] == "running"
                     for h in r["hosts"]}
@@ -226,9 +240,13 @@ class Migrations:
             inter = [self.endpoint(h, ports[h]) for h in roles["intermediates"]]
             lead = self.endpoint(roles["leader"], ports[roles["leader"]]) if roles["leader"] \
                 else None
-            relay = self.relays.install(mid, hops, seed)
+            if transport == "cover":  # inside the cover mux: no rule, nothing to rewrite
+                relay = {"paths": [{"from": h["from"], "to": h["to"], "port": h["port"],
+                                    "switches": [], "virtual_ip": None} for h in hops],
+                         "cookie": None, "install_s": 0.0}
+            else:
+                relay = self.relays.install(mid, hops, seed)
             vip = next((p["virtual_ip"] for p in relay["paths"] if p["virtual_ip"]), None)
-            policy = dict(msg.get("chunk_policy") or self.defaults["chunk_policy"])
             if policy.get("kind") == "profile" and not (
                     policy.get("profile") or policy.get("pcap") or policy.get("sniff_iface")):
                 # measure the source's own normal traffic (Mininet names it <host>-eth0)
@@ -241,7 +259,8 @@ class Migrations:
                 precopy=dict(msg.get("precopy") or {}), seed=seed,
                 stall_timeout_s=float(msg.get("stall_timeout_s", DEFAULTS.stall_timeout_s)),
                 faults=dict(msg.get("faults") or {}),
-                max_image_bytes=int(agents[source].get("vm_bytes") or 0))  # as it registered
+                max_image_bytes=int(agents[source].get("vm_bytes") or 0),  # as it registered
+                transport=transport, decided_at=decided_at)
         except Exception:
             with self.lock:
                 self.records.pop(mid, None)
@@ -249,7 +268,8 @@ class Migrations:
                 self.relays.remove(mid)
             raise
         rec = self.records[mid]
-        rec.update(state="running", mode=mode, roles=roles, paths=relay["paths"],
+        rec.update(state="running", mode=mode, transport=transport, decided_at=decided_at,
+                   roles=roles, paths=relay["paths"],
                    virtual_ip=vip, cookie=relay["cookie"], seed=seed, requested=time.time(),
                    install_s=relay["install_s"], result=None, trigger=msg.get("trigger"))
         timeout = float(msg.get("timeout_s", self.defaults["timeout_s"]))
@@ -257,8 +277,8 @@ class Migrations:
                          daemon=True).start()
         log.info("event=migration_started migration=%s mode=%s source=%s roles=%s", mid, mode,
                  source, roles)
-        return {k: rec[k] for k in ("migration", "mode", "roles", "paths", "virtual_ip",
-                                    "cookie", "seed", "install_s")}
+        return {k: rec[k] for k in ("migration", "mode", "transport", "roles", "paths",
+                                    "virtual_ip", "cookie", "seed", "install_s")}
 
     def _run(self, plan: MigrationPlan, timeout: float) -> None:
         mid = plan.migration
@@ -267,8 +287,9 @@ class Migrations:
         except Exception as exc:  # the thread must always end with a record
             log.exception("migration=%s crashed", mid)
             result = MigrationResult(mid, plan.mode, status="aborted", reason=f"crash: {exc}")
-        try:
-            removed = self.relays.remove(mid)
+        try:  # a cover-transport migration installed none; make sure none is left either way
+            removed = (self.relays.remove(mid) if mid in self.relays else
+                       {"migration": mid, "removed": True, "installed": False})
         except Exception as exc:
             removed = {"removed": False, "error": str(exc)}
             log.error("migration=%s event=relay_remove_failed error=%s", mid, exc)
@@ -303,7 +324,12 @@ class Migrations:
             ips = [self.agents.lookup(h)["ip"] for h in hosts if h in self.agents]
             if rec.get("virtual_ip"):
                 ips.append(rec["virtual_ip"])
-            ports = sorted({int(p["port"]) for p in rec.get("paths") or []}) or list(RELAY_PORTS)
+            if rec.get("transport") == "cover" and self.cover is not None and \
+                    self.cover.settings is not None:  # its bytes ride in the cover records
+                ports = [self.cover.settings.port]
+            else:
+                ports = sorted({int(p["port"]) for p in rec.get("paths") or []}) or \
+                    list(RELAY_PORTS)
             if only_host is not None:
                 out.append({"state": rec["state"], "hosts": [only_host], "ips": ips,
                             "ports": ports})

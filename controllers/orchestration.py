@@ -105,6 +105,8 @@ class Orchestration:
         res = self.result
         res.start_time = time.time()
         plan = self.plan
+        if not plan.decided_at:  # no decision time from the controller: it is now
+            plan.decided_at = res.start_time
         try:
             for role, ep in plan.roles():
                 if role == "source":

@@ -9,6 +9,10 @@ The bed is the run's trust root as a testbed is: it draws the run secret, writes
 file (``hosts.protocol.auth.KeyRing``) into its private folder ``root`` (0700), drives the roles
 as ``controller`` and asks ``status``/``reset_peak``/``shutdown`` as ``runner``. Fault injection
 needs ``test_faults=True`` (the agents then start with the test-only switch).
+
+``start_cover(settings)`` does what the controller's ``cover_start`` does (the same configs,
+``controllers.cover.cover_configs``) for the registered agents; ``cover_stats()`` reads each
+agent's mux stats; ``close`` stops the cover first.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import threading
 import time
 from typing import Any
 
+from controllers.cover import cover_configs
 from controllers.orchestration import MigrationResult, ReportRouter, run_migration
-from hosts.protocol import auth
+from hosts.protocol import auth, ops
+from hosts.protocol.cover import CoverSettings
 from hosts.protocol.mgmt import MgmtError, MgmtServer, call
 from hosts.protocol.plan import Endpoint, MigrationPlan
 
@@ -44,6 +50,7 @@ class LoopbackBed:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._unregistered: dict[str, tuple[str, str]] = {}
         self._cv = threading.Condition()
+        self.cover: CoverSettings | None = None
         self.ctl_sock = os.path.join(root, "controller.sock")
         self.ctl = MgmtServer(self.ctl_sock, self._handle,
                               auth.Verifier.from_secret(auth.CONTROLLER, self.secret))
@@ -204,6 +211,28 @@ class LoopbackBed:
         return run_migration(plan, router=self.router, timeout_s=timeout_s,
                              caller=self.call_agent)
 
+    def start_cover(self, settings: CoverSettings, hosts: list[str] | None = None) -> None:
+        """Start the cover mux of every registered agent (or of ``hosts``), peers = the others."""
+        agents = {h: self.registered[h] for h in (hosts or sorted(self.registered))}
+        for host, cfg in cover_configs(agents, settings).items():
+            self.call_agent(str(agents[host]["agent"]),
+                            {"op": ops.COVER_START, "config": cfg.to_dict()}, timeout=30.0)
+        self.cover = settings
+
+    def stop_cover(self) -> None:
+        for host, r in self.registered.items():
+            if self.alive(host):
+                try:
+                    self.call_agent(str(r["agent"]), {"op": ops.COVER_STOP}, timeout=10.0)
+                except MgmtError:
+                    pass
+        self.cover = None
+
+    def cover_stats(self) -> dict[str, dict[str, Any]]:
+        """Each live agent's cover mux stats, by host (stopped: {})."""
+        return {h: self.status(h).get("cover") or {} for h in sorted(self.registered)
+                if self.alive(h)}
+
     def status(self, host: str, **kw: Any) -> dict[str, Any]:
         return self.agent_call(host, {"op": "status", **kw})
 
@@ -218,6 +247,8 @@ class LoopbackBed:
         return bool(p and p.poll() is None)
 
     def close(self) -> None:
+        if self.cover is not None:
+            self.stop_cover()
         for host, p in self.procs.items():
             if p.poll() is None:
                 try:

@@ -15,6 +15,10 @@ so they do not even see it; tenant workloads and attacker-host programs run as `
 (``popen(..., unprivileged=True)``), so they can neither enter it nor read a root process's
 memory or environment. The runner speaks as ``runner`` (``self.cred``); the tests that inject
 faults build the testbed with ``test_faults=True`` and speak as ``test`` (``as_test=True``).
+
+Cover traffic (issue 14's cover arm): ``start_cover(settings)`` asks the controller to start
+every registered agent's cover mux (``cover_start``), ``cover_stats()`` reads each agent's mux
+stats, and ``stop`` stops the cover before anything else.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hosts.protocol import auth
+from hosts.protocol import auth, ops
+from hosts.protocol.cover import CoverSettings
 from hosts.protocol.mgmt import MgmtError, call
 from topologies.base import describe
 
@@ -171,6 +176,7 @@ class Testbed:
         self.procs: list[subprocess.Popen] = []
         self.verbose = controller_log_level == "debug"
         self.timings: dict[str, float] = {}
+        self.cover: CoverSettings | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Testbed:
@@ -247,6 +253,11 @@ class Testbed:
         raise TestbedError(f"controller not ready after {timeout:.0f} s: {st}")
 
     def stop(self) -> None:
+        if self.cover is not None and self.controller is not None:
+            try:
+                self.stop_cover()
+            except (MgmtError, OSError) as exc:  # keep tearing down
+                log.warning("cover_stop failed: %s", exc)
         for p in self.procs:
             _terminate(p)
         self.procs.clear()
@@ -268,6 +279,26 @@ class Testbed:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         if hasattr(self, "_old_term"):
             signal.signal(signal.SIGTERM, self._old_term)
+
+    # -- cover traffic ---------------------------------------------------------------------------
+    def start_cover(self, settings: CoverSettings) -> None:
+        """Every registered agent runs its cover mux with ``settings`` (the controller derives
+        each one's seed and peers); returns once all have started."""
+        self.mgmt({"op": ops.COVER_START, "settings": settings.to_dict()}, timeout=90.0)
+        self.cover = settings
+
+    def stop_cover(self) -> dict[str, Any]:
+        """Stop every agent's cover mux; the controller's reply (stopped hosts, last stats)."""
+        reply = self.mgmt({"op": ops.COVER_STOP}, timeout=90.0)
+        self.cover = None
+        return reply
+
+    def cover_stats(self) -> dict[str, dict[str, Any]]:
+        """Each registered agent's cover mux stats, by host (a host whose mux is stopped: {})."""
+        out = {}
+        for host in self.mgmt({"op": "status"})["agents"]:
+            out[host] = self.agent_call(host, {"op": "status"}).get("cover") or {}
+        return out
 
     # -- helpers --------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:

@@ -26,8 +26,8 @@ Commands (every reply has ``ok``; an error is ``{"ok": false, "error": ...}`` an
 the agent):
 
 - ``{"op": "status"[, "migration": ID]}`` → host, ip, pubkey, vm (name, running, paused,
-  counter, service), rss_kib / peak_rss_kib, and the state of every role (or of one migration's
-  role: role, state, reason, stats).
+  counter, service), rss_kib / peak_rss_kib, cover (the cover mux's stats, or null), and the
+  state of every role (or of one migration's role: role, state, reason, stats).
 - ``{"op": "prepare", "view": {...}}`` → take the role in ``view["role"]`` for
   ``view["migration"]`` (a view is ``MigrationPlan.view_for(...).to_dict()``, checked by
   ``hosts.protocol.plan.view_from_dict``: a missing or mistyped field is an error reply that
@@ -38,6 +38,10 @@ the agent):
   (refused unless its stream was fully sent), other roles free what they hold.
 - ``{"op": "abort", "migration": ID, "reason": R}`` → stop the role; a source resumes its VM.
 - ``{"op": "forget", "migration": ID}`` → drop a finished role's record.
+- ``{"op": "cover_start", "config": CoverConfig.to_dict()}`` → start this host's cover mux
+  (``hosts.cover.CoverMux``, with the agent's static key); the same config again is a no-op, a
+  new one restarts the mux with it. Replies with the mux's ``stats()``.
+- ``{"op": "cover_stop"}`` → stop the cover mux (if one runs).
 - ``{"op": "reset_peak"}`` → reset the peak RSS (/proc/self/clear_refs) before a measurement.
 - ``{"op": "shutdown"}`` → stop the VM and exit.
 """
@@ -56,8 +60,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import public_hex
+from hosts.cover import CoverMux
 from hosts.protocol import ops
 from hosts.protocol.auth import TEST_FAULTS_ENV, KeyRing, private_dir
+from hosts.protocol.cover import CoverConfig, CoverError
 from hosts.protocol.mgmt import MgmtServer, call
 from hosts.protocol.plan import PlanError, view_from_dict
 from hosts.roles import ROLES
@@ -110,6 +116,9 @@ class Agent:
         self.roles: dict[str, Role] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        self.cover: Any = None  # the running hosts.cover.CoverMux, if any
+        self.cover_config: CoverConfig | None = None
+        self.cover_lock = threading.Lock()
         self.ctx = AgentContext(
             host=host,
             ip=ip,
@@ -119,6 +128,7 @@ class Agent:
             report=self.report,
             get_vm=lambda: self.vm,
             set_vm=self._set_vm,
+            get_cover=lambda: self.cover,
         )
         private_dir(workdir)
 
@@ -150,6 +160,44 @@ class Agent:
                 },
                 self.cred,
             )
+
+    # --- cover traffic -------------------------------------------------------------------
+    def cover_start(self, raw: Any) -> dict[str, Any]:
+        """Start (or restart with a new config) this host's cover mux; the config must be
+        this host's own."""
+        cfg = CoverConfig.from_dict(raw)
+        if (cfg.host, cfg.ip) != (self.host, self.ip):
+            raise CoverError(f"cover config for {cfg.host} ({cfg.ip}), this agent is "
+                             f"{self.host} ({self.ip})")
+        with self.cover_lock:
+            if self.cover is not None and cfg == self.cover_config:
+                return {"started": False, "stats": self.cover.stats()}
+            self._cover_stop_locked()
+            mux = CoverMux(cfg, self.static, log=lambda m: log.info(
+                "host=%s event=cover %s", self.host, m))
+            mux.start()
+            self.cover, self.cover_config = mux, cfg
+        log.info("host=%s event=cover_started peers=%d rate_bytes_per_s=%s seed=%s", self.host,
+                 len(cfg.peers), cfg.settings.rate_bytes_per_s, cfg.settings.seed)
+        return {"started": True, "stats": mux.stats()}
+
+    def cover_stop(self) -> dict[str, Any]:
+        with self.cover_lock:
+            stats = self._cover_stop_locked()
+        return {"stopped": stats is not None, "stats": stats}
+
+    def _cover_stop_locked(self) -> dict[str, Any] | None:
+        mux, self.cover, self.cover_config = self.cover, None, None
+        if mux is None:
+            return None
+        stats = mux.stats()
+        mux.stop()
+        log.info("host=%s event=cover_stopped", self.host)
+        return stats
+
+    def cover_stats(self) -> dict[str, Any] | None:
+        mux = self.cover
+        return mux.stats() if mux is not None else None
 
     def _role(self, msg: dict[str, Any]) -> Role:
         mig = msg.get("migration")
@@ -186,6 +234,7 @@ class Agent:
                 "pubkey": self.pubkey,
                 "vm": self.vm.info() if self.vm else None,
                 "roles": roles,
+                "cover": self.cover_stats(),
                 **memory_kib(),
             }
         if op == "prepare":
@@ -222,6 +271,12 @@ class Agent:
             with self.lock:
                 self.roles.pop(str(msg.get("migration")), None)
             return {}
+        if op == ops.COVER_START:
+            if "config" not in msg:
+                raise CoverError("cover_start needs a config (CoverConfig.to_dict())")
+            return self.cover_start(msg["config"])
+        if op == ops.COVER_STOP:
+            return self.cover_stop()
         if op == "reset_peak":
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
@@ -310,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             for role in agent.roles.values():
                 if role.state not in ("done", "released", "closed", "failed", "aborted"):
                     role.abort("agent shutting down")
+        agent.cover_stop()
         if agent.vm is not None:
             agent.vm.stop()
         server.close()

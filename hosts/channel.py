@@ -21,7 +21,9 @@ the record length tells the receiver the boundaries, and each message is authent
 record's length prefix and its index as associated data (nonces come from the Noise
 CipherStates), so a reordered, truncated, replayed or altered record fails.
 
-Used by the role code (``hosts.roles``) on every hop.
+Used by the role code (``hosts.roles``) on every hop, and by the cover mux (``hosts.cover``) on
+its cover links (migration id ``"cover"``, no ``seen``, every handshake message padded to a drawn
+record size).
 """
 
 from __future__ import annotations
@@ -159,6 +161,11 @@ def _read_message(sock: socket.socket, lo: int, hi: int, deadline: float | None)
     return recv_exact(sock, n, deadline)
 
 
+def _nodelay(sock: socket.socket) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
     _settimeout(sock, deadline)
     sock.sendall(data)
@@ -193,21 +200,58 @@ class Channel:
         pad: int | None = None,
         *,
         io_timeout: float | None = None,
+        confirm_pad: int | None = None,
     ) -> Channel:
         """Open the hop from ``src_ip`` (bound, so flow rules see the right source).
 
         Runs the whole handshake within ``timeout`` (TCP connect included): message 1 with
         ``pad`` bytes of padding (random length if None), message 2 from the receiver (which
-        proves it holds ``peer_pub``'s key), then our first record. ``io_timeout`` then stays on
-        the socket for every later read and write (None: block).
+        proves it holds ``peer_pub``'s key), then our first record (``confirm_pad`` bytes of
+        padding, random length if None). ``io_timeout`` then stays on the socket for every later
+        read and write (None: block).
         """
         deadline = time.monotonic() + timeout
         sock = socket.create_connection(
             (dst_ip, dst_port), timeout=timeout, source_address=(src_ip, 0)
         )
-        peer = f"{dst_ip}:{dst_port}"
+        return cls._initiate(sock, f"{dst_ip}:{dst_port}", deadline, peer_pub, static, migration,
+                             pad, io_timeout, confirm_pad)
+
+    @classmethod
+    def initiate(
+        cls,
+        sock: socket.socket,
+        peer_pub: X25519PublicKey,
+        static: X25519PrivateKey,
+        migration: str,
+        timeout: float = 10.0,
+        pad: int | None = None,
+        *,
+        io_timeout: float | None = None,
+        confirm_pad: int | None = None,
+        peer: str = "stream",
+    ) -> Channel:
+        """The initiator's handshake of ``connect`` on a socket that is already connected (a
+        cover mux stream's socketpair end, say); ``peer`` names the other end in errors. The
+        socket is closed if the handshake fails."""
+        return cls._initiate(sock, peer, time.monotonic() + timeout, peer_pub, static,
+                             migration, pad, io_timeout, confirm_pad)
+
+    @classmethod
+    def _initiate(
+        cls,
+        sock: socket.socket,
+        peer: str,
+        deadline: float,
+        peer_pub: X25519PublicKey,
+        static: X25519PrivateKey,
+        migration: str,
+        pad: int | None,
+        io_timeout: float | None,
+        confirm_pad: int | None,
+    ) -> Channel:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _nodelay(sock)
             hs = noise_state(static, True, migration, remote=_raw(peer_pub))
             hs.start_handshake()
             msg1 = bytes(hs.write_message(_padding(pad)))
@@ -220,7 +264,7 @@ class Channel:
             ch = cls(sock, hs, peer, _raw(peer_pub).hex())
             ch.bytes_sent += 4 + len(msg1)
             ch.bytes_received += 4 + len(msg2)
-            rec = ch._seal(_padding())  # the confirmation the receiver waits for
+            rec = ch._seal(_padding(confirm_pad))  # the confirmation the receiver waits for
             _send_all(sock, rec, deadline)
             ch.bytes_sent += len(rec)
             sock.settimeout(io_timeout)
@@ -240,6 +284,8 @@ class Channel:
         *,
         seen: set[str] | None = None,
         io_timeout: float | None = None,
+        pad: int | None = None,
+        peer: str | None = None,
     ) -> Channel:
         """Finish the handshake on an accepted connection from one of ``allowed`` (hex keys).
 
@@ -248,16 +294,21 @@ class Channel:
         is live, not a recording. With ``seen``, a sender whose key is already in it is refused,
         else its key is added (under a lock): one connection per peer within a migration.
         ``io_timeout`` then stays on the socket for every later read and write (None: block).
+        Message 2 carries ``pad`` bytes of padding (random length if None). ``peer`` names the
+        other end in errors (default: the TCP peer address; give it for a non-TCP socket).
         """
-        try:
-            host, port = sock.getpeername()[:2]
-            peer = f"{host}:{port}"
-        except OSError as exc:
-            sock.close()
-            raise ChannelError(f"handshake: {exc}") from None
+        if peer is None and sock.family not in (socket.AF_INET, socket.AF_INET6):
+            peer = "stream"
+        if peer is None:
+            try:
+                host, port = sock.getpeername()[:2]
+                peer = f"{host}:{port}"
+            except (OSError, ValueError) as exc:
+                sock.close()
+                raise ChannelError(f"handshake: {exc}") from None
         deadline = time.monotonic() + timeout
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _nodelay(sock)
             msg1 = _read_message(sock, _MIN_MSG1, MAX_HANDSHAKE, deadline)
             hs = noise_state(static, False, migration)
             hs.start_handshake()
@@ -270,7 +321,7 @@ class Channel:
                 raise ChannelError(f"sender key {key[:16]}.. not expected")
             if seen is not None and key in seen:
                 raise ChannelError(f"sender key {key[:16]}.. already connected")
-            msg2 = bytes(hs.write_message(_padding()))
+            msg2 = bytes(hs.write_message(_padding(pad)))
             _send_all(sock, _LEN.pack(len(msg2)) + msg2, deadline)
             ch = cls(sock, hs, peer, key)
             ch.bytes_received += 4 + len(msg1)

@@ -4,9 +4,11 @@ how long the source waits before sending it; key shares are padded to sizes draw
 A policy is named in the plan's ``chunk_policy`` dict by its ``"kind"``; ``POLICIES`` maps each
 kind to a factory and ``policy_from_settings`` looks it up. ``fixed`` is the baseline (fixed
 size, no pacing or a fixed gap); ``profile`` draws sizes and gaps from a normal-traffic profile
-(``hosts.traffic``) within a rate budget. A new policy is one class with the ``ChunkPolicy``
-methods and a ``from_settings`` factory, plus one line in ``POLICIES``. ``Pacer`` sleeps until
-each send time. Used by the source role (``hosts.roles``).
+(``hosts.traffic``) within a rate budget; ``cover`` sends 64 KiB chunks back to back into the
+agents' cover mux, which is the pacer (its records keep their schedule, a migration only fills
+them), so the source measures nothing and starts at once. A new policy is one class with the
+``ChunkPolicy`` methods and a ``from_settings`` factory, plus one line in ``POLICIES``.
+``Pacer`` sleeps until each send time. Used by the source role (``hosts.roles``).
 """
 
 from __future__ import annotations
@@ -137,10 +139,34 @@ class ProfileChunkPolicy:
         }
 
 
+class CoverChunkPolicy(FixedChunkPolicy):
+    """The cover arm: ``size``-byte chunks (64 KiB), no gaps, no sniffing. The hops run inside
+    the cover mux (the plan's ``transport="cover"``), whose fixed schedule paces the bytes: the
+    migration only takes the place of cover bytes, it never adds a record or changes a gap."""
+
+    def __init__(self, size: int = DEFAULTS.chunk_size) -> None:
+        super().__init__(size, 0.0)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], seed: int, share: float,
+                      ip: str | None) -> CoverChunkPolicy:
+        """``{"kind": "cover", "size": N}``; a gap is refused (the mux is the pacer)."""
+        if float(settings.get("gap_s", 0.0)) != 0.0:
+            raise ValueError("the cover chunk policy has no gaps: the cover mux paces the bytes")
+        return cls(int(settings.get("size", DEFAULTS.chunk_size)))
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "cover", "size": self.size, "gap_s": 0.0}
+
+    def for_sender(self, share: float, seed: int) -> CoverChunkPolicy:
+        return CoverChunkPolicy(self.size)
+
+
 # the plan's chunk_policy["kind"] -> factory; a new policy is one class above and one line here
 POLICIES: dict[str, PolicyFactory] = {
     "fixed": FixedChunkPolicy.from_settings,
     "profile": ProfileChunkPolicy.from_settings,
+    "cover": CoverChunkPolicy.from_settings,
 }
 
 

@@ -32,6 +32,8 @@ class CoverSettings:
     flow_cap_bytes: int = 1_000_000
     port: int = COVER_PORT
     seed: int = 0
+    spray: bool = True  # streams also go two hops via other peers (throughput ~ the whole rate)
+    stream_timeout_s: float = 20.0  # a stream whose peer acknowledges nothing this long closes
 
     def __post_init__(self) -> None:
         if not self.rate_bytes_per_s > 0:
@@ -41,6 +43,10 @@ class CoverSettings:
                              f"got {self.record_min}..{self.record_max}")
         if not 1 <= self.port <= 65535:
             raise CoverError(f"cover port must be 1..65535, got {self.port!r}")
+        if not self.flow_cap_bytes >= 64:
+            raise CoverError(f"cover flow_cap_bytes must be >= 64, got {self.flow_cap_bytes!r}")
+        if not self.stream_timeout_s > 0:
+            raise CoverError(f"cover stream_timeout_s must be > 0, got {self.stream_timeout_s!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,10 +80,11 @@ class CoverConfig:
     host: str
     ip: str
     peers: tuple[CoverPeer, ...] = field(default_factory=tuple)
+    seed: int = 0  # this agent's own seed (mixed with settings.seed and the host name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings.to_dict(), "host": self.host, "ip": self.ip,
-                "peers": [asdict(p) for p in self.peers]}
+                "peers": [asdict(p) for p in self.peers], "seed": self.seed}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CoverConfig:
@@ -87,6 +94,8 @@ class CoverConfig:
             peers = tuple(CoverPeer(str(p["host"]), str(p["ip"]), str(p["pubkey"]))
                           for p in d["peers"])
             return cls(CoverSettings.from_dict(d["settings"]), str(d["host"]), str(d["ip"]),
-                       peers)
-        except (KeyError, TypeError) as exc:
+                       peers, int(d.get("seed", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, CoverError):
+                raise
             raise CoverError(f"cover config: missing or bad field {exc}") from None

@@ -19,6 +19,10 @@ ANOMALY = "anomaly"
 MIGRATE = "migrate"
 MIGRATION_STATUS = "migration_status"
 MIGRATIONS_ACTIVE = "migrations_active"
+# served by the controller (from the runner: every agent's mux) and by each agent (from the
+# controller: its own mux); see hosts.protocol.cover
+COVER_START = "cover_start"
+COVER_STOP = "cover_stop"
 
 # reports from the roles to the controller
 MIGRATION_DONE = "migration_done"
@@ -33,4 +37,5 @@ ABORT = "abort"
 FORGET = "forget"
 RESET_PEAK = "reset_peak"
 SHUTDOWN = "shutdown"
-AGENT_OPS = (STATUS, PREPARE, START, RELEASE, ABORT, FORGET, RESET_PEAK, SHUTDOWN)
+AGENT_OPS = (STATUS, PREPARE, START, RELEASE, ABORT, FORGET, RESET_PEAK, SHUTDOWN, COVER_START,
+             COVER_STOP)

@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, Self, TypeVar
 
 MODES = ("stealth", "direct")
+# how a role's hops travel: "tcp", one TCP connection per hop to the role's port; "cover", inside
+# the agents' cover mux (``hosts.cover``), the role's port a virtual port of the mux only
+TRANSPORTS = ("tcp", "cover")
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,9 @@ class MigrationPlan:
     ``faults`` is a test hook, per host name (e.g. ``{"h3": {"die_after_chunks": 5}}``).
     ``max_image_bytes`` is the source's VM size as its agent registered it: the destination
     refuses a larger image (0: not vouched, only the VM model's own limit applies).
+    ``transport`` (``TRANSPORTS``) says whether the hops are TCP connections or streams of the
+    agents' cover mux (then every port is a virtual port of the mux, never on the wire);
+    ``decided_at`` is when the controller decided to migrate, for the source's start latency.
     """
 
     migration: str
@@ -181,10 +187,14 @@ class MigrationPlan:
     stall_timeout_s: float = DEFAULTS.stall_timeout_s
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_image_bytes: int = 0
+    transport: str = "tcp"
+    decided_at: float = 0.0  # wall clock of the controller's decision (0: when it is run)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
         if not self.dest_address:
             self.dest_address = self.destination.ip
         if not self.dest_port:
@@ -225,6 +235,8 @@ class MigrationPlan:
             stall_timeout_s=float(d.get("stall_timeout_s", DEFAULTS.stall_timeout_s)),
             faults={str(h): dict(f) for h, f in (d.get("faults") or {}).items()},
             max_image_bytes=int(d.get("max_image_bytes", 0)),
+            transport=str(d.get("transport", "tcp")),
+            decided_at=float(d.get("decided_at", 0.0)),
         )
 
     def roles(self) -> list[tuple[str, Endpoint]]:
@@ -242,14 +254,14 @@ class MigrationPlan:
         common: dict[str, Any] = dict(
             migration=self.migration, mode=self.mode, me=replace(ep),
             fault=dict(self.faults.get(ep.host, {})), stall_timeout_s=self.stall_timeout_s,
-            window=self.window)
+            window=self.window, transport=self.transport)
         if role == "source":
             inters = self.intermediates if self.mode == "stealth" else []
             return SourceView(
                 **common, k=self.k, n=self.n, dest_address=self.dest_address,
                 dest_port=self.dest_port, dest_pubkey=self.destination.pubkey,
                 intermediates=[replace(e) for e in inters], chunk_policy=dict(self.chunk_policy),
-                precopy=dict(self.precopy), seed=self.seed)
+                precopy=dict(self.precopy), seed=self.seed, decided_at=self.decided_at)
         if role == "intermediate":
             assert self.leader is not None
             return IntermediateView(
@@ -270,9 +282,11 @@ class MigrationPlan:
 # --- the per-role views ----------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class RoleView:
-    """What every role is told: its migration, mode, own endpoint, test faults and limits.
+    """What every role is told: its migration, mode, own endpoint, test faults, limits and the
+    transport of its hops.
 
-    ``fault`` is this host's entry of ``MigrationPlan.faults`` (empty: no fault injected).
+    ``fault`` is this host's entry of ``MigrationPlan.faults`` (empty: no fault injected);
+    ``transport`` is the plan's (``TRANSPORTS``; missing: ``"tcp"``).
     A subclass per role adds its own fields; ``role`` is the subclass's name for it.
     """
 
@@ -283,6 +297,7 @@ class RoleView:
     fault: dict[str, Any] = field(default_factory=dict)
     stall_timeout_s: float = DEFAULTS.stall_timeout_s
     window: int = DEFAULTS.window
+    transport: str = "tcp"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form sent in the ``prepare`` op (``role`` included)."""
@@ -304,6 +319,10 @@ class RoleView:
         stall = f.number("stall_timeout_s", DEFAULTS.stall_timeout_s)
         if stall <= 0:
             raise f.error("stall_timeout_s", f"must be positive, got {stall}")
+        transport = f.text("transport", "tcp")
+        if transport not in TRANSPORTS:
+            raise f.error("transport", f"must be one of {', '.join(TRANSPORTS)}, "
+                          f"got {transport!r}")
         return cls(
             migration=f.text("migration"),
             mode=mode,
@@ -311,6 +330,7 @@ class RoleView:
             fault=f.obj("fault", {}),
             stall_timeout_s=stall,
             window=window,
+            transport=transport,
             **cls._own_fields(f, mode),
         )
 
@@ -334,6 +354,7 @@ class SourceView(RoleView):
     chunk_policy: dict[str, Any] = field(default_factory=dict)
     precopy: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    decided_at: float = 0.0  # the controller's decision (wall clock; 0: unknown)
 
     @classmethod
     def _own_fields(cls, f: _Fields, mode: str) -> dict[str, Any]:
@@ -348,6 +369,7 @@ class SourceView(RoleView):
             "chunk_policy": f.obj("chunk_policy", {}),
             "precopy": f.obj("precopy", {}),
             "seed": f.integer("seed", 0),
+            "decided_at": f.number("decided_at", 0.0),
         }
 
 

@@ -32,6 +32,8 @@ CONTROLLER_OPS: dict[str, frozenset[str]] = {
     ops.MIGRATIONS_ACTIVE: BOSS | {MONITOR},  # a monitor sees only its own host's migrations
     ops.MIGRATION_DONE: frozenset({AGENT}),
     ops.MIGRATION_FAILED: frozenset({AGENT}),
+    ops.COVER_START: BOSS,
+    ops.COVER_STOP: BOSS,
 }
 
 # server "agent:<host>": op -> the caller kinds allowed
@@ -44,6 +46,8 @@ AGENT_OPS: dict[str, frozenset[str]] = {
     ops.FORGET: frozenset({CONTROLLER}),
     ops.RESET_PEAK: frozenset({RUNNER}),
     ops.SHUTDOWN: frozenset({RUNNER}),
+    ops.COVER_START: frozenset({CONTROLLER}),  # its peers' keys come from the controller only
+    ops.COVER_STOP: frozenset({CONTROLLER}),
 }
 
 # ops whose "host" field must be the caller's own host when the caller is an agent or a monitor

@@ -6,8 +6,10 @@
 - ``destination`` (Alg 6): installs the stream, checks the hash and runs the VM.
 
 ``base`` holds what they share (``Role``, ``AgentContext``, ``RoleError``, the accept loop),
-``faults`` the test-only fault injection. Every hop is a ``hosts.channel.Channel`` (one TCP
-connection, bound to the sender's IP). ``ROLES`` maps a view's ``role`` to the class that plays it.
+``faults`` the test-only fault injection. Every hop is a ``hosts.channel.Channel``: one TCP
+connection bound to the sender's IP, or, when the view's ``transport`` is ``cover``, one stream of
+the agent's cover mux (``hosts.cover``). ``ROLES`` maps a view's ``role`` to the class that
+plays it.
 """
 
 from __future__ import annotations

@@ -14,17 +14,25 @@ handshake, including the sender's first record (capped at 64 KiB by ``hosts.chan
 within ``HANDSHAKE_S`` (or the stall timeout if shorter); a sender key is accepted once per
 listener (``seen``); connections still in their handshake are closed by ``close()``; and every
 later read and write on a hop times out after twice the stall timeout (``io_timeout``).
+
+Transport: a view with ``transport="tcp"`` (the default) listens and connects on TCP, the role's
+port a real one. With ``transport="cover"`` both go through the agent's cover mux
+(``AgentContext.get_cover``, a ``CoverTransport``: ``hosts.cover.CoverMux``): ``_listen`` binds
+the role's port as a virtual port of the mux and takes each stream it hands over like an accepted
+connection, ``_connect`` opens a stream to the peer's virtual port; the same Noise handshake and
+records run on top, so the roles above see no difference and nothing of them is on the wire.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -39,9 +47,27 @@ CONN_SLACK = 4  # connections a listener serves beyond its expected peers (junk,
 HANDSHAKE_S = 10.0  # the longest a connection may take from accept to its first record
 
 
+OnStream = Callable[[socket.socket, tuple[str, int]], None]
+
+
+class CoverTransport(Protocol):
+    """What a role uses of its agent's cover mux (``hosts.cover.CoverMux``)."""
+
+    def open(self, peer_ip: str, vport: int) -> socket.socket:
+        """A stream to ``vport`` of the mux at ``peer_ip`` (our end of a socketpair)."""
+        ...
+
+    def bind(self, vport: int, on_stream: OnStream) -> None:
+        """Hand every stream opened to ``vport`` to ``on_stream(sock, (peer_ip, stream_id))``."""
+        ...
+
+    def unbind(self, vport: int) -> None:
+        ...
+
+
 @dataclass
 class AgentContext:
-    """What a role may use of its agent."""
+    """What a role may use of its agent (``get_cover``: its cover mux, if one runs)."""
 
     host: str
     ip: str
@@ -51,6 +77,7 @@ class AgentContext:
     report: Callable[[dict[str, Any]], None] = lambda msg: None
     get_vm: Callable[[], VM | None] = lambda: None
     set_vm: Callable[[VM | None], None] = lambda vm: None
+    get_cover: Callable[[], CoverTransport | None] = lambda: None
 
 
 class RoleError(RuntimeError):
@@ -81,6 +108,7 @@ class Role:
         self._serving = 0  # connections with a thread: in their handshake or on_channel
         self._seen: set[str] = set()  # sender keys accepted once (Channel.accept adds them)
         self._conn_lock = threading.Lock()
+        self._bound: tuple[CoverTransport, int] | None = None  # cover: the mux and our vport
 
     # --- logging and state ----------------------------------------------------------------
     def log(self, event: str, level: int = logging.INFO, **kv: Any) -> None:
@@ -130,6 +158,12 @@ class Role:
         self.closing.set()
         if self._listener is not None:
             _shut(self._listener)  # shutdown wakes the accept loop: the port closes now
+        bound, self._bound = self._bound, None
+        if bound is not None:
+            try:
+                bound[0].unbind(bound[1])
+            except Exception as exc:  # the mux may have stopped already
+                self.log("unbind_failed", logging.WARNING, why=json.dumps(str(exc)))
         with self._conn_lock:
             pending, self._pending = list(self._pending), set()
         for conn in pending:  # wakes their handshake threads, which then give up
@@ -188,7 +222,20 @@ class Role:
         and a hop is never dropped while its peer is merely waiting for a third one."""
         return 2 * self.stall
 
+    @property
+    def over_cover(self) -> bool:
+        return self.view.transport == "cover"
+
+    def _cover(self) -> CoverTransport:
+        mux = self.ctx.get_cover()
+        if mux is None:
+            raise RoleError(f"the plan asks for the cover transport but {self.ctx.host} runs no "
+                            "cover mux (the controller's cover_start comes first)")
+        return mux
+
     def _listen(self, ip: str, allowed: set[str]) -> int:
+        if self.over_cover:
+            return self._bind_cover(allowed)
         port = self.me.listen_port or self.me.port
         self._listener = listen(ip, port)
         self._listener.settimeout(0.5)
@@ -198,6 +245,28 @@ class Role:
         ).start()
         self.log("listening", ip=ip, port=port, max_connections=self.max_connections())
         return port
+
+    def _bind_cover(self, allowed: set[str]) -> int:
+        """Bind the role's port (0: a free one drawn at random) as a virtual port of the mux."""
+        mux = self._cover()
+        want = self.me.listen_port or self.me.port
+
+        def on_stream(conn: socket.socket, addr: tuple[str, int]) -> None:
+            self._admit(conn, addr, allowed, named=True)
+
+        for _ in range(1 if want else 64):
+            port = want or random.randrange(1024, 65536)
+            try:
+                mux.bind(port, on_stream)
+            except (ValueError, KeyError, RuntimeError, OSError) as exc:
+                if want:
+                    raise RoleError(f"cover port {port}: {exc}") from None
+                continue
+            self._bound = (mux, port)
+            self.log("listening", transport="cover", vport=port,
+                     max_connections=self.max_connections())
+            return port
+        raise RoleError("no free virtual port on the cover mux")
 
     def max_connections(self) -> int:
         return self.expected_peers() + CONN_SLACK
@@ -212,34 +281,43 @@ class Role:
                 continue
             except OSError:
                 return
-            with self._conn_lock:
-                full = self._serving >= self.max_connections() or self.closing.is_set()
-                if not full:
-                    self._serving += 1
-                    self._pending.add(conn)
-            if full:  # closed unread: no thread, no buffer
-                _shut(conn)
-                self.reject(f"connection from {addr[0]}:{addr[1]}",
-                            f"{self.max_connections()} connections already served")
-                continue
-            threading.Thread(
-                target=self._serve, args=(conn, addr, allowed), name=f"{self.name}:conn",
-                daemon=True,
-            ).start()
+            self._admit(conn, addr, allowed)
 
-    def _serve(self, conn: socket.socket, addr: Any, allowed: set[str]) -> None:
+    def _admit(self, conn: socket.socket, addr: Any, allowed: set[str],
+              named: bool = False) -> None:
+        """One accepted connection (or cover stream, ``named`` by ``addr``): a thread runs its
+        handshake, unless the listener already serves its maximum (then it is closed unread)."""
+        with self._conn_lock:
+            full = self._serving >= self.max_connections() or self.closing.is_set()
+            if not full:
+                self._serving += 1
+                self._pending.add(conn)
+        if full:  # closed unread: no thread, no buffer
+            _shut(conn)
+            self.reject(f"connection from {addr[0]}:{addr[1]}",
+                        f"{self.max_connections()} connections already served")
+            return
+        threading.Thread(
+            target=self._serve, args=(conn, addr, allowed, named), name=f"{self.name}:conn",
+            daemon=True,
+        ).start()
+
+    def _serve(self, conn: socket.socket, addr: Any, allowed: set[str],
+               named: bool = False) -> None:
         try:
-            self._handshake(conn, addr, allowed)
+            self._handshake(conn, addr, allowed, named)
         finally:
             with self._conn_lock:
                 self._serving -= 1
                 self._pending.discard(conn)
 
-    def _handshake(self, conn: socket.socket, addr: Any, allowed: set[str]) -> None:
+    def _handshake(self, conn: socket.socket, addr: Any, allowed: set[str],
+                   named: bool = False) -> None:
         try:
             ch = Channel.accept(
                 conn, self.ctx.static, allowed, self.mig, timeout=min(HANDSHAKE_S, self.stall),
                 seen=self._seen, io_timeout=self.io_timeout,
+                peer=f"{addr[0]}:{addr[1]}" if named else None,
             )
         except ChannelError as exc:
             self.reject(f"connection from {addr[0]}:{addr[1]}", exc)
@@ -277,8 +355,19 @@ class Role:
         """A hop channel from this host to ``ip:port``, whose receiver must hold ``pubkey``.
 
         The handshake must end within ``HANDSHAKE_S`` (or the stall timeout if shorter); every
-        later read and write within the stall timeout.
+        later read and write within the stall timeout. Over cover, a stream of the mux to the
+        peer's virtual port ``port`` carries the same handshake and records.
         """
+        if self.over_cover:
+            try:
+                sock = self._cover().open(ip, port)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise ChannelError(f"cover stream to {ip}:{port}: {exc}") from None
+            return Channel.initiate(
+                sock, load_public(pubkey), self.ctx.static, self.mig,
+                timeout=min(HANDSHAKE_S, self.stall), peer=f"{ip}:{port}",
+                io_timeout=self.io_timeout,
+            )
         return Channel.connect(
             self.ctx.ip, ip, port, load_public(pubkey), self.ctx.static, self.mig,
             timeout=min(HANDSHAKE_S, self.stall), io_timeout=self.io_timeout,

@@ -9,7 +9,8 @@ to the destination's vouched key. A forged chunk drops the intermediate that sen
 Its listener serves the n intermediates (each key once, ``hosts.roles.base``). Every hop read
 times out (``Role.io_timeout``), so while chunks arrive slowly the leader repeats its last ack
 every third of the stall timeout (a heartbeat: the ack readers of the intermediates and the
-source never wait that long).
+source never wait that long). Over the cover transport it also acks whenever it has caught up
+with what arrived (the source waits for that before each pause, ``hosts.roles.source``).
 """
 
 from __future__ import annotations
@@ -231,7 +232,11 @@ class Leader(Role):
                 self.last_progress = time.monotonic()
                 self.cond.notify_all()
             self.faults.after_chunk(self.next)
-            if self.next % max(1, self.window // 4) == 0:
+            with self.cond:
+                caught_up = self.next not in self.buffer
+            # over cover also whenever it has caught up: the source drains before a pause and
+            # an ack costs no record of its own there (it rides in a cover slot)
+            if self.next % max(1, self.window // 4) == 0 or (self.over_cover and caught_up):
                 self._ack(self.next)
 
     def _ack(self, upto: int) -> None:

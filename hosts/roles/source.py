@@ -7,6 +7,10 @@ trailer (image hash ...). It keeps at most ``window`` unacknowledged chunks; chu
 an intermediate that dies are re-sent through the others. Direct: streams straight to the
 destination over one encrypted hop. The VM stays paused once sent, until the controller's
 release (drop this copy) or abort (resume it here).
+
+Its stats say how soon it started after the controller's decision (the view's ``decided_at``):
+``decision_to_start_s`` (the chunk policy is ready, e.g. a profile's sniff is over) and
+``decision_to_first_byte_s`` (the first migration frame is in a hop, its handshake done).
 """
 
 from __future__ import annotations
@@ -99,6 +103,26 @@ class Source(Role):
             self.log("crash", logging.ERROR, why=json.dumps(f"{type(exc).__name__}: {exc}"))
             self.fail(f"source internal error: {type(exc).__name__}: {exc}")
 
+    def _started(self) -> None:
+        """The transfer starts now (the chunk policy is ready)."""
+        now = time.time()
+        self.stats["transfer_started_at"] = now
+        self.stats["transport"] = self.view.transport
+        if self.view.decided_at > 0:
+            self.stats["decision_to_start_s"] = now - self.view.decided_at
+
+    def _first_byte(self) -> None:
+        """A migration frame went into a hop (once)."""
+        if "first_byte_at" in self.stats:
+            return
+        now = time.time()
+        self.stats["first_byte_at"] = now
+        if self.view.decided_at > 0:
+            latency = now - self.view.decided_at
+            self.stats["decision_to_first_byte_s"] = latency
+            self.log("first_byte", decision_to_first_byte_s=f"{latency:.3f}",
+                     transport=self.view.transport)
+
     def _manifest(self) -> bytes:
         return json.dumps(
             {
@@ -112,8 +136,13 @@ class Source(Role):
             }
         ).encode()
 
-    def _stream(self, sizes: Callable[[], int]) -> Iterator[tuple[bytes, bool]]:
-        """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer."""
+    def _stream(self, sizes: Callable[[], int],
+                drain: Callable[[], None] | None = None) -> Iterator[tuple[bytes, bool]]:
+        """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
+
+        With ``drain``, every pre-copy round ends with the chunks sent so far acknowledged
+        (``drain`` waits for that), so when the VM pauses only its last dirty pages are left to
+        move, not a window of earlier rounds queued ahead of them."""
         pc = self.view.precopy
         buf = bytearray()
         size = sizes()
@@ -130,6 +159,11 @@ class Source(Role):
                 yield bytes(buf[:size]), False
                 del buf[:size]
                 size = sizes()
+            if drain is not None and rec[:1] == b"R" and "paused_at" not in self.precopy:
+                if buf:  # the round's tail, so the drain covers all of it
+                    yield bytes(buf), False
+                    buf.clear()
+                drain()  # the next step may pause the VM: its stop-and-copy then goes alone
         if buf:
             yield bytes(buf), False
         self.log(
@@ -156,7 +190,7 @@ class Source(Role):
     # --- direct ---------------------------------------------------------------------------
     def _direct(self) -> None:
         policy = policy_from_settings(self.view.chunk_policy, seed=self.seed, ip=self.ctx.ip)
-        self.stats["transfer_started_at"] = time.time()  # set-up (e.g. a sniff) is over
+        self._started()  # set-up (e.g. a sniff) is over
         try:
             ch = self._connect(self.view.dest_address, self.view.dest_port, self.view.dest_pubkey)
         except (OSError, ChannelError) as exc:
@@ -169,6 +203,7 @@ class Source(Role):
         manifest.pop("dest_port")
         try:
             ch.send(build_frame(FrameType.MANIFEST, json.dumps(manifest).encode()))
+            self._first_byte()
             seq = 0
             for pt, last in self._stream(policy.next_size):
                 if last:
@@ -207,19 +242,30 @@ class Source(Role):
         self.faults.on_key(key, shares)
         sealer = ChunkSealer(key, self.mig)
         del key
-        self.stats["transfer_started_at"] = time.time()  # set-up (e.g. a sniff) is over
-        for i, ep in enumerate(inters):
-            try:
-                ch = self._connect(ep.ip, ep.port, ep.pubkey)
-                # a share travels in a record of a size drawn like any chunk's
-                pad = max(sizes.next_size() - TAG, len(shares[i]) + HEADER.size)
-                n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
-                self._count_sent(ep.host, n_sent)
-                self.hops.append(_Hop(ep.host, ch))
-            except (OSError, ChannelError) as exc:
-                self.log("intermediate_unreachable", peer=ep.host, why=json.dumps(str(exc)))
-                self.stats["failed_intermediates"].append(ep.host)
-        del shares
+        self._started()  # set-up (e.g. a sniff) is over
+        def share_hop(i: int, ep: Any) -> _Hop:
+            """Open the hop to intermediate ``i`` and send it its share."""
+            ch = self._connect(ep.ip, ep.port, ep.pubkey)
+            # a share travels in a record of a size drawn like any chunk's; over cover the mux's
+            # records hide every size, so it goes unpadded (sooner at the leader)
+            pad = len(shares[i]) + HEADER.size
+            if self.view.transport != "cover":
+                pad = max(sizes.next_size() - TAG, pad)
+            n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
+            self._first_byte()
+            self._count_sent(ep.host, n_sent)
+            return _Hop(ep.host, ch)
+
+        # over cover a handshake takes a few cover slots: all of them at once, each share as
+        # soon as its hop is up; over TCP one after the other, as always
+        for i, got in enumerate(self._each_hop(inters, share_hop)):
+            if isinstance(got, _Hop):
+                self.hops.append(got)
+            else:
+                self.log("intermediate_unreachable", peer=inters[i].host,
+                         why=json.dumps(str(got)))
+                self.stats["failed_intermediates"].append(inters[i].host)
+        shares.clear()  # the source keeps no share
         if len(self.hops) < k:
             raise RoleError(f"only {len(self.hops)} of {n} intermediates reachable, need k={k}")
         for i, hop in enumerate(self.hops):
@@ -232,7 +278,17 @@ class Source(Role):
         def plaintext_size() -> int:
             return max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
 
-        for pt, last in self._stream(plaintext_size):
+        def drain() -> None:
+            """Wait until every chunk emitted so far is acknowledged (cover transport)."""
+            t0 = time.monotonic()
+            with self.cond:
+                upto = self.stats["chunks"]
+                self._wait_locked(lambda: self.acked >= upto, f"the acks of round {upto}")
+            self.stats["drain_s"] = self.stats.get("drain_s", 0.0) + time.monotonic() - t0
+
+        # over cover the relay's queues are deep (the mux paces): drain them before a pause
+        rounds_drain = drain if self.view.transport == "cover" else None
+        for pt, last in self._stream(plaintext_size, rounds_drain):
             self._emit(sealer, pt, last)
         with self.cond:
             self.total = sealer.next_index
@@ -240,6 +296,30 @@ class Source(Role):
         self._sent()  # before closing: our ack readers then take the EOF as the end
         for hop in self.hops:
             hop.ch.close()
+
+    def _each_hop(self, inters: list[Any], fn: Callable[[int, Any], _Hop]
+                  ) -> list[_Hop | Exception]:
+        """``fn(i, ep)`` for every intermediate, in order: concurrently over cover, one by one
+        over TCP; each result the hop or why not."""
+        out: list[_Hop | Exception] = [ChannelError("not tried")] * len(inters)
+
+        def one(i: int, ep: Any) -> None:
+            try:
+                out[i] = fn(i, ep)
+            except (OSError, ChannelError) as exc:
+                out[i] = exc
+
+        if self.view.transport != "cover":
+            for i, ep in enumerate(inters):
+                one(i, ep)
+            return out
+        threads = [threading.Thread(target=one, args=(i, ep), daemon=True)
+                   for i, ep in enumerate(inters)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
 
     def _wait_locked(self, ready: Callable[[], bool], what: str) -> None:
         while not ready():

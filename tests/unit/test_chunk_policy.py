@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from hosts.chunk_policy import (
@@ -49,9 +51,22 @@ def test_parallel_senders_share_the_budget() -> None:
 
 def test_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown chunk policy kind 'magic': known kinds are "
-                                         r"fixed, profile"):
+                                         r"cover, fixed, profile"):
         policy_from_settings({"kind": "magic"})
-    assert set(POLICIES) == {"fixed", "profile"}
+    assert set(POLICIES) == {"cover", "fixed", "profile"}
+
+
+def test_cover_policy_is_64k_back_to_back_and_never_sniffs() -> None:
+    p = policy_from_settings({"kind": "cover"}, seed=4, share=0.25, ip="10.0.0.1")
+    assert [p.next_size() for _ in range(3)] == [65536] * 3
+    assert p.next_gap(65536) == 0.0 and p.for_sender(0.5, 9).next_gap(1) == 0.0
+    assert p.describe() == {"kind": "cover", "size": 65536, "gap_s": 0.0}
+    # a sniff or profile setting means nothing to it: nothing is measured, nothing is waited for
+    t0 = time.monotonic()
+    q = policy_from_settings({"kind": "cover", "sniff_iface": "nonexistent0", "sniff_s": 3.0})
+    assert time.monotonic() - t0 < 0.1 and q.next_size() == 65536
+    with pytest.raises(ValueError, match="no gaps"):
+        policy_from_settings({"kind": "cover", "gap_s": 0.01})
 
 
 def test_fixed_is_the_default_kind_with_the_protocol_chunk_size() -> None:

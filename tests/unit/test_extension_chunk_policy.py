@@ -68,6 +68,6 @@ def test_the_source_paces_a_registered_policy(with_constant: None) -> None:
 
 
 def test_unregistered_kind_is_an_error_naming_the_registered_ones(with_constant: None) -> None:
-    with pytest.raises(ValueError, match="known kinds are constant, fixed, profile"):
+    with pytest.raises(ValueError, match="known kinds are constant, cover, fixed, profile"):
         policy_from_settings({"kind": "constnat"})
     assert chunk_policy.POLICIES is POLICIES  # the lookup reads this very dict

@@ -128,7 +128,8 @@ def test_a_missing_field_is_named(role: str) -> None:
     ep = {"source": p.source, "intermediate": p.intermediates[0], "leader": p.leader,
           "destination": p.destination}[role]
     full = _wire(p.view_for(role, ep))
-    optional = {"fault", "window", "stall_timeout_s", "chunk_policy", "precopy", "seed"}
+    optional = {"fault", "window", "stall_timeout_s", "chunk_policy", "precopy", "seed",
+                "transport", "decided_at"}
     for name in sorted(set(full) - optional - {"role"}):
         d = dict(full)
         del d[name]
