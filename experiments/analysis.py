@@ -7,8 +7,11 @@ span) and hands the folder to ``attacks.pipeline.analyze_folder``: the attackers
 ground truth only enters their scoring; the costs per mode come with them (migration time,
 downtime, bytes on the wire, VM bytes, the migration's whole span and its transfer phase), every
 mean with its interval. ``stealth-mtd attack analyze --run DIR`` reads ``analysis.json`` back
-and writes the same metrics. The result, an ``Analysis``, holds the metrics (saved as
-metrics.json) and what the plots need.
+and writes the same metrics. Then each arm's costs measured from packets (``experiments.arms``:
+bandwidth overhead, relay goodput against the cover rate, the floor, time and downtime over
+direct's) with the run's arm and cover settings: ``Analysis.arms``, saved as ``arms.json`` (kept
+out of metrics.json, which the attackers' package alone writes). The result, an ``Analysis``,
+holds the metrics (saved as metrics.json), the arms and what the plots need.
 
 Callers: the runner and the demo, then ``experiments.report.write``.
 """
@@ -24,7 +27,8 @@ import numpy as np
 from attacks.capture import int_to_ip, ip_to_int
 from attacks.pipeline import AnalysisSettings, analyze_folder, detection_labels, write_settings
 from attacks.truth import RunTruth, load_truth
-from experiments.scenario import Scenario
+from experiments.arms import ARMS_SCHEMA, arm_costs
+from experiments.scenario import Scenario, normal_bytes_per_s
 
 SPAN = "migration"  # the detection label the runner's figures use (attacks.truth.SPANS)
 
@@ -50,6 +54,7 @@ class Analysis:
     global_packets: dict[int, np.ndarray] = field(default_factory=dict)  # trial → deduplicated
     bytes_on_wire: dict[int, int | None] = field(default_factory=dict)  # trial → bytes
     settings: AnalysisSettings = field(default_factory=AnalysisSettings)
+    arms: dict[str, Any] = field(default_factory=dict)  # arms.json: ``arms_of``
 
 
 def analyze(out: Path, sc: Scenario, truth: RunTruth | None = None) -> Analysis:
@@ -60,7 +65,8 @@ def analyze(out: Path, sc: Scenario, truth: RunTruth | None = None) -> Analysis:
     write_settings(out, settings)
     ra = analyze_folder(out, run, settings)
     an = Analysis(ra.metrics, run, global_packets=ra.global_packets,
-                  bytes_on_wire=ra.bytes_on_wire, settings=settings)
+                  bytes_on_wire=ra.bytes_on_wire, settings=settings,
+                  arms=arms_of(sc, run, ra.global_packets))
     by_id = run.by_trial()
     for r in ra.results:
         t = by_id[r.trial]
@@ -69,3 +75,25 @@ def analyze(out: Path, sc: Scenario, truth: RunTruth | None = None) -> Analysis:
         s += [float(x) for x in r.detection.scores]
         yy += [bool(x) for x in y]
     return an
+
+
+def arms_of(sc: Scenario, run: RunTruth, packets: dict[int, np.ndarray]) -> dict[str, Any]:
+    """``arms.json``: the scenario's cover settings and, per arm, its protocol mode, chunk
+    policy, cover rate and costs from packets (``experiments.arms.arm_costs``)."""
+    modes = list(dict.fromkeys([*sc.modes, *(t.mode for t in run.trials)]))
+    rates = {m: sc.cover_rate_bytes_per_s() if sc.uses_cover(m) else None for m in modes}
+    costs = arm_costs(run.trials, packets, rates, sc.seed)
+    c = sc.cover
+    return {
+        "schema": ARMS_SCHEMA, "scenario": sc.name,
+        "cover": {"rate_mbit": c.rate_mbit, "rate_x_normal": c.rate_x_normal,
+                  "rate_bytes_per_s": sc.cover_rate_bytes_per_s(),
+                  "normal_bytes_per_s_expected": normal_bytes_per_s(sc.background),
+                  "record_min": c.record_min, "record_max": c.record_max,
+                  "flow_cdf": c.flow_cdf, "flow_cap_bytes": c.flow_cap_bytes},
+        "arms": {m: {"protocol_mode": sc.protocol_mode(m),
+                     "chunk_policy": sc.chunk_policy(m)["kind"],
+                     "n_trials": len([t for t in run.trials if t.mode == m
+                                      and t.status == "done"]),
+                     **costs.get(m, {})} for m in modes},
+    }

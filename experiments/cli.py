@@ -1,4 +1,4 @@
-"""The ``stealth-mtd`` command: run, merge, demo, monitor-eval, attack, bench, clean.
+"""The ``stealth-mtd`` command: run, merge, frontier, demo, monitor-eval, attack, bench, clean.
 
 Each subcommand is a thin shell over the module that does the work; root is checked here, once,
 with a message that says what to do (``clean`` checks it itself, ``experiments.clean.main``).
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("clean", add_help=False,
                    help="remove what a killed run left behind (needs root; clean --force)")
-    sub.add_parser("demo", help="attacker versus defender: a direct and a stealth migration, live")
+    sub.add_parser("demo", help="attacker versus defender: a migration in each arm (direct, "
+                                         "profile, cover), live")
     sub.add_parser("monitor-eval", add_help=False,
                    help="the monitor (Alg 1): detection delay, TPR/FPR, false alarms in migrations")
     sub.add_parser("attack", add_help=False,
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("merge", add_help=False,
                    help="combine the shard folders of `run --shard I/N` into one analysed run "
                         "folder: merge DIR... --out DIR")
+    sub.add_parser("frontier", add_help=False,
+                   help="the trade-off frontier (AUC and top-1 against time and bandwidth "
+                        "overhead) of sweep run folders: frontier RUN... [--out DIR]")
     b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
     b.add_argument("what", choices=["net", "protocol", "attack"])
     args, rest = parser.parse_known_args(argv)
@@ -51,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.merge import main as merge_main
 
         return merge_main(rest)
+    if args.cmd == "frontier":
+        from experiments.frontier import main as frontier_main
+
+        return frontier_main(rest)
     if args.cmd == "attack":
         from attacks.cli import main as attack_main
 

@@ -1,11 +1,15 @@
 """``sudo stealth-mtd demo``: attacker versus defender, live, in a few minutes.
 
-Runs the demo scenario (``experiments/scenarios/demo.toml``): with background traffic on a k=4
-fat-tree, one direct migration (today's live migration) and one stealth migration of the same VM.
-While each runs, the screen shows which step of Algorithms 1-6 is running, the chunks each role
-has handled, and the live attacker's current guess (scapy on the compromised edge switch's
-mirror port). At the end: the attackers' scores side by side, the costs, and the paths of the
-report and plots. Everything is torn down afterwards, also on Ctrl-C.
+Runs the demo scenario (``experiments/scenarios/demo.toml``): with background traffic on a
+leaf-spine, one migration of the same VM in each of its arms, side by side: direct (today's live
+migration), the poster's stealth protocol with its profile policy (chunks shaped like normal
+traffic) and the cover policy (the relay's records take the place of cover records on a schedule
+fixed before the migration; the cover runs through the whole trial). While each runs, the
+screen shows which step of Algorithms 1-6 is running, the chunks each role has handled, and the
+live attacker's current guess (scapy on the compromised edge switch's mirror port). At the end:
+the attackers' scores side by side, the costs, what each arm cost on the wire (bandwidth
+overhead, time against direct's, the floor), and the paths of the report and plots. Everything
+is torn down afterwards, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from rich.table import Table
 from experiments.runner import Hooks, record_trial, run_trial
 from experiments.scenario import Scenario, ScenarioError, load
 from experiments.testbed import UNPRIVILEGED
+from experiments.trial import arms_meta
 from hosts.protocol.mgmt import MgmtError
 
 console = Console()
@@ -167,7 +172,11 @@ class LiveView(Hooks):
         roles = self.rec.get("roles") or {}
         if roles.get("destination"):
             truth = f"[dim]ground truth: destination {roles['destination']}[/]"
-        return Panel(Group(f"[bold]{self.mode}[/] migration — {self.text}", t, guess, truth),
+        arm = {"direct": "one unshaped stream", "profile": "the poster's shaping policy",
+               "fixed": "fixed-size chunks", "cover": "inside the cover schedule"}.get(
+                   self.mode, f"chunk policy {self.sc.policy_of(self.mode)}")
+        return Panel(Group(f"[bold]{self.mode}[/] migration ({arm}) — {self.text}", t, guess,
+                           truth),
                      title="stealth-mtd demo: attacker versus defender")
 
     def refresh(self) -> None:
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             with Live(console=console, refresh_per_second=4) as live:
                 view = LiveView(live, mode, sc, out)
                 gt = run_trial(sc, mode, 0, i, out, hooks=view)
-            console.print(record_trial(out, truths, gt))
+            console.print(record_trial(out, truths, gt, arms_meta(sc)))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: everything torn down")
         return 130
@@ -204,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = an.metrics
     console.print(tables.comparison_table(metrics))
     console.print(tables.cost_table(metrics))
+    console.print(tables.arms_table(an.arms))
     console.print(f"report: {out / 'report.md'}")
     for p in sorted((out / "plots").glob("*.png")):
         console.print(f"plot:   {p}")

@@ -35,7 +35,8 @@ SCHEMA = "stealth-mtd/merged/1"
 # what a point folder holds that the merge writes itself (the rest is copied from a shard)
 _WRITTEN = {"scenario.json", "ground_truth.json", RECORD, timings.FILE, "timings.json",
             "metrics.json", "metrics.csv", "costs.csv", "report.md", "sweep.md", "sweep.json",
-            "merged.json"}
+            "merged.json", "arms.json", "arms.csv", "frontier.png", "frontier.md",
+            "frontier.json"}
 _TREES = ("pcaps", "logs")
 
 

@@ -98,7 +98,10 @@ def plot_all(plots: Path, an: Analysis) -> list[str]:
                          f"labels: windows overlapping the {span} span", fontsize=9)
             ax.set_xlabel("false-positive rate")
             ax.set_ylabel("true-positive rate")
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+            else:  # every window of this mode had one label: no curve to draw
+                ax.text(0.5, 0.5, "no ROC: one label class only", ha="center", fontsize=8)
         fig.tight_layout()
         fig.savefig(plots / "roc.png", dpi=110)
         plt.close(fig)

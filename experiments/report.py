@@ -1,4 +1,5 @@
-"""Write a run's results: metrics.json, metrics.csv, costs.csv, plots/ and report.md.
+"""Write a run's results: metrics.json, arms.json, metrics.csv, costs.csv, arms.csv, plots/ and
+report.md.
 
 The pieces: ``experiments.analysis`` (what the attackers achieved, what the migration cost),
 ``experiments.tables`` (CSVs, tables, report.md), ``experiments.plots`` (matplotlib). Called by
@@ -18,7 +19,8 @@ from experiments.scenario import Scenario
 def write(out: Path, sc: Scenario, an: Analysis) -> None:
     """Everything of ``an`` into the run folder ``out``."""
     (out / "metrics.json").write_text(json.dumps(an.metrics, indent=1, default=float))
+    (out / "arms.json").write_text(json.dumps(an.arms, indent=1, default=float))
     tables.write_csvs(out, an)
     (out / "plots").mkdir(exist_ok=True)
     made = plots.plot_all(out / "plots", an)
-    (out / "report.md").write_text(tables.report_md(sc, an.truth, an.metrics, made))
+    (out / "report.md").write_text(tables.report_md(sc, an.truth, an.metrics, made, an.arms))

@@ -1,8 +1,10 @@
 """``sudo stealth-mtd run SCENARIO``: trials × modes in the real network, then the attackers.
 
-For every mode and trial: the trial's bring-up (``experiments.trial.Trial``: a fresh testbed,
-a role agent in every tenant host with the VM on the source, the normal-traffic workload,
-captures at every vantage point; torn down also on Ctrl-C or an error), a warm-up, the
+For every arm (``modes``: direct, profile, fixed, cover, stealth; ``experiments.scenario``) and
+trial: the trial's bring-up (``experiments.trial.Trial``: a fresh testbed, a role agent in every
+tenant host with the VM on the source, in the cover arm's trials the cover schedule on every agent,
+the normal-traffic workload, captures at every vantage point; torn down also on Ctrl-C or an
+error), a warm-up, the
 migration (an ``anomaly`` to the controller, or with ``trigger = "monitor:KIND"`` a real
 anomaly that the source's monitor reports), a cool-down. Then the attackers analyse the pcaps
 (``attacks.pipeline`` through ``experiments.report.analyze``; they see the ground truth only
@@ -43,7 +45,8 @@ from experiments.monitor_eval import (
 )
 from experiments.scenario import Scenario, ScenarioError, expand, load
 from experiments.shard import Job, Shard, ShardError
-from experiments.trial import Trial, write_ground_truth
+from experiments.trial import Trial, arms_meta, trial_seed, write_ground_truth
+from hosts.protocol.mgmt import MgmtError
 
 console = Console()
 log = logging.getLogger("stealth_mtd.runner")
@@ -82,8 +85,9 @@ def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
 def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, logs: Path,
            hooks: Hooks, took: dict[str, float]) -> dict[str, Any]:
     say = hooks.phase
+    cover = sc.cover_settings(trial_seed(sc, trial)) if sc.uses_cover(mode) else None
     with Trial(sc, trial, logs, sc.attackers.vantage, run_dir / "pcaps", tag=f"-{mode}-{trial}",
-               say=say) as t:
+               say=say, cover=cover) as t:
         took["bringup_s"], took["lock_wait_s"] = t.timings["bringup_s"], t.timings["lock_wait_s"]
         mark = time.monotonic()
         tb, seed, bg = t.tb, t.seed, sc.background
@@ -98,9 +102,7 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
             say(f"normal traffic only (warm-up, {t_end - time.monotonic():.0f} s left)")
             time.sleep(0.5)
         took["warmup_s"], mark = time.monotonic() - mark, time.monotonic()
-        tb.mgmt({"op": "defaults", "mode": mode, "n": sc.stealth.n, "k": sc.stealth.k,
-                 "hide_destination": sc.stealth.hide_destination and mode == "stealth",
-                 "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s})
+        tb.mgmt(defaults_msg(sc, mode))
         if sc.trigger == "controller":
             say("anomaly reported: controller starts the migration")
             r = tb.mgmt({"op": "anomaly", "host": sc.vm.host, "kind": "scenario",
@@ -117,6 +119,12 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
             time.sleep(0.5)
         hosts = {h["name"]: h["ip"] for h in tb.description["hosts"] if not h["attacker"]}
         attackers = {h["name"]: h["ip"] for h in tb.description["hosts"] if h["attacker"]}
+        if cover is not None:  # what each agent's cover mux counted (records, relay bytes)
+            try:
+                stats: dict[str, Any] = tb.cover_stats()
+            except (MgmtError, OSError) as exc:  # diagnostics only: the trial stands
+                stats = {"error": f"{type(exc).__name__}: {exc}"}
+            (logs / "cover_stats.json").write_text(json.dumps(stats, indent=1, default=str))
         took["cooldown_s"], mark = time.monotonic() - mark, time.monotonic()
     vps, drops = t.captures, t.capture_stats
     shutil.rmtree(logs / "work", ignore_errors=True)  # the VMs' memory images
@@ -151,6 +159,15 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
     }
 
 
+def defaults_msg(sc: Scenario, mode: str) -> dict[str, Any]:
+    """The controller's ``defaults`` op for a trial of arm ``mode``: every arm but direct is a
+    stealth migration (n, k, the hidden destination), each with its own chunk policy."""
+    proto = sc.protocol_mode(mode)
+    return {"op": "defaults", "mode": proto, "n": sc.stealth.n, "k": sc.stealth.k,
+            "hide_destination": sc.stealth.hide_destination and proto == "stealth",
+            "chunk_policy": sc.chunk_policy(mode), "timeout_s": sc.timeout_s}
+
+
 def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
         rows: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """All trials of all modes (of sweep point ``label``), then the analysis; returns the
@@ -170,7 +187,7 @@ def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
             took: dict[str, float] = {}
             gt = run_trial(sc, j.mode, j.trial, j.trial_id, out,
                            hooks=_ProgressHooks(prog, task), timings=took)
-            console.log(f"trial {j.trial + 1}: {record_trial(out, truths, gt)}")
+            console.log(f"trial {j.trial + 1}: {record_trial(out, truths, gt, arms_meta(sc))}")
             rows_here.append(timings.row(label, j.trial_id, j.mode, j.trial, took))
             timings.write_csv(out, rows_here)
             prog.advance(task)
@@ -197,10 +214,12 @@ def analyse(out: Path, sc: Scenario, rows: list[dict[str, Any]]) -> dict[str, An
     return an.metrics
 
 
-def record_trial(out: Path, truths: list[dict[str, Any]], gt: dict[str, Any]) -> str:
-    """Add a finished trial to the run's ground_truth.json; return a one-line summary."""
+def record_trial(out: Path, truths: list[dict[str, Any]], gt: dict[str, Any],
+                 meta: dict[str, Any] | None = None) -> str:
+    """Add a finished trial to the run's ground_truth.json (``meta``: the run's arms,
+    ``experiments.trial.arms_meta``); return a one-line summary."""
     truths.append(gt)
-    write_ground_truth(out / "ground_truth.json", truths)
+    write_ground_truth(out / "ground_truth.json", truths, meta)
     r = gt["result"]
     return (f"{gt['mode']} {gt['status']} in {r.get('migration_time_s', 0):.1f} s, "
             f"{gt['source']['host']} → {gt['destination']['host']}"
@@ -276,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         sc.seed = args.seed
     out = Path(args.out or f"results/{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    from experiments.tables import comparison_table, cost_table, write_sweep
+    from experiments.tables import arms_table, comparison_table, cost_table, write_sweep
 
     started = time.monotonic()
     variants = expand(sc)
@@ -300,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 done.append((label, metrics))
                 console.print(comparison_table(metrics))
                 console.print(cost_table(metrics))
+                console.print(arms_table(_read_arms(out / label if label else out)))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: network torn down; partial results in {out}")
         return 130
@@ -311,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(variants) > 1:
         write_sweep(out, done)
         console.print(f"sweep summary: [bold]{out / 'sweep.md'}[/]")
+        if (out / "frontier.md").exists():
+            console.print(f"the frontier: [bold]{out / 'frontier.md'}[/]"
+                          + (f", {out / 'frontier.png'}" if (out / "frontier.png").exists()
+                             else ""))
     console.print(f"run folder: [bold]{out}[/] (report.md, metrics.json, plots/, pcaps/)")
     return 0
 
@@ -333,6 +357,13 @@ def report_timings(out: Path, rows: list[dict[str, Any]], wall_s: float) -> None
                   f"[bold]{per_hour:.1f} trials per hour[/]"
                   + (f" ({own:.1f} without the {waited:.0f} s spent waiting for the testbed "
                      "lock)" if waited else ""))
+
+
+def _read_arms(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "arms.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def _shard_arg(text: str) -> Shard:

@@ -1,4 +1,4 @@
-"""Scenario files: one TOML describes a run (topology, roles, VM, modes, policy, background
+"""Scenario files: one TOML describes a run (topology, roles, VM, arms, policy, cover, background
 traffic, attackers, seed, trials). Parsed into plain dataclasses and checked completely when the
 file loads: every wrong type or value is a ``ScenarioError`` naming the key and what is allowed,
 never a failure at trial start. Used by the runner, the demo and the monitor evaluation.
@@ -7,13 +7,23 @@ A little over 400 lines: the schema and its checks are one contract and are read
     name = "quick"
     seed = 1
     trials = 3
-    modes = ["direct", "stealth"]
+    modes = ["direct", "profile", "cover"]   # the arms (MODES); "stealth" = [stealth].policy
     [topology]  kind = "fattree"  args = [4]  attackers = ["e1", "c1"]  ports = "netdev"
     [vm]        host = "h1"  mib = 16  dirty_pages_per_s = 200
     [stealth]   n = 3  k = 2  hide_destination = true  policy = "profile"  rate_budget_mbit = 40
+    [cover]     rate_x_normal = 1.0 (or rate_mbit = 20)  record_min = 1024  record_max = 16384
     [background] cdf = "websearch"  flows_per_s = 2.0  cap_bytes = 2000000  bulk_per_min = 1
                  warmup_s = 15  cooldown_s = 10
     [attackers] vantage = ["switch:e1", "switch:c1", "global"]  window_s = 1.0
+
+The arms (``modes``): ``direct`` (one unshaped stream, today's live migration), ``profile`` (the
+poster's stealth protocol, chunks shaped like the source's measured traffic), ``fixed`` (the
+stealth protocol with fixed-size chunks, the baseline), ``cover`` (the stealth protocol inside
+the cover schedule, ``hosts.protocol.cover``) and the legacy ``stealth`` (the stealth protocol
+with ``[stealth].policy``). ``[cover]`` gives the cover rate per VM, absolute (``rate_mbit``) or
+relative to the normal traffic a host originates on average (``rate_x_normal``, computed from
+``[background]`` alone: ``normal_bytes_per_s``). In a sweep, a point whose cover rate is 0 runs
+the ``profile`` arm in the ``cover`` arm's place: the frontier's zero point is the poster's policy.
 """
 
 from __future__ import annotations
@@ -32,9 +42,10 @@ from typing import Any
 
 from hosts.anomalies import KINDS
 from hosts.chunk_policy import POLICIES as CHUNK_POLICIES
+from hosts.protocol.cover import COVER_PORT, CoverError, CoverSettings
 from hosts.protocol.plan import DEFAULTS
 from hosts.traffic import MAX_CHUNK, MIN_CHUNK
-from hosts.workload import CDFS
+from hosts.workload import CDFS, MSS
 from topologies.ovs import DEFAULT_PORTS, GLOBAL_CAPTURE_PORTS, PORT_KINDS
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -84,6 +95,19 @@ class BackgroundSettings:
 
 
 @dataclass
+class CoverSpec:
+    """The ``[cover]`` section: the cover rate per VM (one of the two rates) and the records'
+    and cover connections' sizes (``hosts.protocol.cover.CoverSettings``)."""
+
+    rate_mbit: float = 0.0  # per VM, Mbit/s of on-wire record bytes summed over its peers
+    rate_x_normal: float = 0.0  # per VM, x the normal bytes/s a host originates (background)
+    record_min: int = 1024
+    record_max: int = 16384
+    flow_cdf: str = "websearch"  # bytes per cover connection, like tenant flows
+    flow_cap_bytes: int = 1_000_000
+
+
+@dataclass
 class AttackerSettings:
     vantage: list[str] = field(default_factory=lambda: ["global"])
     window_s: float = 1.0
@@ -98,6 +122,7 @@ class Scenario:
     topology: TopologySpec = field(default_factory=TopologySpec)
     vm: VMSettings = field(default_factory=VMSettings)
     stealth: StealthSettings = field(default_factory=StealthSettings)
+    cover: CoverSpec = field(default_factory=CoverSpec)
     background: BackgroundSettings = field(default_factory=BackgroundSettings)
     attackers: AttackerSettings = field(default_factory=AttackerSettings)
     timeout_s: float = 600.0
@@ -109,18 +134,52 @@ class Scenario:
     monitor: dict[str, Any] = field(default_factory=dict)  # read by experiments.monitor_eval
     source_file: str = ""
 
-    def chunk_policy(self, mode: str = "stealth") -> dict[str, Any]:
-        """The chunk policy of ``mode``: direct is today's live migration, one unshaped stream."""
-        s = self.stealth
+    def policy_of(self, mode: str) -> str | None:
+        """The chunk policy an arm runs (None for direct): ``stealth`` → ``[stealth].policy``."""
         if mode == "direct":
+            return None
+        return self.stealth.policy if mode == "stealth" else mode
+
+    def protocol_mode(self, mode: str) -> str:
+        """The controller's mode of an arm: every arm but direct is a stealth migration."""
+        return "direct" if mode == "direct" else "stealth"
+
+    def uses_cover(self, mode: str) -> bool:
+        """Does the arm run inside the cover schedule (its trials start cover before warm-up)?"""
+        return self.policy_of(mode) == "cover"
+
+    def chunk_policy(self, mode: str = "stealth") -> dict[str, Any]:
+        """The chunk policy of arm ``mode``: direct is today's live migration, one unshaped
+        stream; cover hands the chunks to the cover mux (its settings are the testbed's)."""
+        s = self.stealth
+        policy = self.policy_of(mode)
+        if policy is None:
             return {"kind": "fixed", "size": DEFAULTS.chunk_size}
-        if s.policy == "fixed":
+        if policy == "fixed":
             return {"kind": "fixed", "size": s.fixed_chunk}
-        shaping = {"kind": s.policy, "sniff_s": s.sniff_s,
+        if policy == "cover":
+            return {"kind": "cover"}
+        shaping = {"kind": policy, "sniff_s": s.sniff_s,
                    "rate_budget_bps": s.rate_budget_mbit * 1e6 / 8}  # the policy counts bytes/s
-        if s.policy != "profile":  # another registered policy may also use the fixed size
+        if policy != "profile":  # another registered policy may also use the fixed size
             shaping["size"] = s.fixed_chunk
         return shaping
+
+    def cover_rate_bytes_per_s(self) -> float:
+        """The cover rate per VM in bytes/s (0: no cover): ``rate_mbit``, or ``rate_x_normal``
+        times ``normal_bytes_per_s(background)``."""
+        c = self.cover
+        if c.rate_mbit > 0:
+            return c.rate_mbit * 1e6 / 8
+        return c.rate_x_normal * normal_bytes_per_s(self.background)
+
+    def cover_settings(self, seed: int = 0) -> CoverSettings:
+        """What ``Testbed.start_cover`` gets for a trial of seed ``seed``."""
+        c = self.cover
+        return CoverSettings(rate_bytes_per_s=self.cover_rate_bytes_per_s(),
+                             record_min=c.record_min, record_max=c.record_max,
+                             flow_cdf=c.flow_cdf, flow_cap_bytes=c.flow_cap_bytes,
+                             port=COVER_PORT, seed=seed)
 
     def build_topology(self) -> Any:
         from topologies import registry
@@ -141,11 +200,12 @@ class Scenario:
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SAFE_NAME_RULE = ("letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 "
                   "characters, no '..' (it names a folder)")
-MODES = ("direct", "stealth")
+MODES = ("direct", "profile", "fixed", "cover", "stealth")  # the arms; stealth: [stealth].policy
 POLICIES = tuple(CHUNK_POLICIES)  # one registry: hosts.chunk_policy
 MAX_VM_MIB = 16384
 _PARTS: dict[str, type] = {"topology": TopologySpec, "vm": VMSettings, "stealth": StealthSettings,
-                           "background": BackgroundSettings, "attackers": AttackerSettings}
+                           "cover": CoverSpec, "background": BackgroundSettings,
+                           "attackers": AttackerSettings}
 _INTERNAL = {"source_file"}  # set by load(), not by the file
 
 
@@ -277,6 +337,7 @@ def validate(sc: Scenario, topology: bool = True) -> None:
     _check_stealth(sc.stealth)
     _check_vm(sc.vm)
     _check_background(sc.background)
+    _check_cover(sc)
     _check_range("attackers.window_s", sc.attackers.window_s, 0, low_open=True)
     if topology:
         _check_topology(sc)
@@ -315,6 +376,80 @@ def _check_background(bg: BackgroundSettings) -> None:
     _check_range("background.cap_bytes", bg.cap_bytes, 1)
 
 
+def _check_cover(sc: Scenario) -> None:
+    c = sc.cover
+    for name in ("rate_mbit", "rate_x_normal"):
+        _check_range(f"cover.{name}", getattr(c, name), 0)
+    if c.rate_mbit > 0 and c.rate_x_normal > 0:
+        raise ScenarioError(f"cover.rate_mbit = {c.rate_mbit} and cover.rate_x_normal = "
+                            f"{c.rate_x_normal}: give one cover rate, absolute or relative")
+    if not 256 <= c.record_min <= c.record_max <= 65535:
+        raise ScenarioError("cover.record_min, cover.record_max: need 256 <= record_min <= "
+                            f"record_max <= 65535, got {c.record_min}..{c.record_max}")
+    if c.flow_cdf not in CDFS:
+        raise _bad("cover.flow_cdf", c.flow_cdf, f"one of {sorted(CDFS)}")
+    _check_range("cover.flow_cap_bytes", c.flow_cap_bytes, c.record_max)
+    if not any(sc.uses_cover(m) for m in sc.modes):
+        return
+    rate = sc.cover_rate_bytes_per_s()
+    if rate <= 0:
+        why = ("the background sends nothing (flows_per_s and bulk_per_min are 0)"
+               if c.rate_x_normal > 0 else "neither rate is set")
+        raise ScenarioError(f"the cover arm needs a cover rate > 0: set cover.rate_mbit "
+                            f"(Mbit/s per VM) or cover.rate_x_normal (x the normal traffic "
+                            f"per host); {why}")
+    bw = sc.topology.bw_mbit
+    if bw is not None and rate * 8 / 1e6 >= bw:
+        raise ScenarioError(f"cover rate {rate * 8 / 1e6:.1f} Mbit/s per VM does not fit the "
+                            f"hosts' {bw} Mbit/s links (topology.bw_mbit)")
+    try:
+        sc.cover_settings()
+    except CoverError as exc:  # the contract's own checks, in case they are stricter
+        raise ScenarioError(f"[cover]: {exc}") from None
+
+
+def mean_flow_bytes(cdf: str, cap: int) -> float:
+    """The mean size of a tenant flow drawn from ``hosts.workload``'s ``cdf`` and capped at
+    ``cap`` bytes, exactly (``FlowSizes.sample``: the CDF's piecewise-linear inverse, in MSS
+    packets, clipped to [64, cap] bytes)."""
+    if cdf not in CDFS:
+        raise ScenarioError(f"flow-size distribution {cdf!r}: one of {sorted(CDFS)}")
+    lo, hi = 64.0, float(max(cap, 64))
+    total = 0.0
+    for (x0, p0), (x1, p1) in itertools.pairwise(CDFS[cdf]):
+        if p1 > p0:
+            total += (p1 - p0) * _mean_clipped(x0 * MSS, x1 * MSS, lo, hi)
+    return total
+
+
+def _mean_clipped(a: float, b: float, lo: float, hi: float) -> float:
+    """The mean over t in [0, 1] of clip(a + (b - a) t, lo, hi)."""
+    if a == b:
+        return min(hi, max(lo, a))
+    cuts = sorted({0.0, 1.0} | {t for t in ((lo - a) / (b - a), (hi - a) / (b - a))
+                                if 0.0 < t < 1.0})
+    out = 0.0
+    for t0, t1 in itertools.pairwise(cuts):
+        v0, v1 = a + (b - a) * t0, a + (b - a) * t1
+        mid = (v0 + v1) / 2
+        if mid <= lo:
+            out += (t1 - t0) * lo
+        elif mid >= hi:
+            out += (t1 - t0) * hi
+        else:
+            out += (t1 - t0) * mid  # linear on the piece: its mean is the midpoint
+    return out
+
+
+def normal_bytes_per_s(bg: BackgroundSettings) -> float:
+    """The normal traffic a tenant host originates on average, in payload bytes/s: its flows
+    (``flows_per_s`` x the mean capped flow size) plus its bulk transfers (``bulk_per_min`` / 60
+    x their mean size; ``hosts.workload`` draws them uniformly from [min(max/4, 4 MiB), max])."""
+    lo = min(bg.bulk_max_bytes // 4, 4 << 20)
+    bulk = (lo + bg.bulk_max_bytes) / 2
+    return bg.flows_per_s * mean_flow_bytes(bg.cdf, bg.cap_bytes) + bg.bulk_per_min / 60 * bulk
+
+
 def _check_topology(sc: Scenario) -> None:
     """The topology is built here (pure bookkeeping, no root): wrong arguments, unknown attacker
     switches or VM host, and too few hosts for the stealth roles show now, not at trial start."""
@@ -349,7 +484,7 @@ def _check_topology(sc: Scenario) -> None:
     tenants = bare.tenant_hosts()
     if sc.vm.host not in tenants:
         raise _bad("vm.host", sc.vm.host, f"a tenant host of this {t.kind}: h1..h{len(tenants)}")
-    if "stealth" in sc.modes and sc.stealth.n > len(tenants) - 3:
+    if any(m != "direct" for m in sc.modes) and sc.stealth.n > len(tenants) - 3:
         raise _bad("stealth.n", sc.stealth.n, f"at most {max(len(tenants) - 3, 0)} here: this "
                    f"{t.kind} has {len(tenants)} tenant hosts and the source, destination and "
                    "leader take 3")
@@ -358,12 +493,14 @@ def _check_topology(sc: Scenario) -> None:
 def expand(sc: Scenario) -> list[tuple[str, Scenario]]:
     """A sweep's variants: the Cartesian product of ``[sweep]`` (keys like
     ``"stealth.n"`` or ``"background.flows_per_s"``), each a complete, validated scenario with a
-    label. Without a sweep: the scenario itself (validated), labelled ''."""
+    label. A point of a sweep over ``cover.*`` whose cover rate is 0 runs the ``profile`` arm in
+    the ``cover`` arm's place. Without a sweep: the scenario itself (validated), labelled ''."""
     if not sc.sweep:
         validate(sc)
         return [("", sc)]
     keys = sorted(sc.sweep)
     topology_swept = any(k.startswith("topology.") for k in keys)
+    cover_swept = any(k.startswith("cover.") for k in keys)
     out = []
     for i, values in enumerate(itertools.product(*(sc.sweep[k] for k in keys))):
         v = copy.deepcopy(sc)
@@ -371,6 +508,9 @@ def expand(sc: Scenario) -> list[tuple[str, Scenario]]:
         for key, value in zip(keys, values, strict=True):
             section, _, name = key.partition(".")
             setattr(getattr(v, section), name, value)
+        if cover_swept and v.cover_rate_bytes_per_s() == 0:
+            # the frontier's zero point: cover at rate 0 is the poster's policy
+            v.modes = list(dict.fromkeys("profile" if m == "cover" else m for m in v.modes))
         validate(v, topology=topology_swept or i == 0)  # the name checked is the file's own
         label = "_".join(f"{k.split('.')[-1]}={val}" for k, val in zip(keys, values, strict=True))
         if "/" in label or "\0" in label:

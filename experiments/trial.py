@@ -4,7 +4,9 @@ run folder's ``ground_truth.json``.
 ``with Trial(sc, trial, logs, ...) as t:`` brings up, in this order, the testbed (controller +
 Mininet) with the scenario's topology, a role agent in every tenant host with the scenario's VM
 on its host, the normal-traffic workload, all seeded with ``trial_seed(sc, trial)``, and the
-captures at the given vantage points. On leaving the block — normally, on an error, on Ctrl-C
+captures at the given vantage points; with ``cover`` (a trial of the cover arm) the cover schedule
+on every tenant agent (``Testbed.start_cover``) before the workload, so it is fixed before any
+warm-up or migration. On leaving the block — normally, on an error, on Ctrl-C
 or SIGTERM, also when the bring-up itself fails half-way — the captures stop (their tcpdump
 counts land in ``t.capture_stats``) and then the testbed with every process it started.
 What a trial does once the network is up (warm-up, migrations, anomalies) stays with its caller.
@@ -26,6 +28,7 @@ from attacks.truth import RunTruth, load_truth, write_truth
 from experiments import vantage
 from experiments.fleet import VMSpec, start_agents, start_workload
 from experiments.scenario import Scenario
+from hosts.protocol.cover import CoverSettings
 
 
 def trial_seed(sc: Scenario, trial: int) -> int:
@@ -46,14 +49,17 @@ class Trial:
     ``t.captures`` (the started ``vantage.Vantage`` points); after it: ``t.capture_stats``.
     ``t.timings`` holds the seconds (``time.monotonic``) the bring-up took (``bringup_s``), the
     wait for the machine's testbed lock before it (``lock_wait_s``, not part of ``bringup_s``)
-    and, after the block, the teardown (``teardown_s``).
+    and, after the block, the teardown (``teardown_s``). ``cover``: the cover settings to start
+    on every tenant agent (None: no cover traffic).
     """
 
     def __init__(self, sc: Scenario, trial: int, logs: Path, captures: Sequence[str] = (),
                  pcaps: Path | None = None, tag: str = "",
-                 say: Callable[[str], None] = _quiet) -> None:
+                 say: Callable[[str], None] = _quiet,
+                 cover: CoverSettings | None = None) -> None:
         if captures and pcaps is None:
             raise ValueError("captures need a pcaps folder")
+        self.cover = cover
         self.sc, self.trial, self.logs = sc, trial, logs
         self.seed = trial_seed(sc, trial)
         self.specs, self.pcaps, self.tag, self.say = list(captures), pcaps, tag, say
@@ -78,6 +84,14 @@ class Trial:
             self.say("starting agents and the VM")
             start_agents(self.tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib,
                                          sc.vm.dirty_pages_per_s, seed=seed))
+            if self.cover is not None:
+                self.say(f"starting cover traffic ({self.cover.rate_bytes_per_s * 8 / 1e6:.2f} "
+                         "Mbit/s per VM)")
+                start_cover = getattr(self.tb, "start_cover", None)
+                if start_cover is None:
+                    raise RuntimeError("this testbed has no cover transport "
+                                       "(Testbed.start_cover): the cover arm cannot run here")
+                start_cover(self.cover)
             bg = sc.background
             start_workload(self.tb, seed, bg.flows_per_s, bg.cdf, bg.cap_bytes, bg.bulk_per_min,
                            bulk_max_bytes=bg.bulk_max_bytes)
@@ -102,10 +116,27 @@ class Trial:
         self.capture_stats = {v.name: vantage.stop(v) for v in self.captures}
 
 
-def write_ground_truth(path: Path, trials: list[dict[str, Any]]) -> None:
+def write_ground_truth(path: Path, trials: list[dict[str, Any]],
+                       meta: dict[str, Any] | None = None) -> None:
     """Write a run folder's ground truth (checked against ``attacks.truth``), rewritten after
-    every trial so an interrupted run keeps the trials it finished."""
-    write_truth(path, RunTruth.from_dict({"trials": trials}))
+    every trial so an interrupted run keeps the trials it finished. ``meta``: what the run was
+    (the runner's ``arms``: each arm's protocol mode, chunk policy and cover settings)."""
+    write_truth(path, RunTruth.from_dict({"trials": trials, "meta": meta or {}}))
+
+
+def arms_meta(sc: Scenario) -> dict[str, Any]:
+    """The ground truth's record of the arms (``meta["arms"]``): per arm (a trial's ``mode``)
+    the controller's mode, the chunk policy and the cover settings (None: no cover)."""
+    return {"arms": {m: {"protocol_mode": sc.protocol_mode(m),
+                         "chunk_policy": sc.chunk_policy(m),
+                         "cover": _cover_dict(sc) if sc.uses_cover(m) else None}
+                     for m in sc.modes}}
+
+
+def _cover_dict(sc: Scenario) -> dict[str, Any]:
+    d = sc.cover_settings().to_dict()
+    d.pop("seed")  # each trial's cover is seeded with the trial's seed (trial_seed)
+    return d
 
 
 def read_ground_truth(path: Path) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ def recorded(tmp_path_factory):
     path, as ``stealth-mtd run`` leaves it."""
     run = twin_run(tmp_path_factory.mktemp("run"), n_seeds=4)
     sc = load("quick")
+    sc.modes = ["direct", "stealth"]  # the arms of the recorded run
     an = analysis.analyze(run, sc)
     report.write(run, sc, an)
     return run, sc

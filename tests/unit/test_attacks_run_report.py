@@ -27,6 +27,7 @@ def test_analysis_and_report_of_a_synthetic_run(tmp_path):
     trials[3].status, trials[3].reason = "failed", "stalled"
     write_truth(tmp_path / "ground_truth.json", RunTruth(trials, scenario="synthetic"))
     sc = load("quick")
+    sc.modes = ["direct", "stealth"]  # the arms of the synthetic run
     an = analysis.analyze(tmp_path, sc)
     report.write(tmp_path, sc, an)
     m = json.loads((tmp_path / "metrics.json").read_text())

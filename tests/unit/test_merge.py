@@ -50,6 +50,7 @@ def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(runner, "run_trial", fake_trial)
     base = (Path(runner.__file__).parent / "scenarios" / "quick.toml").read_text()
     base = base.replace('vantage = ["switch:l1", "switch:s1", "global"]', 'vantage = ["global"]')
+    base = base.replace('modes = ["direct", "profile", "cover"]', 'modes = ["direct", "stealth"]')
 
     def run(out: Path, *args: str, extra: str = "", trials: int = 2,
             edit: tuple[str, str] = ("", "")) -> int:

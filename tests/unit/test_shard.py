@@ -22,7 +22,7 @@ from experiments.shard import (
 
 def _sweep(trials: int = 3):
     sc = load("quick")
-    sc.trials = trials
+    sc.trials, sc.modes = trials, ["direct", "stealth"]  # two arms: the counts below
     sc.sweep = {"background.flows_per_s": [0.5, 1.0, 2.0], "stealth.n": [2, 3]}
     return sc
 
@@ -64,7 +64,7 @@ def test_the_partition_is_deterministic_across_loads():
 
 def test_one_trial_runs_on_each_of_more_shards_than_trials():
     sc = load("quick")
-    sc.trials = 1
+    sc.trials, sc.modes = 1, ["direct", "stealth"]
     all_jobs = jobs(expand(sc))
     assert [len(select(all_jobs, Shard(i, 3))) for i in range(3)] == [1, 1, 0]
 

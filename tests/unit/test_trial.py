@@ -29,6 +29,9 @@ class FakeTestbed:
     def __exit__(self, *exc: object) -> None:
         self.events.append("testbed down")
 
+    def start_cover(self, settings: Any) -> None:
+        self.events.append(f"cover seed={settings.seed} rate={settings.rate_bytes_per_s:.0f}")
+
 
 @pytest.fixture
 def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -66,6 +69,40 @@ def test_bring_up_in_order_and_tear_down_captures_before_the_testbed(events, tmp
                       "capture global stopped", "testbed down"]
     assert t.capture_stats == {"global": {"captured": 1}}
     assert said == ["bringing up the network", "starting agents and the VM"]
+
+
+def test_a_cover_trial_starts_cover_before_the_workload(events, tmp_path):
+    sc = load("quick")
+    cover = sc.cover_settings(trial_seed(sc, 1))
+    with Trial(sc, 1, tmp_path / "logs", cover=cover):
+        events.append("trial body")
+    seed = trial_seed(sc, 1)
+    assert events[1:4] == [f"agents vm={sc.vm.name}@{sc.vm.host} seed={seed}",
+                           f"cover seed={seed} rate={sc.cover_rate_bytes_per_s():.0f}",
+                           f"workload seed={seed}"]
+    events.clear()
+    with Trial(sc, 1, tmp_path / "logs"):  # the other arms: no cover
+        pass
+    assert not any(e.startswith("cover") for e in events)
+
+
+def test_a_testbed_without_cover_is_a_clear_error(events, tmp_path, monkeypatch):
+    class Bare:
+        def __init__(self, *a: Any) -> None:
+            pass
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            events.append("testbed down")
+
+    monkeypatch.setattr(experiments.testbed, "Testbed", lambda topo, run_dir, seed: Bare())
+    sc = load("quick")
+    with pytest.raises(RuntimeError, match="no cover transport"):
+        with Trial(sc, 0, tmp_path, cover=sc.cover_settings()):
+            pass
+    assert events[-1] == "testbed down"
 
 
 def test_a_failed_bring_up_tears_down_what_it_started(events, tmp_path, monkeypatch):
@@ -132,3 +169,5 @@ def test_ground_truth_is_an_object_with_trials(tmp_path):
         read_ground_truth(path)
     with pytest.raises(ValueError, match="unknown"):  # a field the schema does not know
         write_ground_truth(path, [{"trial": 0, "colour": "red"}])
+    write_ground_truth(path, recs, {"arms": {"cover": {"protocol_mode": "stealth"}}})
+    assert json.loads(path.read_text())["meta"]["arms"]["cover"]["protocol_mode"] == "stealth"
