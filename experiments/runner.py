@@ -45,7 +45,7 @@ from experiments.monitor_eval import (
 )
 from experiments.scenario import Scenario, ScenarioError, expand, load
 from experiments.shard import Job, Shard, ShardError
-from experiments.trial import Trial, arms_meta, trial_seed, write_ground_truth
+from experiments.trial import Trial, arms_meta, trial_seed, warmup_s, write_ground_truth
 from hosts.protocol.mgmt import MgmtError
 
 console = Console()
@@ -97,7 +97,7 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
             src = next(h for h in tb.description["hosts"] if h["name"] == sc.vm.host)
             monitor_logs = start_monitors(tb, [src], ms, seed)
         hooks.up(tb)
-        t_end = time.monotonic() + bg.warmup_s
+        t_end = time.monotonic() + warmup_s(sc, trial)  # warm-up + the trial's seeded jitter
         while time.monotonic() < t_end:
             say(f"normal traffic only (warm-up, {t_end - time.monotonic():.0f} s left)")
             time.sleep(0.5)

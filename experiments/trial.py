@@ -18,6 +18,7 @@ the runner's and monitor-eval's run folders, through the one schema, ``attacks.t
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -34,6 +35,13 @@ from hosts.protocol.cover import CoverSettings
 def trial_seed(sc: Scenario, trial: int) -> int:
     """Trial ``t`` of every mode shares a seed: the same destination, comparable paths."""
     return sc.seed * 1000 + trial
+
+
+def warmup_s(sc: Scenario, trial: int) -> float:
+    """How long trial ``trial`` runs normal traffic before the anomaly: the scenario's warm-up
+    plus a seeded uniform draw from [0, start_jitter_s) (the same for every arm of the trial)."""
+    bg = sc.background
+    return bg.warmup_s + random.Random(trial_seed(sc, trial) ^ 0x5717).uniform(0, bg.start_jitter_s)
 
 
 def _quiet(text: str) -> None:
