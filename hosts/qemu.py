@@ -60,7 +60,11 @@ class QMP:
     def __init__(self, path: str, timeout: float = 30.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except OSError as exc:
+            self.sock.close()
+            raise QemuError(f"QMP socket {path}: {exc}") from None
         self.buf = b""
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -247,6 +251,9 @@ class QemuVM:
         self.stats: dict[str, Any] = {}
         self._nic_up = False
         self._out_digest: str | None = None
+        self._migrating = False  # an outgoing migration is under way
+        self._life = threading.Lock()  # start vs destroy
+        self._destroyed = False
 
     # --- life cycle -----------------------------------------------------------------------
     def address(self) -> dict[str, str]:
@@ -280,17 +287,30 @@ class QemuVM:
         if incoming:
             args += ["-incoming", "defer"]
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.console + ".err", "wb"))
+        with self._life:  # a destroy() racing this start wins: no QEMU left behind
+            if self._destroyed:
+                raise QemuError(f"VM {self.name} was destroyed before its QEMU started")
+            with open(self.console + ".err", "wb") as err:
+                self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=err)
         self.incoming = incoming
         deadline = t0 + timeout
-        while not os.path.exists(self.qmp_path):
+        while True:  # QEMU makes the socket file a moment before it listens on it
             self._check_alive()
-            if time.monotonic() > deadline:
-                self.stop()
-                raise QemuError(f"QEMU made no QMP socket in {timeout:.0f}s")
-            time.sleep(0.05)
-        self.qmp = QMP(self.qmp_path)
+            try:
+                qmp = QMP(self.qmp_path)
+                break
+            except QemuError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise QemuError(f"QEMU's QMP socket did not answer in {timeout:.0f}s") \
+                        from None
+                time.sleep(0.05)
+        with self._life:
+            if self._destroyed:
+                qmp.close()
+                raise QemuError(f"VM {self.name} was destroyed while its QEMU started")
+            self.qmp = qmp
         if not incoming:
             self.wait_service(deadline - time.monotonic())
             self.stats["boot_s"] = time.monotonic() - t0
@@ -299,11 +319,12 @@ class QemuVM:
                      self.name, self.accel, self.stats["boot_s"], self.ip, self.port)
 
     def _check_alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
             err = ""
             with contextlib.suppress(OSError), open(self.console + ".err") as f:
                 err = f.read()[-800:]
-            raise QemuError(f"QEMU exited ({self.proc.returncode if self.proc else None}): "
+            raise QemuError(f"QEMU exited ({proc.returncode if proc else 'stopped'}): "
                             f"{err.strip()}")
 
     def wait_service(self, timeout: float) -> None:
@@ -329,36 +350,48 @@ class QemuVM:
             self.qmp.execute("stop")
 
     def resume(self) -> None:
-        if self.qmp is not None and self.status() in ("paused", "postmigrate"):
+        """Run the guest here again; an outgoing migration still going is cancelled first."""
+        if self.qmp is None:
+            return
+        if self._migrating:
+            self.cancel_out()
+            return
+        if self.status() in ("paused", "postmigrate"):
             self.qmp.execute("cont")
 
     @property
     def paused(self) -> bool:
+        """Stopped, or being migrated out (the roles' "not running here for sure")."""
         try:
-            return self.status() in ("paused", "postmigrate", "finish-migrate")
+            return self._migrating or self.status() in ("paused", "postmigrate",
+                                                        "finish-migrate")
         except (QemuError, OSError):
             return False
 
     def stop(self) -> None:
         """QEMU quits (the guest is gone; the VM NIC goes with it)."""
-        if self.qmp is not None:
+        with self._life:
+            qmp, self.qmp = self.qmp, None
+            proc, self.proc = self.proc, None
+        if qmp is not None:
             with contextlib.suppress(QemuError, OSError):
-                self.qmp.execute("quit")
-            self.qmp.close()
-            self.qmp = None
-        if self.proc is not None:
+                qmp.execute("quit")
+            qmp.close()
+        if proc is not None:
             try:
-                self.proc.wait(5)
+                proc.wait(5 if qmp is not None else 0.1)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            self.proc = None
+                proc.kill()
+                proc.wait(5)
         if self._nic_up and self.nic is not None:
             vnic.detach(self.nic)
             self._nic_up = False
         self.running = False
 
     def destroy(self) -> None:
+        """Stop for good: a ``start`` racing this one fails instead of leaving a QEMU."""
+        with self._life:
+            self._destroyed = True
         self.stop()
         for p in (self.qmp_path, self.pidfile):
             with contextlib.suppress(FileNotFoundError):
@@ -395,6 +428,7 @@ class QemuVM:
             os.close(w)
         h = hashlib.sha256()
         n = 0
+        self._migrating = True
         try:
             self.qmp.execute("migrate", {"uri": "fd:mig"})
             stats["migrate_started_at"] = time.time()
@@ -406,8 +440,11 @@ class QemuVM:
                 n += len(data)
                 yield data
         finally:
-            os.close(r)
-        info = self._wait_migration(("completed", "failed", "cancelled"), 60.0)
+            os.close(r)  # a reader that gives up breaks QEMU's pipe: its migration fails
+        try:
+            info = self._wait_migration(("completed", "failed", "cancelled"), 60.0)
+        finally:
+            self._migrating = False
         if info.get("status") != "completed":
             raise QemuError(f"QEMU's migration {info.get('status')}: "
                             f"{info.get('error-desc', '')}")
@@ -437,7 +474,9 @@ class QemuVM:
             if st in ("active", "setup", "pre-switchover", "device"):
                 self.qmp.execute("migrate_cancel")
                 self._wait_migration(("cancelled", "failed", "completed"), 30.0)
-        self.resume()
+        self._migrating = False
+        if self.status() in ("paused", "postmigrate"):
+            self.qmp.execute("cont")
 
     def migrate_in(self, path: str, timeout: float = 120.0) -> dict[str, Any]:
         """Load a complete, authenticated stream from ``path`` into the waiting QEMU; returns
