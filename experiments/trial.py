@@ -77,7 +77,7 @@ class Trial:
             self.timings["lock_wait_s"] = max(0.0, entered - ready) if ready is not None else 0.0
             self.say("starting agents and the VM")
             start_agents(self.tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib,
-                                         sc.vm.dirty_pages_per_s, seed=seed))
+                                         sc.vm.dirty_pages_per_s, seed=seed, kind=sc.vm.kind))
             bg = sc.background
             start_workload(self.tb, seed, bg.flows_per_s, bg.cdf, bg.cap_bytes, bg.bulk_per_min,
                            bulk_max_bytes=bg.bulk_max_bytes)
