@@ -7,7 +7,7 @@ its QMP socket, console log and pid file in the agent's private work folder; the
 counter answers on ``(ip, port)`` through QEMU's user networking (``hostfwd`` on the VM's own
 address when it has a ``hosts.vnic.VmNic``, attached before QEMU binds it).
 
-Migration is QEMU's own pre-copy: ``migrate_out`` hands QEMU the write end of a pipe
+Migration is QEMU's own pre-copy: ``migrate_out`` hands QEMU one end of a socket pair
 (``getfd`` + ``migrate fd:``) and yields what QEMU writes, so a slow reader back-pressures QEMU
 as a slow network would; when the stream ends QEMU has stopped the guest (its ``STOP`` event's
 time is ``paused_at``) and ``query-migrate`` (total time, downtime, bytes, dirty-sync rounds)
@@ -43,6 +43,7 @@ MIB = 1 << 20
 DEFAULT_MIB = 96  # Debian's kernel with this initramfs does not boot in 64 MiB
 MIN_MIB, MAX_MIB = 96, 1024
 READ = 256 * 1024
+FORCE_DOWNTIME_MS = 600_000  # "stop now": the downtime limit once pre-copy ran out of rounds
 KVM_GET_API_VERSION = 0xAE00
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class QMP:
     """A QMP client on a unix socket: ``execute`` waits for the command's reply; events seen on
     the way are kept in ``events`` (each with QEMU's own ``timestamp``)."""
 
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
+    def __init__(self, path: str, timeout: float = 60.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -254,6 +255,7 @@ class QemuVM:
         self._migrating = False  # an outgoing migration is under way
         self._life = threading.Lock()  # start vs destroy
         self._destroyed = False
+        self._out_sock: socket.socket | None = None  # our end of an outgoing migration
 
     # --- life cycle -----------------------------------------------------------------------
     def address(self) -> dict[str, str]:
@@ -402,7 +404,8 @@ class QemuVM:
                 "running": self.running, "paused": self.paused, "counter": None,
                 "service": f"{self.ip}:{self.port}",
                 "mac": self.nic.mac if self.nic is not None else None,
-                "pid": self.proc.pid if self.proc is not None else None}
+                "pid": self.proc.pid if self.proc is not None else None,
+                "boot_s": self.stats.get("boot_s")}
 
     def digest(self) -> str:
         """SHA-256 of the last outgoing migration stream (``migrate_out``)."""
@@ -412,8 +415,13 @@ class QemuVM:
 
     # --- migration ------------------------------------------------------------------------
     def migrate_out(self, stats: dict[str, Any], max_bandwidth: int = 1 << 30,
-                    downtime_ms: int = 300) -> Iterator[bytes]:
+                    downtime_ms: int = 300, max_rounds: int = 8) -> Iterator[bytes]:
         """QEMU's migration stream, as QEMU writes it; the guest is stopped when it ends.
+
+        Pre-copy that does not converge (the guest dirties faster than the stream drains, as
+        over a paced relay) is ended the way the model ends it: after ``max_rounds`` dirty-sync
+        rounds the downtime limit goes up to ``FORCE_DOWNTIME_MS`` and QEMU stops the guest
+        for the last copy at its next round (``stats['forced']``).
 
         ``stats`` gets ``paused_at`` (QEMU's STOP event), ``rounds`` (dirty-sync count),
         ``qemu`` (``query-migrate``'s figures) and ``stream_bytes``/``sha256``."""
@@ -421,26 +429,37 @@ class QemuVM:
             raise QemuError("no running guest to migrate")
         self.qmp.execute("migrate-set-parameters",
                          {"max-bandwidth": max_bandwidth, "downtime-limit": downtime_ms})
-        r, w = os.pipe()
+        r, w = socket.socketpair()  # a socket, not a pipe: cancel_out can shut it down
+        self._out_sock = r
         try:
-            self.qmp.execute("getfd", {"fdname": "mig"}, fds=[w])
+            self.qmp.execute("getfd", {"fdname": "mig"}, fds=[w.fileno()])
         finally:
-            os.close(w)
+            w.close()
         h = hashlib.sha256()
         n = 0
+        done = threading.Event()
         self._migrating = True
         try:
             self.qmp.execute("migrate", {"uri": "fd:mig"})
             stats["migrate_started_at"] = time.time()
+            stats["forced"] = False
+            watch = threading.Thread(target=self._force_stop, args=(stats, max_rounds, done),
+                                     name=f"qemu:{self.name}:rounds", daemon=True)
+            watch.start()
             while True:
-                data = os.read(r, READ)
+                try:
+                    data = r.recv(READ)
+                except OSError:
+                    data = b""
                 if not data:
                     break
                 h.update(data)
                 n += len(data)
                 yield data
         finally:
-            os.close(r)  # a reader that gives up breaks QEMU's pipe: its migration fails
+            done.set()
+            self._out_sock = None
+            r.close()  # a reader that gives up breaks QEMU's stream: its migration fails
         try:
             info = self._wait_migration(("completed", "failed", "cancelled"), 60.0)
         finally:
@@ -454,6 +473,24 @@ class QemuVM:
                      qemu=qemu_figures(info), stream_bytes=n, sha256=h.hexdigest())
         self._out_digest = h.hexdigest()
 
+    def _force_stop(self, stats: dict[str, Any], max_rounds: int,
+                    done: threading.Event) -> None:
+        """Watch the rounds; past ``max_rounds``, raise the downtime limit (QEMU stops the guest
+        for the last copy). Its own thread: at stop-and-copy QEMU's migration thread holds the
+        big lock while it writes, so a QMP call from the thread that drains the stream would wait
+        for itself."""
+        while not done.wait(0.5):
+            try:
+                assert self.qmp is not None
+                ram = self.qmp.execute("query-migrate").get("ram", {})
+                if int(ram.get("dirty-sync-count", 0)) >= max_rounds and not done.is_set():
+                    self.qmp.execute("migrate-set-parameters",
+                                     {"downtime-limit": FORCE_DOWNTIME_MS})
+                    stats["forced"] = True
+                    return
+            except (QemuError, AssertionError):
+                return
+
     def _wait_migration(self, states: tuple[str, ...], timeout: float) -> dict[str, Any]:
         assert self.qmp is not None
         deadline = time.monotonic() + timeout
@@ -465,10 +502,19 @@ class QemuVM:
                 raise QemuError(f"migration still {info.get('status')} after {timeout:.0f}s")
             time.sleep(0.05)
 
+    def _close_out(self) -> None:
+        sock = self._out_sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def cancel_out(self) -> None:
-        """The migration did not happen: cancel QEMU's (if still going), run the guest here."""
+        """The migration did not happen: cancel QEMU's (if still going), run the guest here.
+        The stream is shut down first: QEMU may be blocked writing into it at stop-and-copy,
+        holding the lock its QMP answers need; a broken stream fails its migration at once."""
         if self.qmp is None:
             return
+        self._close_out()
         with contextlib.suppress(QemuError):
             st = self.qmp.execute("query-migrate").get("status")
             if st in ("active", "setup", "pre-switchover", "device"):
@@ -481,10 +527,15 @@ class QemuVM:
     def migrate_in(self, path: str, timeout: float = 120.0) -> dict[str, Any]:
         """Load a complete, authenticated stream from ``path`` into the waiting QEMU; returns
         once the guest runs (``resumed_at``, ``load_s``)."""
+        return self.incoming_from(f"exec:cat {shlex.quote(path)}", timeout)
+
+    def incoming_from(self, uri: str, timeout: float = 120.0) -> dict[str, Any]:
+        """``migrate-incoming uri`` (``migrate_in``; the benchmark's ``tcp:``), until the guest
+        runs."""
         if self.qmp is None or not self.incoming:
             raise QemuError("this QEMU was not started with incoming=True")
         t0 = time.time()
-        self.qmp.execute("migrate-incoming", {"uri": f"exec:cat {shlex.quote(path)}"})
+        self.qmp.execute("migrate-incoming", {"uri": uri})
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
@@ -501,6 +552,30 @@ class QemuVM:
         self.incoming = False
         self.running = True
         return {"resumed_at": resumed, "load_s": resumed - t0}
+
+
+    def migrate_to(self, uri: str, timeout: float = 300.0) -> dict[str, Any]:
+        """QEMU's own migration to ``uri`` (``tcp:IP:PORT``: the benchmark's baseline); its
+        ``query-migrate`` figures once it completed (the guest is stopped here)."""
+        if self.qmp is None or not self.running:
+            raise QemuError("no running guest to migrate")
+        self.qmp.execute("migrate-set-parameters", {"max-bandwidth": 1 << 30})
+        t0 = time.time()
+        self.qmp.execute("migrate", {"uri": uri})
+        info = self._wait_migration(("completed", "failed", "cancelled"), timeout)
+        if info.get("status") != "completed":
+            raise QemuError(f"QEMU's migration to {uri} {info.get('status')}: "
+                            f"{info.get('error-desc', '')}")
+        return {"started_at": t0, "paused_at": self.qmp.event_time("STOP"),
+                "qemu": qemu_figures(info)}
+
+    def cpu_seconds(self) -> float:
+        """CPU time QEMU used so far (user + system), seconds."""
+        if self.proc is None:
+            return 0.0
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def qemu_figures(info: dict[str, Any]) -> dict[str, Any]:
@@ -529,3 +604,50 @@ def kill_pidfile(path: str) -> None:
             if path.encode() not in f.read():
                 return
         os.kill(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The benchmark's baseline, one side per Mininet host: ``python -m hosts.qemu send WORKDIR
+    IP URI`` boots a guest at IP, waits ``--settle`` s and migrates it to URI with QEMU's own
+    ``migrate``; ``python -m hosts.qemu receive WORKDIR IP URI`` waits for it (``-incoming``) and
+    asks the counter once the guest runs. Each prints one JSON line of figures."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m hosts.qemu")
+    p.add_argument("side", choices=["send", "receive"])
+    p.add_argument("workdir")
+    p.add_argument("ip")
+    p.add_argument("uri", help="tcp:IP:PORT (send: the receiver's; receive: where to listen)")
+    p.add_argument("--mib", type=int, default=DEFAULT_MIB)
+    p.add_argument("--dirty-kib", type=int, default=80)
+    p.add_argument("--settle", type=float, default=3.0)
+    a = p.parse_args(argv)
+    os.makedirs(a.workdir, mode=0o700, exist_ok=True)
+    vm = QemuVM("bench", a.workdir, a.mib, ip=a.ip, dirty_kib=a.dirty_kib, tag=a.side)
+    try:
+        if a.side == "send":
+            vm.start(timeout=180)
+            c0, t0 = vm.cpu_seconds(), time.monotonic()
+            time.sleep(a.settle)
+            cpu = (vm.cpu_seconds() - c0) / (time.monotonic() - t0)
+            got = vm.migrate_to(a.uri)
+            out = {"boot_s": vm.stats["boot_s"], "idle_cpu": cpu, "accel": vm.accel, **got}
+        else:
+            vm.start(incoming=True)
+            got = vm.incoming_from(a.uri, timeout=600)
+            from hosts.vm import ask_service
+
+            out = {**got, "counter": ask_service(a.ip, vm.port, timeout=10)}
+    except QemuError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    finally:
+        vm.destroy()
+    print(json.dumps(out))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

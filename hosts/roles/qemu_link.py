@@ -39,18 +39,24 @@ def manifest_extra(vm: object) -> dict[str, Any]:
     return {"kind": "qemu", "dirty_kib": vm.dirty_kib}
 
 
-def source_records(vm: QemuVM, precopy: dict[str, Any], stats: dict[str, Any]) -> Iterator[bytes]:
+def source_records(vm: QemuVM, precopy: dict[str, Any], stats: dict[str, Any],
+                   settings: dict[str, Any]) -> Iterator[bytes]:
     """QEMU's stream for the source's ``_stream``; fills ``precopy`` as the model's pre-copy
-    does (``paused_at``, ``rounds``, ``pages_per_round``) and ``stats['qemu']``."""
+    does (``paused_at``, ``rounds``, ``pages_per_round``) and ``stats['qemu']``. ``settings``
+    is the view's ``precopy`` (``max_rounds``, as for the model)."""
     try:
-        yield from vm.migrate_out(precopy)
+        yield from vm.migrate_out(precopy, max_rounds=int(settings.get("max_rounds", 8)))
     except QemuError as exc:
         raise RoleError(f"QEMU's migration failed: {exc}") from None
     precopy.setdefault("pages_per_round", [])
     precopy["trailer_extra"] = {"kind": "qemu", "stream_bytes": precopy["stream_bytes"],
-                                "qemu": precopy["qemu"]}
-    stats["qemu"] = precopy["qemu"]
+                                "qemu": stats_qemu(precopy)}
+    stats["qemu"] = stats_qemu(precopy)
     stats["stream_bytes"] = precopy["stream_bytes"]
+
+
+def stats_qemu(precopy: dict[str, Any]) -> dict[str, Any]:
+    return {**precopy["qemu"], "forced_stop": precopy.get("forced", False)}
 
 
 def receive(role: Any, ch: Channel, manifest: Any, nic: VmNic | None) -> None:

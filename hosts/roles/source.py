@@ -150,7 +150,7 @@ class Source(Role):
         buf = bytearray()
         size = sizes()
         qemu = qemu_link.is_qemu(self.vm)  # a real guest: QEMU's own stream, not the model's
-        records = qemu_link.source_records(self.vm, self.precopy, self.stats) if qemu else \
+        records = qemu_link.source_records(self.vm, self.precopy, self.stats, pc) if qemu else \
             precopy_records(self.vm, max_rounds=int(pc.get("max_rounds", 8)),
                             min_dirty_pages=int(pc.get("min_dirty_pages", 64)),
                             stats=self.precopy)

@@ -78,6 +78,19 @@ def test_cancelled_migration_leaves_the_guest_running(guest: qemu.QemuVM) -> Non
     assert after["counter"] == before["counter"] + 1 and after["boot_id"] == before["boot_id"]
 
 
+def test_precopy_out_of_rounds_is_forced_to_stop(guest: qemu.QemuVM) -> None:
+    """As the model does at max_rounds: QEMU's downtime limit goes up, the guest stops."""
+    before = _ask(guest.port)
+    stats: dict = {}
+    for _ in guest.migrate_out(stats, downtime_ms=1, max_rounds=1):
+        time.sleep(0.01)  # ~25 MB/s: a 1 ms downtime limit alone would never be met
+    assert stats["forced"] is True and stats["qemu"]["status"] == "completed"
+    assert guest.status() == "postmigrate"
+    guest.resume()  # nobody took the stream: run the guest here again
+    after = _ask(guest.port)
+    assert after["counter"] == before["counter"] + 1 and after["boot_id"] == before["boot_id"]
+
+
 def test_live_migration_keeps_the_counter(guest: qemu.QemuVM, tmp_path) -> None:
     before = _ask(guest.port)
     dst = qemu.QemuVM("g1", guest.workdir, port=qemu_free_port(), tag="dst")
@@ -114,3 +127,4 @@ def test_live_migration_keeps_the_counter(guest: qemu.QemuVM, tmp_path) -> None:
     finally:
         dst.destroy()
         bad.destroy()
+
