@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="combine the shard folders of `run --shard I/N` into one analysed run "
                         "folder: merge DIR... --out DIR")
     b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
-    b.add_argument("what", choices=["net", "protocol", "attack"])
+    b.add_argument("what", choices=["net", "protocol", "attack", "vm"])
     args, rest = parser.parse_known_args(argv)
     if args.cmd == "clean":
         from experiments.clean import main as clean_main
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "net":
             _need_root("bench net")
             from experiments.bench_net import main as bench_main
+        elif args.what == "vm":
+            _need_root("bench vm")
+            from experiments.bench_vm import main as bench_main
         elif args.what == "attack":
             from experiments.bench_attack import main as bench_main
         else:
