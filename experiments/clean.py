@@ -44,7 +44,8 @@ NODE = r"(?:h|x|c|a|e|l|s)\d+"
 NODE_NAME = re.compile(NODE)
 LINK_NAME = re.compile(rf"{NODE}-eth\d+")
 # the project's processes inside a Mininet host namespace
-PATTERNS = ("-m controllers", "-m hosts.", "hosts/agent.py", "-m attacks.", "-m experiments.")
+PATTERNS = ("-m controllers", "-m hosts.", "hosts/agent.py", "-m attacks.", "-m experiments.",
+            "stealth.vm=")  # the last: a QEMU guest's kernel command line (hosts.qemu_guest)
 # a run in progress: it takes the lock again for its next testbed, so it is only stopped by force
 RUNS = ("stealth-mtd run", "stealth-mtd demo", "stealth-mtd monitor-eval", "stealth-mtd bench net",
         "-m experiments.cli run", "-m experiments.cli demo", "-m experiments.cli monitor-eval",

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the trade-off frontier (AUC and top-1 against time and bandwidth "
                         "overhead) of sweep run folders: frontier RUN... [--out DIR]")
     b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
-    b.add_argument("what", choices=["net", "protocol", "attack"])
+    b.add_argument("what", choices=["net", "protocol", "attack", "vm"])
     args, rest = parser.parse_known_args(argv)
     if args.cmd == "clean":
         from experiments.clean import main as clean_main
@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "net":
             _need_root("bench net")
             from experiments.bench_net import main as bench_main
+        elif args.what == "vm":
+            _need_root("bench vm")
+            from experiments.bench_vm import main as bench_main
         elif args.what == "attack":
             from experiments.bench_attack import main as bench_main
         else:

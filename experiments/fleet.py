@@ -32,6 +32,12 @@ class VMSpec:
     port: int = 7000
     seed: int = 0
     ip: str | None = vm_ip(1)
+    kind: str = "model"  # "qemu": a real guest booted by the agent (hosts.qemu)
+
+    @property
+    def dirty_kib(self) -> int:
+        """A QEMU guest's dirtying loop (KiB per 0.1 s) for ``dirty_pages_per_s``."""
+        return round(self.dirty_pages_per_s * 4 / 10)
 
 
 def tenants(tb: Any) -> list[dict[str, Any]]:
@@ -55,6 +61,9 @@ def start_agents(tb: Any, vm: VMSpec | None, timeout: float = 60.0) -> dict[str,
                     str(vm.dirty_pages_per_s), "--vm-port", str(vm.port), "--seed", str(vm.seed)]
             if vm.ip is not None:
                 cmd += ["--vm-ip", vm.ip, "--vm-mac", mac_for(vm.ip)]
+            if vm.kind == "qemu":
+                cmd += ["--vm-kind", "qemu", "--vm-dirty-kib", str(vm.dirty_kib)]
+                timeout = max(timeout, 240.0)  # the guest boots first (TCG: tens of seconds)
         tb.popen(name, cmd, log_name=f"agent-{name}.log", env=tb.env())
         socks[name] = sock
     deadline = time.monotonic() + timeout

@@ -90,6 +90,7 @@ class LoopbackBed:
         timeout: float = 60.0,
         wait: bool = True,
         controller: bool = True,
+        vm_kind: str = "model",
     ) -> dict[str, Any]:
         """Start one agent process and (unless ``wait`` is false) wait for it to register.
 
@@ -130,6 +131,8 @@ class LoopbackBed:
                 str(dirty_pages_per_s),
                 "--seed",
                 str(seed),
+                "--vm-kind",
+                vm_kind,
             ]
         logf = open(os.path.join(self.root, f"{host}.log"), "ab")  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if k != auth.TEST_FAULTS_ENV}

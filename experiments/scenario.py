@@ -9,7 +9,7 @@ A little over 400 lines: the schema and its checks are one contract and are read
     trials = 3
     modes = ["direct", "profile", "cover"]   # the arms (MODES); "stealth" = [stealth].policy
     [topology]  kind = "fattree"  args = [4]  attackers = ["e1", "c1"]  ports = "netdev"
-    [vm]        host = "h1"  mib = 16  dirty_pages_per_s = 200
+    [vm]        host = "h1"  mib = 16  dirty_pages_per_s = 200  kind = "model"  (or "qemu")
     [stealth]   n = 3  k = 2  hide_destination = true  policy = "profile"  rate_budget_mbit = 40
     [cover]     rate_x_normal = 1.0 (or rate_mbit = 20)  record_min = 1024  record_max = 16384
     [background] cdf = "websearch"  flows_per_s = 2.0  cap_bytes = 2000000  bulk_per_min = 1
@@ -70,6 +70,7 @@ class VMSettings:
     name: str = "vm1"
     mib: int = 16
     dirty_pages_per_s: float = 200.0
+    kind: str = "model"  # or "qemu": a real guest (hosts.qemu), 96-1024 MiB, QEMU migrates it
 
 
 @dataclass
@@ -364,9 +365,17 @@ def _check_stealth(s: StealthSettings) -> None:
     _check_range("stealth.sniff_s", s.sniff_s, 0, low_open=True)
 
 
+VM_KINDS = ("model", "qemu")  # hosts.vm's model; hosts.qemu's real guest
+QEMU_MIN_MIB, QEMU_MAX_MIB = 96, 1024  # hosts.qemu.MIN_MIB, MAX_MIB (experiments stay apart)
+
+
 def _check_vm(vm: VMSettings) -> None:
     if not SAFE_NAME.fullmatch(vm.name) or ".." in vm.name:
         raise _bad("vm.name", vm.name, SAFE_NAME_RULE)
+    if vm.kind not in VM_KINDS:
+        raise _bad("vm.kind", vm.kind, f"one of {list(VM_KINDS)}")
+    if vm.kind == "qemu":
+        _check_range("vm.mib", vm.mib, QEMU_MIN_MIB, QEMU_MAX_MIB)  # Debian's kernel needs 96
     _check_range("vm.mib", vm.mib, 1, MAX_VM_MIB)
     _check_range("vm.dirty_pages_per_s", vm.dirty_pages_per_s, 0)
 

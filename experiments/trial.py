@@ -91,7 +91,7 @@ class Trial:
             self.timings["lock_wait_s"] = max(0.0, entered - ready) if ready is not None else 0.0
             self.say("starting agents and the VM")
             start_agents(self.tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib,
-                                         sc.vm.dirty_pages_per_s, seed=seed))
+                                         sc.vm.dirty_pages_per_s, seed=seed, kind=sc.vm.kind))
             if self.cover is not None:
                 self.say(f"starting cover traffic ({self.cover.rate_bytes_per_s * 8 / 1e6:.2f} "
                          "Mbit/s per VM)")

@@ -4,7 +4,7 @@ One long-lived process per Mininet host (or per 127.0.0.x address on loopback)::
 
     python -m hosts.agent --host NAME --ip IP --sock AGENT_SOCK --keys KEYFILE --workdir DIR
         [--mgmt CONTROLLER_SOCK] [--vm VMNAME --vm-mib N --dirty-pages-per-s R --vm-port 7000
-        --seed S [--vm-ip VMIP --vm-mac VMMAC]]
+        --seed S [--vm-ip VMIP --vm-mac VMMAC] [--vm-kind qemu --vm-dirty-kib K]]
 
 ``KEYFILE`` is this agent's ``hosts.protocol.auth.KeyRing`` (0600, written by the runner): its
 own key for the calls to the controller, and the keys of the callers it accepts (the controller
@@ -15,7 +15,8 @@ made 0700 (or must already be a 0700 folder of ours, not a symlink). A view that
 injection is refused unless the agent was started with ``STEALTH_MTD_TEST_FAULTS=1`` (the
 test-only switch, ``hosts.protocol.auth.TEST_FAULTS_ENV``; the runner never sets it).
 
-On start it makes an X25519 key pair, starts its VM, serves the commands below on ``AGENT_SOCK``
+On start it makes an X25519 key pair, starts its VM (with ``--vm-kind qemu`` a real QEMU
+guest, ``hosts.qemu``, booted before it registers), serves the commands below on ``AGENT_SOCK``
 (newline-delimited JSON, ``hosts.protocol.mgmt``) and, with ``--mgmt``, registers with the
 controller: ``{"op": "register", "host", "ip", "agent", "pubkey", "vm", "vm_bytes"}`` (the image
 size the controller vouches to a destination as its limit), and with ``--vm-ip`` the VM's own
@@ -68,6 +69,8 @@ from hosts.protocol.auth import TEST_FAULTS_ENV, KeyRing, private_dir
 from hosts.protocol.cover import CoverConfig, CoverError
 from hosts.protocol.mgmt import MgmtServer, call
 from hosts.protocol.plan import PlanError, view_from_dict
+from hosts.qemu import QemuError, QemuVM
+from hosts.qemu_guest import GuestError
 from hosts.roles import ROLES
 from hosts.roles.base import AgentContext, Role, RoleError
 from hosts.vm import VM, VMError, VMNameError, check_name
@@ -298,6 +301,18 @@ def _vm_name(name: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def start_qemu(a: argparse.Namespace, workdir: str, nic: VmNic | None) -> Any:
+    """The host's VM as a booted QEMU guest (``--vm-kind qemu``)."""
+    vm = QemuVM(a.vm, workdir, a.vm_mib, host=a.host, ip=a.ip, port=a.vm_port, nic=nic,
+                dirty_kib=a.vm_dirty_kib)
+    try:
+        vm.start(timeout=180.0)  # TCG on a busy 2-core machine: tens of seconds
+    except BaseException:
+        vm.destroy()
+        raise
+    return vm
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hosts.agent", description=__doc__.split("\n")[0])
     p.add_argument("--host", required=True)
@@ -313,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vm-ip", help="the VM's own address (default: it answers at --ip)")
     p.add_argument("--vm-mac", help="the VM's own MAC (with --vm-ip)")
+    p.add_argument("--vm-kind", choices=("model", "qemu"), default="model",
+                   help="model: hosts.vm's model VM; qemu: a real guest (hosts.qemu)")
+    p.add_argument("--vm-dirty-kib", type=int, default=256,
+                   help="qemu: KiB the guest dirties ten times a second")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     workdir = a.workdir
@@ -337,7 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     except NicError as exc:
         print(f"agent: {exc}", file=sys.stderr)
         return 2
-    if a.vm:
+    if a.vm and a.vm_kind == "qemu":
+        try:
+            agent.vm = start_qemu(a, workdir, nic)
+        except (QemuError, GuestError, VMError, NicError) as exc:
+            print(f"agent: the QEMU guest did not start: {exc}", file=sys.stderr)
+            return 2
+    elif a.vm:
         agent.vm = VM(
             a.vm,
             os.path.join(workdir, f"{a.vm}.mem"),
@@ -379,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                     role.abort("agent shutting down")
         agent.cover_stop()
         if agent.vm is not None:
-            agent.vm.stop()
+            agent.vm.stop()  # a QEMU guest's QEMU quits
         server.close()
         log.info("host=%s event=agent_down", a.host)
     return 0

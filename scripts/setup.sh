@@ -13,7 +13,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY=/usr/bin/python3
 APT_PACKAGES=(mininet openvswitch-switch openvswitch-common tcpdump iperf3 ethtool iputils-ping
-              iproute2 procps psmisc python3-venv python3-pip python3-dev gcc openssl iptables)
+              iproute2 procps psmisc python3-venv python3-pip python3-dev gcc openssl iptables
+              qemu-system-x86 busybox-static linux-image-amd64)  # the last three: the QEMU guest
 
 say()  { printf '[setup] %s\n' "$*"; }
 fail() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -70,6 +71,13 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] || ! "$VENV/bin/python"
     echo "$WANT" > "$STAMP"
 else
     say "venv up to date"
+fi
+
+# --- the QEMU guest ([vm] kind = "qemu"): Debian's kernel + a busybox initramfs, cached --------
+if GUEST="$("$VENV/bin/python" -m hosts.qemu_guest 2>&1)"; then
+    say "QEMU guest ready (cached under $ROOT/.cache/guest/)"
+else
+    fail "building the QEMU guest failed: $GUEST"
 fi
 
 # --- Open vSwitch ----------------------------------------------------------------------------

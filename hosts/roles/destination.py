@@ -23,6 +23,7 @@ from typing import Any
 
 from hosts.channel import Channel, ChannelError
 from hosts.protocol.plan import DestinationView
+from hosts.roles import qemu_link
 from hosts.roles.base import AgentContext, Role, RoleError
 from hosts.vm import MAX_MIB, VM, StreamInstaller, VMError, VMNameError, check_name
 from hosts.vnic import NicError, VmNic
@@ -45,6 +46,8 @@ class Manifest:
     seed: int
     ip: str | None = None  # the VM's own address, if it has one
     mac: str | None = None
+    kind: str = "model"  # or "qemu": a real guest, QEMU's stream (hosts.roles.qemu_link)
+    dirty_kib: int = 0  # the QEMU guest's dirtying loop
 
 
 def read_manifest(body: bytes, max_image_bytes: int) -> Manifest:
@@ -83,7 +86,14 @@ def read_manifest(body: bytes, max_image_bytes: int) -> Manifest:
             or not isinstance(mac, str | None):
         raise ManifestError(f"manifest fields 'ip' and 'mac' must be two strings or both absent, "
                             f"got {ip!r}, {mac!r}")
-    return Manifest(name, mib, float(rate), seed, ip, mac)
+    kind, dirty_kib = m.get("kind", "model"), m.get("dirty_kib", 0)
+    if kind not in ("model", "qemu"):
+        raise ManifestError(f"manifest field 'kind' must be 'model' or 'qemu', got {kind!r}")
+    if not isinstance(dirty_kib, int) or isinstance(dirty_kib, bool) \
+            or not 0 <= dirty_kib <= 32768:
+        raise ManifestError(f"manifest field 'dirty_kib' must be an int 0..32768, "
+                            f"got {dirty_kib!r}")
+    return Manifest(name, mib, float(rate), seed, ip, mac, kind, dirty_kib)
 
 
 class Destination(Role):
@@ -136,6 +146,9 @@ class Destination(Role):
             nic = VmNic(manifest.ip, manifest.mac, self.ctx.ip) if manifest.ip else None
         except NicError as exc:
             raise ManifestError(f"manifest fields 'ip'/'mac': {exc}") from None
+        if manifest.kind == "qemu":
+            qemu_link.receive(self, ch, manifest, nic)
+            return
         path = os.path.join(self.ctx.workdir, f"{name}.{mig}.mem")
         self.vm = VM(
             name,

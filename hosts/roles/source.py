@@ -27,6 +27,7 @@ from hosts import shamir
 from hosts.channel import Channel, ChannelError
 from hosts.chunk_policy import Pacer, policy_from_settings
 from hosts.protocol.plan import SourceView
+from hosts.roles import qemu_link
 from hosts.roles.base import AgentContext, Role, RoleError
 from hosts.stream import ChunkSealer, new_key
 from hosts.vm import VM, precopy_records
@@ -134,6 +135,7 @@ class Source(Role):
                 "dirty_pages_per_s": self.vm.dirty_pages_per_s,
                 "seed": self.vm.seed,
                 **self.vm.address(),  # the VM's own address, if it has one: it moves too
+                **qemu_link.manifest_extra(self.vm),
             }
         ).encode()
 
@@ -147,12 +149,12 @@ class Source(Role):
         pc = self.view.precopy
         buf = bytearray()
         size = sizes()
-        for rec in precopy_records(
-            self.vm,
-            max_rounds=int(pc.get("max_rounds", 8)),
-            min_dirty_pages=int(pc.get("min_dirty_pages", 64)),
-            stats=self.precopy,
-        ):
+        qemu = qemu_link.is_qemu(self.vm)  # a real guest: QEMU's own stream, not the model's
+        records = qemu_link.source_records(self.vm, self.precopy, self.stats, pc) if qemu else \
+            precopy_records(self.vm, max_rounds=int(pc.get("max_rounds", 8)),
+                            min_dirty_pages=int(pc.get("min_dirty_pages", 64)),
+                            stats=self.precopy)
+        for rec in records:
             if self.closing.is_set():
                 raise RoleError(self.reason or "closed")
             buf += rec
@@ -160,7 +162,8 @@ class Source(Role):
                 yield bytes(buf[:size]), False
                 del buf[:size]
                 size = sizes()
-            if drain is not None and rec[:1] == b"R" and "paused_at" not in self.precopy:
+            if drain is not None and not qemu and rec[:1] == b"R" \
+                    and "paused_at" not in self.precopy:
                 if buf:  # the round's tail, so the drain covers all of it
                     yield bytes(buf), False
                     buf.clear()
@@ -184,6 +187,7 @@ class Source(Role):
             "paused_at": self.precopy["paused_at"],
             "rounds": self.precopy.get("rounds"),
             "vm_bytes": self.vm.size,
+            **self.precopy.get("trailer_extra", {}),
         }
         self.trailer_sent = True  # from here on the destination may complete without us
         yield json.dumps(trailer).encode(), True

@@ -124,6 +124,9 @@ BAD = [
     ({"vm": {"host": "h99"}}, "vm.host", "h1..h16"),
     ({"vm": {"host": "x1"}}, "vm.host", "tenant host"),
     ({"vm": {"dirty_pages_per_s": -5}}, "vm.dirty_pages_per_s", ">= 0"),
+    ({"vm": {"kind": "xen"}}, "vm.kind", "'model', 'qemu'"),
+    ({"vm": {"kind": "qemu", "mib": 16}}, "vm.mib", ">= 96"),
+    ({"vm": {"kind": "qemu", "mib": 4096}}, "vm.mib", "<= 1024"),
     ({"background": {"cdf": "nope"}}, "background.cdf", "'datamining', 'websearch'"),
     ({"background": {"flows_per_s": -1}}, "background.flows_per_s", ">= 0"),
     ({"background": {"cap_bytes": 0}}, "background.cap_bytes", ">= 1"),
@@ -251,3 +254,9 @@ def test_cli_prints_the_error_and_exits_2(tmp_path, content, match):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "scenario error" in r.stdout and match in r.stdout, r.stdout
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_vm_kind_qemu_is_a_choice_beside_the_model():
+    assert from_dict({"name": "m"}).vm.kind == "model"  # the model stays the default
+    sc = from_dict({"name": "q", "vm": {"kind": "qemu", "mib": 96}})
+    assert sc.vm.kind == "qemu" and sc.vm.mib == 96
