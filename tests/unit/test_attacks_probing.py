@@ -162,3 +162,36 @@ def test_bad_line_in_the_middle_is_an_error(tmp_path):
     p.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
     with pytest.raises(ValueError, match="line 2"):
         read_jsonl(p)
+
+
+@pytest.mark.parametrize("attackers, topology, match", [
+    ({"active": ["nmap"]}, {}, "attackers.active"),
+    ({"active": ["latency", "latency"]}, {}, "attackers.active"),
+    ({"active": ["latency"]}, {"attackers": []}, "attacker host"),
+    ({"curious_intermediate": "yes"}, {}, "curious_intermediate"),
+])
+def test_scenario_checks_the_attackers(attackers, topology, match):
+    from experiments.scenario import ScenarioError, from_dict
+
+    with pytest.raises(ScenarioError, match=match):
+        from_dict({"name": "bad", "attackers": {"vantage": ["global"], **attackers},
+                   "topology": {"kind": "leafspine", "args": [2, 2, 4], **topology}})
+
+
+def test_scenario_accepts_the_probers():
+    from experiments.scenario import from_dict
+
+    sc = from_dict({"name": "ok", "attackers": {"active": ["service-scan", "latency"],
+                                                "curious_intermediate": True},
+                    "topology": {"kind": "leafspine", "args": [2, 2, 4], "attackers": ["l1"]}})
+    assert sc.attackers.active == ["service-scan", "latency"] and sc.attackers.curious_intermediate
+
+
+def test_prober_targets():
+    from experiments.probers import prober_targets
+
+    targets, every = prober_targets("service-scan", HOSTS)
+    assert targets[:len(HOSTS)] == HOSTS and VM in targets and every > 0
+    assert prober_targets("latency", HOSTS)[0][0] == VM
+    with pytest.raises(ValueError):
+        prober_targets("nmap", HOSTS)
