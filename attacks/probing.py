@@ -273,18 +273,22 @@ def analyze_probes(run_dir: Path, trials: Sequence[TrialTruth], window_s: float,
     records: list[dict[str, Any]] = []
     lat: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, str]] = {}
     by_id = {t.trial: t for t in trials}
+    enabled = set(att.get("active") or [])
     for t in trials:
         base = {"trial": t.trial, "mode": t.mode}
-        scan = probe_log(run_dir, t, "service-scan")
-        if scan.exists():
-            records.append({**base, "attacker": "service-scan",
-                            **scan_figures(read_jsonl(scan), t)})
-        lp = probe_log(run_dir, t, "latency")
-        if lp.exists():
-            starts, scores = latency_scores(read_jsonl(lp), window_s)
-            y = _labels(starts, window_s, t.span(span))
-            lat[t.trial] = (starts, scores, y, f"seed:{t.seed}" if t.seed is not None
-                            else f"trial:{t.trial}")
+        for name in PROBERS:
+            log = probe_log(run_dir, t, name)
+            if not log.exists():
+                if name in enabled:  # enabled but silent: the row says so, it is not dropped
+                    records.append({**base, "attacker": name,
+                                    "note": "the prober recorded nothing"})
+            elif name == "service-scan":
+                records.append({**base, "attacker": name, **scan_figures(read_jsonl(log), t)})
+            else:
+                starts, scores = latency_scores(read_jsonl(log), window_s)
+                y = _labels(starts, window_s, t.span(span))
+                lat[t.trial] = (starts, scores, y, f"seed:{t.seed}" if t.seed is not None
+                                else f"trial:{t.trial}")
         if curious and t.intermediates:  # an arm without intermediates has none to be curious
             records.append({**base, "attacker": CURIOUS, **curious_figures(t, k, seed)})
     for trial, rec in latency_figures(lat).items():

@@ -58,6 +58,11 @@ class ProberHooks(Hooks):
         tenants = [h["ip"] for h in hosts if not h["attacker"]]
         pw = pwd.getpwnam(UNPRIVILEGED)
         self.folder.mkdir(parents=True, exist_ok=True)
+        shut = closed_parent(self.folder)
+        if shut is not None:
+            raise RuntimeError(f"the probers run as {UNPRIVILEGED} and cannot enter {shut} "
+                               f"(mode {shut.stat().st_mode & 0o777:o}): put the run folder "
+                               "where others may enter (e.g. results/)")
         os.chown(self.folder, pw.pw_uid, pw.pw_gid)  # the probers may write only here
         for name in self.sc.attackers.active:
             targets, every = prober_targets(name, tenants)
@@ -72,6 +77,14 @@ class ProberHooks(Hooks):
 
     def down(self) -> None:
         self.inner.down()
+
+
+def closed_parent(folder: Path) -> Path | None:
+    """The first folder on the way to ``folder`` that others may not enter, or None."""
+    for p in reversed([folder.resolve(), *folder.resolve().parents]):
+        if not p.stat().st_mode & 0o001:
+            return p
+    return None
 
 
 def prober_targets(name: str, tenants: list[str]) -> tuple[list[str], float]:

@@ -195,3 +195,26 @@ def test_prober_targets():
     assert prober_targets("latency", HOSTS)[0][0] == VM
     with pytest.raises(ValueError):
         prober_targets("nmap", HOSTS)
+
+
+def test_an_enabled_prober_that_recorded_nothing_keeps_its_row(tmp_path):
+    (tmp_path / "scenario.json").write_text(json.dumps(
+        {"attackers": {"active": ["service-scan", "latency"]}}))
+    a = analyze_probes(tmp_path, [truth(0)], 1.0)
+    assert {r["attacker"] for r in a["records"]} == {"service-scan", "latency"}
+    assert all(r["note"] == "the prober recorded nothing" for r in a["records"])
+    assert set(a["modes"]["stealth"]) == {"service-scan", "latency"}
+
+
+def test_closed_parent(tmp_path):
+    from pathlib import Path
+
+    from experiments.probers import closed_parent
+
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    (tmp_path / "a").chmod(0o700)
+    shut = closed_parent(inner)
+    assert shut is not None and not shut.stat().st_mode & 0o001 and inner.is_relative_to(shut)
+    (tmp_path / "a").chmod(0o755)
+    assert closed_parent(Path(__file__).parent) is None  # the repository is open to all
