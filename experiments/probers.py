@@ -2,9 +2,9 @@
 
 ``[attackers] active = ["service-scan", "latency"]`` starts, when a trial's network is up (before
 the warm-up, so they probe before, during and after the migration), one process per prober in
-the first attacker host, as ``UNPRIVILEGED`` with no capability (plain sockets: they need no
-root), each appending its rounds to ``logs/<mode>-<trial>/probers/<name>.jsonl``
-(``attacks.probing`` reads and scores them; its docstring has the line formats). They stop with
+the first attacker host that is not a mirror port (``prober_host``), as ``UNPRIVILEGED`` with no
+capability (plain sockets: they need no root), each appending its rounds to
+``logs/<mode>-<trial>/probers/<name>.jsonl`` (``attacks.probing`` reads and scores them; its docstring has the line formats). They stop with
 the testbed. Their packets cross the network like anyone's, so the captures hold them too.
 
 - ``service-scan``: every ``--every`` seconds ``attacks.active.service_scan`` of the tenants'
@@ -35,6 +35,7 @@ from attacks.probing import PROBES_DIR
 from experiments.runner import Hooks
 from experiments.scenario import Scenario
 from experiments.testbed import UNPRIVILEGED
+from experiments.vantage import attacker_for
 from topologies.base import vm_ip
 
 SCAN_EVERY_S = 1.0
@@ -54,7 +55,7 @@ class ProberHooks(Hooks):
 
     def up(self, tb: Any) -> None:
         hosts = tb.description["hosts"]
-        x = next(h["name"] for h in hosts if h["attacker"])
+        x = prober_host(tb.description, self.sc.attackers.vantage)
         tenants = [h["ip"] for h in hosts if not h["attacker"]]
         pw = pwd.getpwnam(UNPRIVILEGED)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -77,6 +78,18 @@ class ProberHooks(Hooks):
 
     def down(self) -> None:
         self.inner.down()
+
+
+def prober_host(description: dict[str, Any], vantage: list[str]) -> str:
+    """The first attacker host that is no switch vantage's mirror port: OVS forwards nothing
+    but mirrored frames to a mirror's output port and drops what it sends, so a prober there
+    would never get an answer (``experiments.vantage.attacker_for`` picks the mirror's host)."""
+    mirrors = {attacker_for(description, v[7:]) for v in vantage if v.startswith("switch:")}
+    free = [h["name"] for h in description["hosts"] if h["attacker"] and h["name"] not in mirrors]
+    if not free:
+        raise RuntimeError("the active probers need an attacker host that is not a switch "
+                           "vantage's mirror port: add one more switch to topology.attackers")
+    return free[0]
 
 
 def closed_parent(folder: Path) -> Path | None:

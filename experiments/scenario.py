@@ -358,9 +358,11 @@ def validate(sc: Scenario, topology: bool = True) -> None:
     if bad or len(set(sc.attackers.active)) != len(sc.attackers.active):
         raise _bad("attackers.active", sc.attackers.active,
                    f"a list of {list(ACTIVE_PROBERS)}, each at most once")
-    if sc.attackers.active and not sc.topology.attackers:
-        raise ScenarioError("attackers.active: the probers run in an attacker host; add a switch "
-                            "to topology.attackers")
+    mirrors = [v[7:] for v in sc.attackers.vantage if v.startswith("switch:")]
+    if sc.attackers.active and len(sc.topology.attackers) <= len(set(mirrors)):
+        raise ScenarioError("attackers.active: the probers run in an attacker host that is no "
+                            "switch vantage's mirror port (a mirror's port forwards nothing "
+                            "else); add one more switch to topology.attackers")
     for v in sc.attackers.vantage:
         if v != "global":
             if not v.startswith("switch:"):

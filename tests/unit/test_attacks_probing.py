@@ -218,3 +218,20 @@ def test_closed_parent(tmp_path):
     assert shut is not None and not shut.stat().st_mode & 0o001 and inner.is_relative_to(shut)
     (tmp_path / "a").chmod(0o755)
     assert closed_parent(Path(__file__).parent) is None  # the repository is open to all
+
+
+def test_the_probers_host_is_no_mirror_port():
+    from experiments.probers import prober_host
+    from experiments.scenario import ScenarioError, from_dict
+
+    desc = {"hosts": [{"name": "h1", "attacker": False, "switch": "l1"},
+                      {"name": "x1", "attacker": True, "switch": "l1"},
+                      {"name": "x2", "attacker": True, "switch": "s1"},
+                      {"name": "x3", "attacker": True, "switch": "l1"}]}
+    assert prober_host(desc, ["switch:l1", "switch:s1", "global"]) == "x3"
+    assert prober_host(desc, ["global"]) == "x1"
+    with pytest.raises(RuntimeError, match="mirror port"):
+        prober_host({"hosts": desc["hosts"][:3]}, ["switch:l1", "switch:s1"])
+    with pytest.raises(ScenarioError, match="mirror port"):
+        from_dict({"name": "bad", "attackers": {"vantage": ["switch:l1"], "active": ["latency"]},
+                   "topology": {"kind": "leafspine", "args": [2, 2, 4], "attackers": ["l1"]}})
