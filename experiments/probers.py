@@ -1,11 +1,12 @@
 """The active probers of a run: programs in an attacker host, started by the runner's ``Hooks``.
 
-``[attackers] active = ["service-scan", "latency"]`` starts, when a trial's network is up (before
-the warm-up, so they probe before, during and after the migration), one process per prober in
-the first attacker host that is not a mirror port (``prober_host``), as ``UNPRIVILEGED`` with no
-capability (plain sockets: they need no root), each appending its rounds to
-``logs/<mode>-<trial>/probers/<name>.jsonl`` (``attacks.probing`` reads and scores them; its docstring has the line formats). They stop with
-the testbed. Their packets cross the network like anyone's, so the captures hold them too.
+``[attackers] active = ["service-scan", "latency"]`` starts, when a trial's network is up
+(before the warm-up, so they probe before, during and after the migration), one process per
+prober in the first attacker host that is not a mirror port (``prober_host``), as
+``UNPRIVILEGED`` with no capability (plain sockets: they need no root), each appending its
+rounds to ``logs/<mode>-<trial>/probers/<name>.jsonl`` (``attacks.probing`` reads and scores
+them; its docstring has the line formats). They stop with the testbed. Their packets cross the
+network like anyone's, so the captures hold them too.
 
 - ``service-scan``: every ``--every`` seconds ``attacks.active.service_scan`` of the tenants'
   addresses and the plan's first VM addresses (the design is public: ``topologies.base.vm_ip``).
