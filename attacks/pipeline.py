@@ -47,6 +47,7 @@ import numpy as np
 from attacks import coveraware, designaware, passive
 from attacks.capture import Capture, dedupe_packets, ip_to_int, read_pcap
 from attacks.detection import Detection, ks_tests, label_windows
+from attacks.probing import analyze_probes
 from attacks.scoring import (
     PROPORTION_FIELDS,
     aggregate,
@@ -324,5 +325,8 @@ def analyze_folder(
             "attackers": m["modes"].get(mode, {}),
             **costs,
         }
+    active = analyze_probes(run_dir, done, settings.window_s, settings.span, settings.seed)
+    if active is not None:  # the active probers' and the curious intermediate's figures
+        metrics["active"] = active
     ra.metrics = metrics
     return ra

@@ -173,6 +173,8 @@ def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
     """All trials of all modes (of sweep point ``label``), then the analysis; returns the
     metrics. A shard passes ``only``, its jobs of this point: it runs just those and leaves the
     analysis to the merge (returns None). ``rows`` gets each trial's ``timings.row``."""
+    from experiments import probers  # the active attackers ([attackers] active)
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.json").write_text(json.dumps(_asdict(sc), indent=1))
     truths: list[dict[str, Any]] = []
@@ -185,8 +187,9 @@ def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
         for j in jobs:
             prog.update(task, description=f"{sc.name}: {j.mode} trial {j.trial + 1}/{sc.trials}")
             took: dict[str, float] = {}
-            gt = run_trial(sc, j.mode, j.trial, j.trial_id, out,
-                           hooks=_ProgressHooks(prog, task), timings=took)
+            gt = run_trial(sc, j.mode, j.trial, j.trial_id, out, timings=took,
+                           hooks=probers.hooks_for(sc, out, j.mode, j.trial,
+                                                   _ProgressHooks(prog, task)))
             console.log(f"trial {j.trial + 1}: {record_trial(out, truths, gt, arms_meta(sc))}")
             rows_here.append(timings.row(label, j.trial_id, j.mode, j.trial, took))
             timings.write_csv(out, rows_here)

@@ -15,6 +15,7 @@ A little over 400 lines: the schema and its checks are one contract and are read
     [background] cdf = "websearch"  flows_per_s = 2.0  cap_bytes = 2000000  bulk_per_min = 1
                  warmup_s = 15  start_jitter_s = 10  cooldown_s = 10
     [attackers] vantage = ["switch:e1", "switch:c1", "global"]  window_s = 1.0
+                active = ["service-scan", "latency"]  curious_intermediate = true
 
 The arms (``modes``): ``direct`` (one unshaped stream, today's live migration), ``profile`` (the
 poster's stealth protocol, chunks shaped like the source's measured traffic), ``fixed`` (the
@@ -113,8 +114,17 @@ class CoverSpec:
 
 @dataclass
 class AttackerSettings:
+    """The ``[attackers]`` section: passive vantage points, their window, the active probers run
+    from an attacker host during each trial (``experiments.probers``: ``ACTIVE_PROBERS``) and the
+    curious intermediate (``attacks.probing``); each gets its own figures in metrics.json."""
+
     vantage: list[str] = field(default_factory=lambda: ["global"])
     window_s: float = 1.0
+    active: list[str] = field(default_factory=list)
+    curious_intermediate: bool = False
+
+
+ACTIVE_PROBERS = ("service-scan", "latency")  # attacks.probing.PROBERS
 
 
 @dataclass
@@ -345,6 +355,15 @@ def validate(sc: Scenario, topology: bool = True) -> None:
     _check_range("attackers.window_s", sc.attackers.window_s, 0, low_open=True)
     if topology:
         _check_topology(sc)
+    bad = [a for a in sc.attackers.active if a not in ACTIVE_PROBERS]
+    if bad or len(set(sc.attackers.active)) != len(sc.attackers.active):
+        raise _bad("attackers.active", sc.attackers.active,
+                   f"a list of {list(ACTIVE_PROBERS)}, each at most once")
+    mirrors = [v[7:] for v in sc.attackers.vantage if v.startswith("switch:")]
+    if sc.attackers.active and len(sc.topology.attackers) <= len(set(mirrors)):
+        raise ScenarioError("attackers.active: the probers run in an attacker host that is no "
+                            "switch vantage's mirror port (a mirror's port forwards nothing "
+                            "else); add one more switch to topology.attackers")
     for v in sc.attackers.vantage:
         if v != "global":
             if not v.startswith("switch:"):

@@ -8,9 +8,10 @@ detection figures (``metrics.json["label_span"]``).
 
 ``comparison_rows``/``cost_rows``/``arm_rows`` are the arms' attackers, costs and costs from
 packets (``arms.json``, ``experiments.arms``) tables as text rows; ``write_csvs`` saves the
-per-trial CSVs; ``report_md`` builds report.md; ``write_sweep`` one table
-over a sweep's variants. Callers: ``experiments.report.write``, the runner and the demo (the rich
-tables).
+per-trial CSVs (and active.csv, the active attackers' records); ``active_rows`` the active
+attackers' and curious intermediate's figures; ``report_md`` builds report.md; ``write_sweep``
+one table over a sweep's variants. Callers: ``experiments.report.write``, the runner and the
+demo (the rich tables).
 """
 
 from __future__ import annotations
@@ -51,6 +52,37 @@ def _iv(entry: dict[str, Any], key: str, scale: float = 1.0) -> str:
         v = entry.get(key)
         return _fmt(v / scale if isinstance(v, float | int) and scale != 1.0 else v)
     return format_interval(iv, scale=scale)
+
+
+# the active attackers' figures (``attacks.probing``): name → (field, heading)
+ACTIVE_SHOWN = {
+    "service-scan": [("found_vm", "found the VM"), ("same_address", "same address after"),
+                     ("found_new_host", "found the VM's new host")],
+    "latency": [("detection_auc", "detection AUC"), ("alarm_detected", "alarm in the span"),
+                ("alarm_fpr", "false-alarm rate")],
+    "curious-intermediate": [("key_recovered", "key recovered"),
+                             ("destination_recovered", "destination recovered"),
+                             ("consistent_values_per_key_byte", "key values per byte left")],
+}
+ACTIVE_NOTE = (
+    "The service scan and the latency prober ran in an attacker host during every trial "
+    "(`experiments.probers`); the latency prober's alarm threshold is chosen on the other "
+    "workload seeds' trials. The curious intermediate is re-enacted from what the design grants "
+    "it (one share of the run's k-of-n split, the relayed chunk frames): no vantage of a run "
+    "holds an intermediate's share, so its figures are the analytic bound, demonstrated "
+    "(`attacks/probing.py`).")
+
+
+def active_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(mode, attacker, figures) rows of the active attackers (``metrics.json["active"]``)."""
+    rows = []
+    for mode, by_name in (metrics.get("active") or {}).get("modes", {}).items():
+        for name, shown in ACTIVE_SHOWN.items():
+            entry = by_name.get(name)
+            if entry is not None:
+                rows.append((mode, name, "; ".join(
+                    f"{head} {format_interval(entry.get(f))}" for f, head in shown)))
+    return rows
 
 
 def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
@@ -173,6 +205,15 @@ def write_csvs(out: Path, an: Analysis) -> None:
         for t in an.truth.trials:
             c = cost_record(t, an.bytes_on_wire.get(t.trial))
             w.writerow([t.mode, t.trial_in_mode, t.status] + [c[k] for k in COST_FIELDS])
+    active = (metrics.get("active") or {}).get("records", [])
+    if active:
+        cols = sorted({k for r in active for k, v in r.items()
+                       if not isinstance(v, dict | list)} - {"mode", "attacker", "trial"})
+        with open(out / "active.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["mode", "attacker", "trial", *cols])
+            for r in active:
+                w.writerow([r["mode"], r["attacker"], r["trial"]] + [r.get(k) for k in cols])
     by_id = an.truth.by_trial()
     with open(out / "arms.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -215,6 +256,10 @@ def report_md(sc: Scenario, truth: RunTruth, metrics: dict[str, Any], plots: lis
              "|" + "---|" * (len(SHOWN) + 2)]
     for mode, attacker, vals in comparison_rows(metrics):
         lines.append(f"| {mode} | {attacker} | " + " | ".join(vals) + " |")
+    if active_rows(metrics):
+        lines += ["", "## Active attackers and the curious intermediate (over trials)", "",
+                  ACTIVE_NOTE, "", "| mode | attacker | figures |", "|---|---|---|"]
+        lines += [f"| {m} | {a} | {v} |" for m, a, v in active_rows(metrics)]
     lines += ["", "## Costs (means over trials)", "",
               "| mode | " + " | ".join(COST_HEAD) + " |", "|" + "---|" * (len(COST_HEAD) + 1)]
     for mode, vals in cost_rows(metrics):
