@@ -160,11 +160,13 @@ class Source(Role):
                 yield bytes(buf[:size]), False
                 del buf[:size]
                 size = sizes()
-            if drain is not None and rec[:1] == b"R" and "paused_at" not in self.precopy:
-                if buf:  # the round's tail, so the drain covers all of it
-                    yield bytes(buf), False
-                    buf.clear()
-                drain()  # the next step may pause the VM: its stop-and-copy then goes alone
+            if rec[:1] == b"R" and "paused_at" not in self.precopy:
+                self.stats.setdefault("round_end_s", []).append(round(self._since_start(), 3))
+                if drain is not None and self._pause_next(pc):
+                    if buf:  # the round's tail, so the drain covers all of it
+                        yield bytes(buf), False
+                        buf.clear()
+                    drain()  # the next step pauses the VM: its stop-and-copy then goes alone
         if buf:
             yield bytes(buf), False
         self.log(
@@ -187,6 +189,17 @@ class Source(Role):
         }
         self.trailer_sent = True  # from here on the destination may complete without us
         yield json.dumps(trailer).encode(), True
+
+    def _since_start(self) -> float:
+        return time.time() - self.stats.get("transfer_started_at", time.time())
+
+    def _pause_next(self, pc: dict[str, Any]) -> bool:
+        """Whether the round just ended is (likely) the last before the pause: the pages
+        dirty so far are few, or the rounds run out. Only then is a drain worth its bubble
+        (earlier rounds overlap: the next round's pages follow in the same pipeline)."""
+        if len(self.precopy.get("pages_per_round", [])) >= int(pc.get("max_rounds", 8)):
+            return True
+        return int(self.vm.dirty.sum()) <= int(pc.get("min_dirty_pages", 64))
 
     # --- direct ---------------------------------------------------------------------------
     def _direct(self) -> None:
