@@ -11,12 +11,18 @@ Streams ride inside the records. A role calls ``open(peer_ip, vport)`` and gets 
 ``socketpair``; the peer's ``bind(vport, on_stream)`` hands the other end's traffic to its own
 socketpair end. A record's plaintext is a sequence of fragments (``DATA``, ``ACK``, ``FIN``,
 ``RST``; each names its origin, final destination, stream, offset and length) then padding to
-exactly the slot's size. A slot to peer X carries, in order: fragments X forwards for others
-(queued for X), control and acknowledgements, stream data for X, then (spraying) stream data for
-other destinations sent *via* X, which X forwards in one of its own slots (never more than two
-hops); the rest is padding. Relay bytes only replace padding: when records go, to whom and how
-big they are does not depend on whether any stream exists. A link whose send queue is full skips
-the slot, whatever it would have carried.
+exactly the slot's size. A slot to peer X carries, in order: ``BUSY`` marks, fragments X
+forwards for others (queued for X), control and acknowledgements, stream data for X, then
+(spraying) stream data for other destinations sent *via* X, which X forwards in one of its own
+slots (never more than two hops); the rest is padding. Relay bytes only replace padding: when
+records go, to whom and how big they are does not depend on whether any stream exists. A link
+whose send queue is full skips the slot, whatever it would have carried.
+
+``BUSY`` marks steer the spraying away from links that are full: while our own stream data fills
+more than half of our record bytes we mark ourselves (a bulk sender's slots belong to its own
+stream: peers then send nothing via us), and while our queue of fragments to forward to Z is
+deeper than ``FWD_HIGH_S`` of slots we mark Z (several senders share that one link: peers then
+send nothing for Z via us). A mark holds for a few slot intervals; marks only replace padding.
 
 Each stream direction is reliable end to end: the receiver reassembles by offset and returns
 cumulative ACKs; the sender keeps unacknowledged bytes (bounded: it stops reading its socketpair
@@ -49,7 +55,7 @@ from hosts.protocol.cover import CoverConfig, CoverError, CoverPeer, CoverSettin
 from hosts.workload import flow_sizes
 
 MIGRATION = "cover"  # the Noise prologue's id of every cover link
-PAD, DATA, ACK, FIN, RST = 0, 1, 2, 3, 4
+PAD, DATA, ACK, FIN, RST, BUSY = 0, 1, 2, 3, 4, 5
 OPENER = 1  # flag: the fragment's sender (src) is the stream's opener
 _FRAG = struct.Struct(">BB4s4sIHQH")  # type, flags, src, dst, stream id, vport, offset, length
 HDR = _FRAG.size
@@ -59,9 +65,14 @@ MSG1_OVERHEAD = 4 + 32 + 48 + 16  # length prefix, e, encrypted s, payload tag
 MSG2_OVERHEAD = 4 + 32 + 16
 RECORD_OVERHEAD = 4 + 16
 SEND_BUFFER = 1 << 20  # unacknowledged bytes per stream direction (the window)
+READ_AHEAD_S = 0.1  # a stream reads its role's bytes at most this many seconds of slots ahead
+ROLE_SNDBUF = 32 << 10  # the role end's send buffer: its writes block, not queue, when we do
 FORWARD_CAP = 512 << 10  # bytes of fragments queued at a forwarder per next hop
 QUEUE_MAX = 8  # records queued on a link before its slots are skipped
 LATE_S = 0.005  # a slot fired this much after its deadline counts as late
+BUSY_SHARE = 0.5  # own stream data above this share of our record bytes: we are "busy"
+BUSY_TAU_S = 0.5  # time constant of that share
+FWD_HIGH_S = 0.15  # a forward queue to a peer this many seconds of its slots deep: "busy" too
 TOMBSTONE_S = 30.0  # how long a finished stream still answers retransmissions
 MAX_STREAMS = 256  # live streams a peer may open to us
 
@@ -279,6 +290,16 @@ class CoverMux:
         self._via_bytes: dict[str, int] = dict.fromkeys(self.peers, 0)
         pair_rate = self.settings.rate_bytes_per_s / n
         self.via_window = int(max(64 << 10, 0.3 * pair_rate))
+        self.fwd_high = int(max(16 << 10, FWD_HIGH_S * pair_rate))
+        # unsent bytes a stream holds: a few slots' worth, so a role with several streams (the
+        # source's hops) hands each chunk to the stream that moves first, not to a deep queue
+        self.read_ahead = int(max(64 << 10, READ_AHEAD_S * self.settings.rate_bytes_per_s))
+        self._own_share = 0.0  # our own stream data's share of our record bytes (smoothed)
+        self._share_t = 0.0
+        # per peer, the BUSY marks of its last record (itself, or peers it forwards to) and when
+        self._marks: dict[str, tuple[float, set[str]]] = {
+            ip: (float("-inf"), set()) for ip in self.peers}
+        self.busy_hold = max(0.3, 4 * pair_interval)  # a peer's BUSY mark counts this long
         self._late = 0
         self._late_max = 0.0
         self._slots = 0
@@ -384,6 +405,7 @@ class CoverMux:
 
     def _new_stream(self, key: tuple[str, int], peer: str, vport: int, opener: bool) -> _Stream:
         mine, role = socket.socketpair()
+        role.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ROLE_SNDBUF)
         s = _Stream(key, peer, vport, opener, mine, role, threading.Condition(self._lock),
                     self._rto_init, last_progress=time.monotonic(), born=time.monotonic())
         self._streams[key] = s
@@ -397,7 +419,8 @@ class CoverMux:
         """The role's bytes into the send buffer; stops reading while the buffer is full."""
         while True:
             with s.cond:
-                while s.dead is None and s.end - s.una >= SEND_BUFFER:
+                while s.dead is None and (s.end - s.una >= SEND_BUFFER
+                                          or s.end - s.nxt >= self.read_ahead):
                     s.cond.wait(0.5)
                 if s.dead is not None:
                     return
@@ -538,6 +561,8 @@ class CoverMux:
             frag = self._frag(DATA, s, s.nxt, memoryview(s.buf)[lo : lo + k])
             s.flight.append(_Interval(s.nxt, s.nxt + k, now, 0, None if direct else peer))
             s.nxt += k
+            if s.end - s.nxt < self.read_ahead:
+                s.cond.notify_all()  # the reader may take more of the role's bytes
             return frag
         if s.eof and s.nxt == s.end:
             if s.nxt == s.una:
@@ -558,6 +583,17 @@ class CoverMux:
         with self._lock:
             if not self._link_up[peer]:  # the record will likely be lost: put nothing in it
                 return bytes(frame_len), 0, 0, frame_len
+            marks = [self._me] if self._own_share > BUSY_SHARE else []
+            marks += [_ip4(z) for z, n in self._fwd_bytes.items()
+                      if n > self.fwd_high and z != peer]
+            for who in marks:
+                if room < 2 * HDR:
+                    break
+                parts.append(_FRAG.pack(BUSY, 0, self._me, who, 0, 0, 0, 0))
+                room -= HDR
+            t_marks, busy = self._marks[peer]
+            if now - t_marks > self.busy_hold:
+                busy = set()
             q = self._fwd[peer]
             while q and room > HDR:
                 f = q[0]
@@ -589,10 +625,10 @@ class CoverMux:
                     room -= len(f)
                     s.ack_due = False
             for direct in (True, False):
-                if not direct and not spray:
+                if not direct and (not spray or peer in busy):
                     break
                 for s in streams:
-                    if (s.peer == peer) != direct:
+                    if (s.peer == peer) != direct or (not direct and s.peer in busy):
                         continue
                     while room > HDR:
                         f = self._take(s, room, now, peer, direct)
@@ -601,6 +637,10 @@ class CoverMux:
                         parts.append(f)
                         room -= len(f)
                         data += len(f) - HDR
+            dt = now - self._share_t
+            self._share_t = now
+            a = min(1.0, dt / BUSY_TAU_S)
+            self._own_share += a * (data / frame_len - self._own_share)
         if room:
             parts.append(bytes(room))  # a PAD type byte, then zeros: encrypted, never seen
         return b"".join(parts), data, fwd, room
@@ -610,16 +650,24 @@ class CoverMux:
         record's parsing and is counted."""
         view = memoryview(frame)
         off = 0
+        marks: set[str] = set()
+        self._marks[frm] = (time.monotonic(), marks)  # each record's marks replace the last's
         while off < len(frame):
             if frame[off] == PAD:
                 return
             if len(frame) - off < HDR:
                 return self._bad(frm, "truncated fragment header")
             kind, flags, src, dst, sid, vport, pos, n = _FRAG.unpack_from(frame, off)
-            if kind > RST or flags & ~OPENER or off + HDR + n > len(frame):
+            if kind > BUSY or flags & ~OPENER or off + HDR + n > len(frame):
                 return self._bad(frm, f"bad fragment (type {kind}, flags {flags}, length {n})")
             if n and kind != DATA and not (kind == ACK and n % _SACK.size == 0):
                 return self._bad(frm, f"type {kind} fragment with {n} data bytes")
+            if kind == BUSY:
+                if src != _ip4(frm):
+                    return self._bad(frm, "BUSY mark not from the record's sender")
+                marks.add(str(ipaddress.IPv4Address(dst)))
+                off += HDR
+                continue
             raw = frame[off : off + HDR + n]
             body = view[off + HDR : off + HDR + n]
             off += HDR + n
@@ -940,6 +988,10 @@ class CoverMux:
                 v.setdefault("streams", 0)
                 for k, x in v.items():
                     total[k] = total.get(k, 0) + x
+            total["stream_state"] = [
+                {"peer": x.peer, "srtt": round(x.srtt or 0, 3), "rto": round(x.rto, 3),
+                 "flight": x.nxt - x.una, "queued": x.end - x.nxt, "rcv_buf": x.rcv_nxt - x.written,
+                 "ooo": len(x.ooo)} for x in self._streams.values()]
             total.update(slots=self._slots, late=self._late, late_max_s=self._late_max,
                          retransmits=self._retransmits, malformed=self._malformed,
                          live_streams=len(self._streams))
