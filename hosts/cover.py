@@ -266,6 +266,8 @@ class CoverMux:
         n = max(1, len(self.peers))
         pair_interval = n / self.schedule.slot_rate  # mean time between slots to one peer
         self._rto_min = max(0.2, 4 * pair_interval)
+        # a low rate must not look like a dead peer: at least 20 slot intervals to each peer
+        self.stream_timeout = max(self.settings.stream_timeout_s, 20 * pair_interval)
         self._rto_init = max(0.5, 8 * pair_interval)
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -367,6 +369,11 @@ class CoverMux:
         return t
 
     # --- stream API -----------------------------------------------------------------------
+    @property
+    def rate_bytes_per_s(self) -> float:
+        """The cover rate this mux sends at (all peers together): what a stream can get."""
+        return float(self.settings.rate_bytes_per_s)
+
     def open(self, peer_ip: str, vport: int) -> socket.socket:
         """A stream to ``peer_ip``'s ``vport``: the role's end of a socketpair. The peer's
         ``on_stream`` runs as soon as the stream's announcement (or first byte) arrives."""
@@ -865,7 +872,7 @@ class CoverMux:
             self._queues[peer].put((t, frame, data))
 
     def _housekeeping(self, now: float) -> None:
-        timeout = self.settings.stream_timeout_s
+        timeout = self.stream_timeout
         dead = []
         with self._lock:
             for s in self._streams.values():

@@ -45,6 +45,7 @@ from hosts.wire import (
 )
 
 TAG = 16  # AES-GCM tag of a hop record
+FINAL_CHUNK = 16 << 10  # over cover: the stop-and-copy's chunk plaintext at most
 # record length of a CHUNK = plaintext + frame header + chunk header + chunk tag + hop tag
 CHUNK_RECORD_OVERHEAD = HEADER.size + CHUNK_HEAD.size + TAG + TAG
 
@@ -147,6 +148,7 @@ class Source(Role):
         pc = self.view.precopy
         buf = bytearray()
         size = sizes()
+        paused = False
         for rec in precopy_records(
             self.vm,
             max_rounds=int(pc.get("max_rounds", 8)),
@@ -155,6 +157,9 @@ class Source(Role):
         ):
             if self.closing.is_set():
                 raise RoleError(self.reason or "closed")
+            if not paused and "paused_at" in self.precopy:
+                paused = True
+                size = sizes()  # the policy may size the stop-and-copy's chunks differently
             buf += rec
             while len(buf) >= size:
                 yield bytes(buf[:size]), False
@@ -288,9 +293,14 @@ class Source(Role):
             threading.Thread(target=self._acks, args=(hop,), daemon=True).start()
         self._emit(sealer, self._manifest(), False)
 
-        # each CHUNK record on the wire is exactly the size the policy drew
+        # each CHUNK record on the wire is exactly the size the policy drew; over cover the
+        # stop-and-copy goes in smaller chunks: each of the three hops forwards a chunk only once
+        # it has all of it, so small chunks pipeline the last pages (the downtime) better
         def plaintext_size() -> int:
-            return max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
+            size = max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
+            if self.view.transport == "cover" and "paused_at" in self.precopy:
+                size = min(size, FINAL_CHUNK)
+            return size
 
         def drain() -> None:
             """Wait until every chunk emitted so far is acknowledged (cover transport)."""
