@@ -58,9 +58,10 @@ def test_a_cover_migration_on_the_testbed(tmp_path) -> None:
     from topologies.leafspine import LeafSpineTopo
 
     with Testbed(LeafSpineTopo(4, 2, 4, attackers=["l1"]), seed=11) as tb:
-        start_agents(tb, VMSpec("h1", mib=VM_MIB, dirty_pages_per_s=DIRTY))
+        spec = VMSpec("h1", mib=VM_MIB, dirty_pages_per_s=DIRTY)
+        start_agents(tb, spec)
         start_workload(tb, seed=11, flows_per_s=0.5, cap_bytes=200_000, bulk_per_min=0)
-        before_vm = _vm_service(tb, "h2", tb.ip("h1"))
+        before_vm = _vm_service(tb, "h2", spec.ip)  # the VM's own address
         rules_before = _cookies(tb)
         tb.start_cover(CoverSettings(RATE, seed=11))
         stats = tb.cover_stats()
@@ -93,7 +94,7 @@ def test_a_cover_migration_on_the_testbed(tmp_path) -> None:
             "a relay rule appeared while the cover migration ran"
         assert _cookies(tb) == rules_before
         dest = r["roles"]["destination"]
-        after_vm = _vm_service(tb, "h2", tb.ip(dest))
+        after_vm = _vm_service(tb, "h2", spec.ip)  # the same address, now served by dest
         assert after_vm["vm"] == before_vm["vm"] and after_vm["counter"] > before_vm["counter"]
         assert tb.mgmt({"op": "status"})["vms"] == {"vm1": dest}
 
