@@ -142,17 +142,23 @@ class Source(Role):
                 drain: Callable[[], None] | None = None) -> Iterator[tuple[bytes, bool]]:
         """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
 
-        With ``drain``, every pre-copy round ends with the chunks sent so far acknowledged
-        (``drain`` waits for that), so when the VM pauses only its last dirty pages are left to
-        move, not a window of earlier rounds queued ahead of them."""
+        With ``drain``, every pre-copy round ends with ``drain(most)``: it waits until the chunks
+        sent so far are acknowledged or, unless ``most`` is None (the rounds run out), until more
+        than ``most`` pages are dirty again, which then go in one more round while the pipeline
+        keeps emptying. So the VM pauses (few pages dirty) with nothing queued ahead of its stop-
+        and-copy, and the wait for the pipeline to empty overlaps the rounds, never adds a round
+        of dirty pages of its own."""
         pc = self.view.precopy
+        few = int(pc.get("min_dirty_pages", 64))
+        if drain is not None:  # the wait for the pipeline runs rounds of its own: fewer left
+            few = max(1, few // 2)
         buf = bytearray()
         size = sizes()
         paused = False
         for rec in precopy_records(
             self.vm,
             max_rounds=int(pc.get("max_rounds", 8)),
-            min_dirty_pages=int(pc.get("min_dirty_pages", 64)),
+            min_dirty_pages=few,
             stats=self.precopy,
         ):
             if self.closing.is_set():
@@ -167,11 +173,12 @@ class Source(Role):
                 size = sizes()
             if rec[:1] == b"R" and "paused_at" not in self.precopy:
                 self.stats.setdefault("round_end_s", []).append(round(self._since_start(), 3))
-                if drain is not None and self._pause_next(pc):
+                if drain is not None:
                     if buf:  # the round's tail, so the drain covers all of it
                         yield bytes(buf), False
                         buf.clear()
-                    drain()  # the next step pauses the VM: its stop-and-copy then goes alone
+                    last = len(self.precopy["pages_per_round"]) >= int(pc.get("max_rounds", 8))
+                    drain(None if last else few)
         if buf:
             yield bytes(buf), False
         self.log(
@@ -197,14 +204,6 @@ class Source(Role):
 
     def _since_start(self) -> float:
         return time.time() - self.stats.get("transfer_started_at", time.time())
-
-    def _pause_next(self, pc: dict[str, Any]) -> bool:
-        """Whether the round just ended is (likely) the last before the pause: the pages
-        dirty so far are few, or the rounds run out. Only then is a drain worth its bubble
-        (earlier rounds overlap: the next round's pages follow in the same pipeline)."""
-        if len(self.precopy.get("pages_per_round", [])) >= int(pc.get("max_rounds", 8)):
-            return True
-        return int(self.vm.dirty.sum()) <= int(pc.get("min_dirty_pages", 64))
 
     # --- direct ---------------------------------------------------------------------------
     def _direct(self) -> None:
@@ -302,12 +301,16 @@ class Source(Role):
                 size = min(size, FINAL_CHUNK)
             return size
 
-        def drain() -> None:
-            """Wait until every chunk emitted so far is acknowledged (cover transport)."""
+        def drain(most: int | None) -> None:
+            """Wait until every chunk emitted so far is acknowledged, or (``most`` not None)
+            more than ``most`` pages are dirty (cover transport)."""
             t0 = time.monotonic()
             with self.cond:
                 upto = self.stats["chunks"]
-                self._wait_locked(lambda: self.acked >= upto, f"the acks of round {upto}")
+                self._wait_locked(
+                    lambda: self.acked >= upto or (most is not None
+                                                   and int(self.vm.dirty.sum()) > most),
+                    f"the acks of round {upto}")
             self.stats["drain_s"] = self.stats.get("drain_s", 0.0) + time.monotonic() - t0
 
         # over cover the relay's queues are deep (the mux paces): drain them before a pause
