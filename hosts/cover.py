@@ -73,6 +73,7 @@ LATE_S = 0.005  # a slot fired this much after its deadline counts as late
 BUSY_SHARE = 0.5  # own stream data above this share of our record bytes: we are "busy"
 BUSY_TAU_S = 0.5  # time constant of that share
 FWD_HIGH_S = 0.15  # a forward queue to a peer this many seconds of its slots deep: "busy" too
+FWD_HIGH_RECORDS = 4  # ... or this many mean records deep, whichever is more
 TOMBSTONE_S = 30.0  # how long a finished stream still answers retransmissions
 MAX_STREAMS = 256  # live streams a peer may open to us
 
@@ -291,8 +292,11 @@ class CoverMux:
         # forwarder's queue to the destination grows without bound (its slots there are few)
         self._via_bytes: dict[str, int] = dict.fromkeys(self.peers, 0)
         pair_rate = self.settings.rate_bytes_per_s / n
-        self.via_window = int(max(64 << 10, 0.3 * pair_rate))
-        self.fwd_high = int(max(16 << 10, FWD_HIGH_S * pair_rate))
+        # a forwarder's queue to Z is a tandem of two links of one pair's rate each: it keeps
+        # Z's link busy only with a few records queued (FWD_HIGH_RECORDS), at any rate
+        rec = self.schedule.mean_record
+        self.via_window = int(max(64 << 10, 0.3 * pair_rate, 2 * FWD_HIGH_RECORDS * rec))
+        self.fwd_high = int(max(16 << 10, FWD_HIGH_S * pair_rate, FWD_HIGH_RECORDS * rec))
         # unsent bytes a stream holds: a few slots' worth, so a role with several streams (the
         # source's hops) hands each chunk to the stream that moves first, not to a deep queue
         self.read_ahead = int(max(64 << 10, READ_AHEAD_S * self.settings.rate_bytes_per_s))
