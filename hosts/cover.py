@@ -26,10 +26,11 @@ send nothing for Z via us). A mark holds for a few slot intervals; marks only re
 
 Each stream direction is reliable end to end: the receiver reassembles by offset and returns
 cumulative ACKs; the sender keeps unacknowledged bytes (bounded: it stops reading its socketpair
-when full) and retransmits after an adaptive RTO, direct first; a forwarder that dies costs
-retransmissions only. A stream whose peer acknowledges nothing, or sends no cover record at all,
-for ``stream_timeout_s`` is closed (the role sees EOF; ``why_closed`` says why; the peer gets an
-``RST``).
+when full) and retransmits after an adaptive RTO, or sooner once data sent after a fragment is
+acknowledged and it is not (a reordering allowance later: RACK), direct first; a forwarder that
+dies costs retransmissions only. A stream whose peer acknowledges nothing, or sends no cover
+record at all, for ``stream_timeout_s`` (at least 20 slot intervals to that peer) is closed (the
+role sees EOF; ``why_closed`` says why; the peer gets an ``RST``).
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ class _Stream:
     srtt: float | None = None
     rttvar: float = 0.0
     last_progress: float = 0.0
+    rack: float = float("-inf")  # latest first-send time among intervals the peer acknowledged
     # receive half
     rcv_nxt: int = 0
     ooo: dict[int, bytes] = field(default_factory=dict)
@@ -532,8 +534,12 @@ class CoverMux:
         if not s.synced and s.end == 0 and now - s.syn_t >= s.rto and (direct or s.syn_t < 0):
             s.syn_t = now
             return self._frag(DATA, s, 0, b"")
+        reo = max(self._rto_min / 4, 0.25 * (s.srtt or 0.0))  # reordering the paths may cause
         for iv in s.flight:
             overdue = now - iv.t - s.rto
+            if (iv.retx == 0 and s.srtt is not None and s.rack > iv.t + reo
+                    and now - iv.t > s.srtt + reo):
+                overdue = max(overdue, 0.0)  # data sent after it arrived, it did not: lost
             if overdue < 0 or (not direct and overdue < s.rto):
                 continue
             if iv.start >= s.end:  # the FIN
@@ -772,6 +778,7 @@ class CoverMux:
             if iv.stop <= a or any(lo <= iv.start and iv.stop <= hi for lo, hi in sacks):
                 if iv.retx == 0:
                     samples.append(now - iv.t)
+                    s.rack = max(s.rack, iv.t)
                 self._unvia(iv, iv.stop - iv.start)
                 continue
             if iv.start < a:

@@ -150,8 +150,6 @@ class Source(Role):
         of dirty pages of its own."""
         pc = self.view.precopy
         few = int(pc.get("min_dirty_pages", 64))
-        if drain is not None:  # the wait for the pipeline runs rounds of its own: fewer left
-            few = max(1, few // 2)
         buf = bytearray()
         size = sizes()
         paused = False
