@@ -578,8 +578,8 @@ class CoverMux:
             frag = self._frag(DATA, s, s.nxt, memoryview(s.buf)[lo : lo + k])
             s.flight.append(_Interval(s.nxt, s.nxt + k, now, 0, None if direct else peer))
             s.nxt += k
-            if s.end - s.nxt < self.read_ahead:
-                s.cond.notify_all()  # the reader may take more of the role's bytes
+            if s.end - s.nxt < self.read_ahead // 2 <= s.end - s.nxt + k:
+                s.cond.notify_all()  # the reader may take more of the role's bytes (once)
             return frag
         if s.eof and s.nxt == s.end:
             if s.nxt == s.una:
