@@ -161,7 +161,7 @@ class Source(Role):
         ):
             if self.closing.is_set():
                 raise RoleError(self.reason or "closed")
-            if not paused and "paused_at" in self.precopy:
+            if not paused and drain is not None and "paused_at" in self.precopy:
                 paused = True
                 size = sizes()  # the policy may size the stop-and-copy's chunks differently
             buf += rec
