@@ -11,19 +11,26 @@ Streams ride inside the records. A role calls ``open(peer_ip, vport)`` and gets 
 ``socketpair``; the peer's ``bind(vport, on_stream)`` hands the other end's traffic to its own
 socketpair end. A record's plaintext is a sequence of fragments (``DATA``, ``ACK``, ``FIN``,
 ``RST``; each names its origin, final destination, stream, offset and length) then padding to
-exactly the slot's size. A slot to peer X carries, in order: fragments X forwards for others
-(queued for X), control and acknowledgements, stream data for X, then (spraying) stream data for
-other destinations sent *via* X, which X forwards in one of its own slots (never more than two
-hops); the rest is padding. Relay bytes only replace padding: when records go, to whom and how
-big they are does not depend on whether any stream exists. A link whose send queue is full skips
-the slot, whatever it would have carried.
+exactly the slot's size. A slot to peer X carries, in order: ``BUSY`` marks, fragments X
+forwards for others (queued for X), control and acknowledgements, stream data for X, then
+(spraying) stream data for other destinations sent *via* X, which X forwards in one of its own
+slots (never more than two hops); the rest is padding. Relay bytes only replace padding: when
+records go, to whom and how big they are does not depend on whether any stream exists. A link
+whose send queue is full skips the slot, whatever it would have carried.
+
+``BUSY`` marks steer the spraying away from links that are full: while our own stream data fills
+more than half of our record bytes we mark ourselves (a bulk sender's slots belong to its own
+stream: peers then send nothing via us), and while our queue of fragments to forward to Z is
+deeper than ``FWD_HIGH_S`` of slots we mark Z (several senders share that one link: peers then
+send nothing for Z via us). A mark holds for a few slot intervals; marks only replace padding.
 
 Each stream direction is reliable end to end: the receiver reassembles by offset and returns
 cumulative ACKs; the sender keeps unacknowledged bytes (bounded: it stops reading its socketpair
-when full) and retransmits after an adaptive RTO, direct first; a forwarder that dies costs
-retransmissions only. A stream whose peer acknowledges nothing, or sends no cover record at all,
-for ``stream_timeout_s`` is closed (the role sees EOF; ``why_closed`` says why; the peer gets an
-``RST``).
+when full) and retransmits after an adaptive RTO, or sooner once data sent after a fragment is
+acknowledged and it is not (a reordering allowance later: RACK), direct first; a forwarder that
+dies costs retransmissions only. A stream whose peer acknowledges nothing, or sends no cover
+record at all, for ``stream_timeout_s`` (at least 20 slot intervals to that peer) is closed (the
+role sees EOF; ``why_closed`` says why; the peer gets an ``RST``).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from hosts.protocol.cover import CoverConfig, CoverError, CoverPeer, CoverSettin
 from hosts.workload import flow_sizes
 
 MIGRATION = "cover"  # the Noise prologue's id of every cover link
-PAD, DATA, ACK, FIN, RST = 0, 1, 2, 3, 4
+PAD, DATA, ACK, FIN, RST, BUSY = 0, 1, 2, 3, 4, 5
 OPENER = 1  # flag: the fragment's sender (src) is the stream's opener
 _FRAG = struct.Struct(">BB4s4sIHQH")  # type, flags, src, dst, stream id, vport, offset, length
 HDR = _FRAG.size
@@ -59,9 +66,15 @@ MSG1_OVERHEAD = 4 + 32 + 48 + 16  # length prefix, e, encrypted s, payload tag
 MSG2_OVERHEAD = 4 + 32 + 16
 RECORD_OVERHEAD = 4 + 16
 SEND_BUFFER = 1 << 20  # unacknowledged bytes per stream direction (the window)
+READ_AHEAD_S = 0.1  # a stream reads its role's bytes at most this many seconds of slots ahead
+ROLE_SNDBUF = 32 << 10  # the role end's send buffer: its writes block, not queue, when we do
 FORWARD_CAP = 512 << 10  # bytes of fragments queued at a forwarder per next hop
 QUEUE_MAX = 8  # records queued on a link before its slots are skipped
 LATE_S = 0.005  # a slot fired this much after its deadline counts as late
+BUSY_SHARE = 0.5  # own stream data above this share of our record bytes: we are "busy"
+BUSY_TAU_S = 0.5  # time constant of that share
+FWD_HIGH_S = 0.15  # a forward queue to a peer this many seconds of its slots deep: "busy" too
+FWD_HIGH_RECORDS = 4  # ... or this many mean records deep, whichever is more
 TOMBSTONE_S = 30.0  # how long a finished stream still answers retransmissions
 MAX_STREAMS = 256  # live streams a peer may open to us
 
@@ -180,6 +193,7 @@ class _Stream:
     srtt: float | None = None
     rttvar: float = 0.0
     last_progress: float = 0.0
+    rack: float = float("-inf")  # latest first-send time among intervals the peer acknowledged
     # receive half
     rcv_nxt: int = 0
     ooo: dict[int, bytes] = field(default_factory=dict)
@@ -255,6 +269,8 @@ class CoverMux:
         n = max(1, len(self.peers))
         pair_interval = n / self.schedule.slot_rate  # mean time between slots to one peer
         self._rto_min = max(0.2, 4 * pair_interval)
+        # a low rate must not look like a dead peer: at least 20 slot intervals to each peer
+        self.stream_timeout = max(self.settings.stream_timeout_s, 20 * pair_interval)
         self._rto_init = max(0.5, 8 * pair_interval)
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -278,7 +294,20 @@ class CoverMux:
         # forwarder's queue to the destination grows without bound (its slots there are few)
         self._via_bytes: dict[str, int] = dict.fromkeys(self.peers, 0)
         pair_rate = self.settings.rate_bytes_per_s / n
-        self.via_window = int(max(64 << 10, 0.3 * pair_rate))
+        # a forwarder's queue to Z is a tandem of two links of one pair's rate each: it keeps
+        # Z's link busy only with a few records queued (FWD_HIGH_RECORDS), at any rate
+        rec = self.schedule.mean_record
+        self.via_window = int(max(64 << 10, 0.3 * pair_rate, 2 * FWD_HIGH_RECORDS * rec))
+        self.fwd_high = int(max(16 << 10, FWD_HIGH_S * pair_rate, FWD_HIGH_RECORDS * rec))
+        # unsent bytes a stream holds: a few slots' worth, so a role with several streams (the
+        # source's hops) hands each chunk to the stream that moves first, not to a deep queue
+        self.read_ahead = int(max(64 << 10, READ_AHEAD_S * self.settings.rate_bytes_per_s))
+        self._own_share = 0.0  # our own stream data's share of our record bytes (smoothed)
+        self._share_t = 0.0
+        # per peer, the BUSY marks of its last record (itself, or peers it forwards to) and when
+        self._marks: dict[str, tuple[float, set[str]]] = {
+            ip: (float("-inf"), set()) for ip in self.peers}
+        self.busy_hold = max(0.3, 4 * pair_interval)  # a peer's BUSY mark counts this long
         self._late = 0
         self._late_max = 0.0
         self._slots = 0
@@ -346,6 +375,11 @@ class CoverMux:
         return t
 
     # --- stream API -----------------------------------------------------------------------
+    @property
+    def rate_bytes_per_s(self) -> float:
+        """The cover rate this mux sends at (all peers together): what a stream can get."""
+        return float(self.settings.rate_bytes_per_s)
+
     def open(self, peer_ip: str, vport: int) -> socket.socket:
         """A stream to ``peer_ip``'s ``vport``: the role's end of a socketpair. The peer's
         ``on_stream`` runs as soon as the stream's announcement (or first byte) arrives."""
@@ -384,6 +418,7 @@ class CoverMux:
 
     def _new_stream(self, key: tuple[str, int], peer: str, vport: int, opener: bool) -> _Stream:
         mine, role = socket.socketpair()
+        role.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ROLE_SNDBUF)
         s = _Stream(key, peer, vport, opener, mine, role, threading.Condition(self._lock),
                     self._rto_init, last_progress=time.monotonic(), born=time.monotonic())
         self._streams[key] = s
@@ -397,7 +432,8 @@ class CoverMux:
         """The role's bytes into the send buffer; stops reading while the buffer is full."""
         while True:
             with s.cond:
-                while s.dead is None and s.end - s.una >= SEND_BUFFER:
+                while s.dead is None and (s.end - s.una >= SEND_BUFFER
+                                          or s.end - s.nxt >= self.read_ahead):
                     s.cond.wait(0.5)
                 if s.dead is not None:
                     return
@@ -498,8 +534,12 @@ class CoverMux:
         if not s.synced and s.end == 0 and now - s.syn_t >= s.rto and (direct or s.syn_t < 0):
             s.syn_t = now
             return self._frag(DATA, s, 0, b"")
+        reo = max(self._rto_min / 4, 0.25 * (s.srtt or 0.0))  # reordering the paths may cause
         for iv in s.flight:
             overdue = now - iv.t - s.rto
+            if (iv.retx == 0 and s.srtt is not None and s.rack > iv.t + reo
+                    and now - iv.t > s.srtt + reo):
+                overdue = max(overdue, 0.0)  # data sent after it arrived, it did not: lost
             if overdue < 0 or (not direct and overdue < s.rto):
                 continue
             if iv.start >= s.end:  # the FIN
@@ -538,6 +578,8 @@ class CoverMux:
             frag = self._frag(DATA, s, s.nxt, memoryview(s.buf)[lo : lo + k])
             s.flight.append(_Interval(s.nxt, s.nxt + k, now, 0, None if direct else peer))
             s.nxt += k
+            if s.end - s.nxt < self.read_ahead // 2 <= s.end - s.nxt + k:
+                s.cond.notify_all()  # the reader may take more of the role's bytes (once)
             return frag
         if s.eof and s.nxt == s.end:
             if s.nxt == s.una:
@@ -558,6 +600,17 @@ class CoverMux:
         with self._lock:
             if not self._link_up[peer]:  # the record will likely be lost: put nothing in it
                 return bytes(frame_len), 0, 0, frame_len
+            marks = [self._me] if self._own_share > BUSY_SHARE else []
+            marks += [_ip4(z) for z, n in self._fwd_bytes.items()
+                      if n > self.fwd_high and z != peer]
+            for who in marks:
+                if room < 2 * HDR:
+                    break
+                parts.append(_FRAG.pack(BUSY, 0, self._me, who, 0, 0, 0, 0))
+                room -= HDR
+            t_marks, busy = self._marks[peer]
+            if now - t_marks > self.busy_hold:
+                busy = set()
             q = self._fwd[peer]
             while q and room > HDR:
                 f = q[0]
@@ -589,10 +642,10 @@ class CoverMux:
                     room -= len(f)
                     s.ack_due = False
             for direct in (True, False):
-                if not direct and not spray:
+                if not direct and (not spray or peer in busy):
                     break
                 for s in streams:
-                    if (s.peer == peer) != direct:
+                    if (s.peer == peer) != direct or (not direct and s.peer in busy):
                         continue
                     while room > HDR:
                         f = self._take(s, room, now, peer, direct)
@@ -601,6 +654,10 @@ class CoverMux:
                         parts.append(f)
                         room -= len(f)
                         data += len(f) - HDR
+            dt = now - self._share_t
+            self._share_t = now
+            a = min(1.0, dt / BUSY_TAU_S)
+            self._own_share += a * (data / frame_len - self._own_share)
         if room:
             parts.append(bytes(room))  # a PAD type byte, then zeros: encrypted, never seen
         return b"".join(parts), data, fwd, room
@@ -610,16 +667,24 @@ class CoverMux:
         record's parsing and is counted."""
         view = memoryview(frame)
         off = 0
+        marks: set[str] = set()
+        self._marks[frm] = (time.monotonic(), marks)  # each record's marks replace the last's
         while off < len(frame):
             if frame[off] == PAD:
                 return
             if len(frame) - off < HDR:
                 return self._bad(frm, "truncated fragment header")
             kind, flags, src, dst, sid, vport, pos, n = _FRAG.unpack_from(frame, off)
-            if kind > RST or flags & ~OPENER or off + HDR + n > len(frame):
+            if kind > BUSY or flags & ~OPENER or off + HDR + n > len(frame):
                 return self._bad(frm, f"bad fragment (type {kind}, flags {flags}, length {n})")
             if n and kind != DATA and not (kind == ACK and n % _SACK.size == 0):
                 return self._bad(frm, f"type {kind} fragment with {n} data bytes")
+            if kind == BUSY:
+                if src != _ip4(frm):
+                    return self._bad(frm, "BUSY mark not from the record's sender")
+                marks.add(str(ipaddress.IPv4Address(dst)))
+                off += HDR
+                continue
             raw = frame[off : off + HDR + n]
             body = view[off + HDR : off + HDR + n]
             off += HDR + n
@@ -713,6 +778,7 @@ class CoverMux:
             if iv.stop <= a or any(lo <= iv.start and iv.stop <= hi for lo, hi in sacks):
                 if iv.retx == 0:
                     samples.append(now - iv.t)
+                    s.rack = max(s.rack, iv.t)
                 self._unvia(iv, iv.stop - iv.start)
                 continue
             if iv.start < a:
@@ -817,7 +883,7 @@ class CoverMux:
             self._queues[peer].put((t, frame, data))
 
     def _housekeeping(self, now: float) -> None:
-        timeout = self.settings.stream_timeout_s
+        timeout = self.stream_timeout
         dead = []
         with self._lock:
             for s in self._streams.values():
@@ -940,6 +1006,10 @@ class CoverMux:
                 v.setdefault("streams", 0)
                 for k, x in v.items():
                     total[k] = total.get(k, 0) + x
+            total["stream_state"] = [
+                {"peer": x.peer, "srtt": round(x.srtt or 0, 3), "rto": round(x.rto, 3),
+                 "flight": x.nxt - x.una, "queued": x.end - x.nxt, "rcv_buf": x.rcv_nxt - x.written,
+                 "ooo": len(x.ooo)} for x in self._streams.values()]
             total.update(slots=self._slots, late=self._late, late_max_s=self._late_max,
                          retransmits=self._retransmits, malformed=self._malformed,
                          live_streams=len(self._streams))

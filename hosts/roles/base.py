@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import Channel, ChannelError, listen, load_public
-from hosts.protocol.plan import RoleView
+from hosts.protocol.plan import DEFAULTS, RoleView
 from hosts.roles.faults import faults_for
 from hosts.vm import VM
 
@@ -64,6 +64,11 @@ class CoverTransport(Protocol):
     def unbind(self, vport: int) -> None:
         ...
 
+    @property
+    def rate_bytes_per_s(self) -> float:
+        """The cover rate of this mux: what a migration's hops can get at most."""
+        ...
+
 
 @dataclass
 class AgentContext:
@@ -78,6 +83,17 @@ class AgentContext:
     get_vm: Callable[[], VM | None] = lambda: None
     set_vm: Callable[[VM | None], None] = lambda vm: None
     get_cover: Callable[[], CoverTransport | None] = lambda: None
+
+
+COVER_CHUNK = DEFAULTS.chunk_size  # the cover arm's chunk size (CoverChunkPolicy's default)
+
+
+def stall_for_rate(rate_bytes_per_s: float, window: int) -> float:
+    """The stall timeout a role over cover needs at least: four role windows of chunks at the
+    cover rate (the window crosses three hops, each paced by the cover schedule)."""
+    if not rate_bytes_per_s > 0:
+        raise ValueError(f"cover rate must be > 0, got {rate_bytes_per_s!r}")
+    return 4 * max(1, window) * COVER_CHUNK / rate_bytes_per_s
 
 
 class RoleError(RuntimeError):
@@ -97,6 +113,10 @@ class Role:
         self.faults = faults_for(view.fault, self.log)  # NO_FAULTS unless a test asks
         self.window = view.window
         self.stall = view.stall_timeout_s
+        if view.transport == "cover":  # a low cover rate must never look like a stall
+            rate = getattr(ctx.get_cover(), "rate_bytes_per_s", None)
+            if rate:
+                self.stall = max(self.stall, stall_for_rate(rate, view.window))
         self.state = "prepared"
         self.reason = ""
         self.stats: dict[str, Any] = {"bytes_sent": {}, "bytes_received": 0, "rejected": 0}

@@ -46,6 +46,7 @@ from hosts.wire import (
 )
 
 TAG = 16  # AES-GCM tag of a hop record
+FINAL_CHUNK = 16 << 10  # over cover: the stop-and-copy's chunk plaintext at most
 # record length of a CHUNK = plaintext + frame header + chunk header + chunk tag + hop tag
 CHUNK_RECORD_OVERHEAD = HEADER.size + CHUNK_HEAD.size + TAG + TAG
 
@@ -143,31 +144,40 @@ class Source(Role):
                 drain: Callable[[], None] | None = None) -> Iterator[tuple[bytes, bool]]:
         """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
 
-        With ``drain``, every pre-copy round ends with the chunks sent so far acknowledged
-        (``drain`` waits for that), so when the VM pauses only its last dirty pages are left to
-        move, not a window of earlier rounds queued ahead of them."""
+        With ``drain``, every pre-copy round ends with ``drain(most)``: it waits until the chunks
+        sent so far are acknowledged or, unless ``most`` is None (the rounds run out), until more
+        than ``most`` pages are dirty again, which then go in one more round while the pipeline
+        keeps emptying. So the VM pauses (few pages dirty) with nothing queued ahead of its stop-
+        and-copy, and the wait for the pipeline to empty overlaps the rounds, never adds a round
+        of dirty pages of its own."""
         pc = self.view.precopy
+        few = int(pc.get("min_dirty_pages", 64))
         buf = bytearray()
         size = sizes()
+        paused = False
         qemu = qemu_link.is_qemu(self.vm)  # a real guest: QEMU's own stream, not the model's
         records = qemu_link.source_records(self.vm, self.precopy, self.stats, pc) if qemu else \
             precopy_records(self.vm, max_rounds=int(pc.get("max_rounds", 8)),
-                            min_dirty_pages=int(pc.get("min_dirty_pages", 64)),
-                            stats=self.precopy)
+                            min_dirty_pages=few, stats=self.precopy)
         for rec in records:
             if self.closing.is_set():
                 raise RoleError(self.reason or "closed")
+            if not paused and drain is not None and "paused_at" in self.precopy:
+                paused = True
+                size = sizes()  # the policy may size the stop-and-copy's chunks differently
             buf += rec
             while len(buf) >= size:
                 yield bytes(buf[:size]), False
                 del buf[:size]
                 size = sizes()
-            if drain is not None and not qemu and rec[:1] == b"R" \
-                    and "paused_at" not in self.precopy:
-                if buf:  # the round's tail, so the drain covers all of it
-                    yield bytes(buf), False
-                    buf.clear()
-                drain()  # the next step may pause the VM: its stop-and-copy then goes alone
+            if not qemu and rec[:1] == b"R" and "paused_at" not in self.precopy:
+                self.stats.setdefault("round_end_s", []).append(round(self._since_start(), 3))
+                if drain is not None:
+                    if buf:  # the round's tail, so the drain covers all of it
+                        yield bytes(buf), False
+                        buf.clear()
+                    last = len(self.precopy["pages_per_round"]) >= int(pc.get("max_rounds", 8))
+                    drain(None if last else few)
         if buf:
             yield bytes(buf), False
         self.log(
@@ -191,6 +201,9 @@ class Source(Role):
         }
         self.trailer_sent = True  # from here on the destination may complete without us
         yield json.dumps(trailer).encode(), True
+
+    def _since_start(self) -> float:
+        return time.time() - self.stats.get("transfer_started_at", time.time())
 
     # --- direct ---------------------------------------------------------------------------
     def _direct(self) -> None:
@@ -279,16 +292,25 @@ class Source(Role):
             threading.Thread(target=self._acks, args=(hop,), daemon=True).start()
         self._emit(sealer, self._manifest(), False)
 
-        # each CHUNK record on the wire is exactly the size the policy drew
+        # each CHUNK record on the wire is exactly the size the policy drew; over cover the
+        # stop-and-copy goes in smaller chunks: each of the three hops forwards a chunk only once
+        # it has all of it, so small chunks pipeline the last pages (the downtime) better
         def plaintext_size() -> int:
-            return max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
+            size = max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
+            if self.view.transport == "cover" and "paused_at" in self.precopy:
+                size = min(size, FINAL_CHUNK)
+            return size
 
-        def drain() -> None:
-            """Wait until every chunk emitted so far is acknowledged (cover transport)."""
+        def drain(most: int | None) -> None:
+            """Wait until every chunk emitted so far is acknowledged, or (``most`` not None)
+            more than ``most`` pages are dirty (cover transport)."""
             t0 = time.monotonic()
             with self.cond:
                 upto = self.stats["chunks"]
-                self._wait_locked(lambda: self.acked >= upto, f"the acks of round {upto}")
+                self._wait_locked(
+                    lambda: self.acked >= upto or (most is not None
+                                                   and int(self.vm.dirty.sum()) > most),
+                    f"the acks of round {upto}")
             self.stats["drain_s"] = self.stats.get("drain_s", 0.0) + time.monotonic() - t0
 
         # over cover the relay's queues are deep (the mux paces): drain them before a pause

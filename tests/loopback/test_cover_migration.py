@@ -117,7 +117,9 @@ def _report(what: str, res: Any) -> None:
           f"{res.migration_time_s:.2f} s ({src.get('rounds')} rounds), goodput "
           f"{goodput / 1e6:.2f} MB/s = {goodput / RATE:.2f} x the cover rate {RATE / 1e6:.2f} "
           f"MB/s per VM; decision->first byte {src.get('decision_to_first_byte_s', -1):.3f} s; "
-          f"downtime {res.downtime_s:.2f} s")
+          f"downtime {res.downtime_s:.2f} s; floor {moved / RATE:.2f} s, "
+          f"{res.migration_time_s / (moved / RATE):.2f} x it; rounds end at "
+          f"{src.get('round_end_s')} s, drained {src.get('drain_s', 0):.2f} s")
 
 
 @pytest.mark.timeout(300)

@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import Channel, ChannelError, public_hex
-from hosts.cover import DATA, HDR, MIGRATION, CoverMux, free_port
+from hosts.cover import BUSY, DATA, HDR, MIGRATION, CoverMux, free_port
 from hosts.protocol.cover import CoverConfig, CoverError, CoverPeer, CoverSettings
 from tests.recording import RecordingProxy
 
@@ -401,3 +401,73 @@ def test_bad_config_is_refused_by_name() -> None:
         mux.open("127.0.0.2", 1)
     with mux, pytest.raises(CoverError, match="cannot listen"):
         CoverMux(CoverConfig(st, "h3", "127.0.0.1", (good,)), key).start()
+
+
+def transfer2(mesh: Mesh, size: int) -> tuple[bytes, bytes, float, dict]:
+    """As ``transfer``, from mux 2 to mux 3."""
+    data = os.urandom(size)
+    got: dict = {}
+    mesh.muxes[3].bind(9, echo_reversed(got))
+    t0 = time.monotonic()
+    s = mesh.muxes[2].open(mesh.ips[3], 9)
+    s.settimeout(60)
+    threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)),
+                     daemon=True).start()
+    back = read_all(s)
+    s.close()
+    return data, back, time.monotonic() - t0, got
+
+
+def bulk_left(mesh: Mesh) -> bool:
+    """Mux 0 still has stream bytes to send."""
+    return any(x["queued"] + x["flight"] > 0
+               for x in mesh.muxes[0].stats()["total"]["stream_state"])
+
+
+def test_a_bulk_sender_marks_itself_busy_and_forwards_next_to_nothing() -> None:
+    """Mux 0 streams in bulk to mux 1 (its own data fills its records: it marks itself BUSY);
+    a stream 2 -> 3 started meanwhile is sprayed via mux 1, not via mux 0."""
+    with Mesh(4, rate_bytes_per_s=2e6, spray=True) as mesh:
+        time.sleep(0.3)
+        mesh.muxes[1].bind(9, lambda sock, _who: read_all(sock))
+        bulk = mesh.muxes[0].open(mesh.ips[1], 9)
+        bulk.settimeout(60)
+
+        def send_bulk() -> None:
+            try:
+                bulk.sendall(os.urandom(12 << 20))  # outlasts the test: the mesh stops first
+            except OSError:
+                pass
+            bulk.close()
+
+        threading.Thread(target=send_bulk, daemon=True).start()
+        time.sleep(1.0)  # mux 0's own share is past BUSY_SHARE, its peers saw the marks
+
+        def fwd() -> list[int]:  # forwarded by muxes 0 and 1 for the stream 2 <-> 3
+            return [sum(m.stats()["peers"][mesh.ips[j]]["forwarded_bytes"] for j in (2, 3))
+                    for m in mesh.muxes[:2]]
+
+        before = fwd()
+        data, back, _, got = transfer2(mesh, 1 << 20)
+        after = fwd()
+        assert bulk_left(mesh), "the bulk stream ended before the test stream: no busy phase"
+    via0, via1 = (a - b for a, b in zip(after, before, strict=True))
+    assert got["data"] == data and back == data[::-1]
+    assert via1 > 20_000, (via0, via1)  # the idle peer forwards
+    assert via0 < via1 / 5, (via0, via1)  # the busy one hardly at all
+
+
+def test_a_busy_mark_must_come_from_its_sender() -> None:
+    with Mesh(3, rate_bytes_per_s=1e6) as mesh:
+        ch = Channel.connect(mesh.ips[0], mesh.ips[1], mesh.settings.port,
+                             mesh.keys[1].public_key(), mesh.keys[0], MIGRATION, timeout=5)
+        other = socket.inet_aton(mesh.ips[2])
+        ch.send(struct.pack(">BB4s4sIHQH", BUSY, 0, other, other, 0, 0, 0, 0) + bytes(100))
+        ch.send(struct.pack(">BB4s4sIHQH", BUSY, 0, socket.inet_aton(mesh.ips[0]), other,
+                            0, 0, 0, 4) + bytes(100))  # a mark carries no data
+        ch.close()
+        deadline = time.monotonic() + 5
+        while mesh.muxes[1].stats()["total"]["malformed"] < 2:
+            assert time.monotonic() < deadline, mesh.muxes[1].stats()["total"]
+            time.sleep(0.05)
+
