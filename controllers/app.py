@@ -94,7 +94,8 @@ class StealthController(app_manager.OSKenApp):
                                      route_vm=self.route_vm, cover=self.cover)
         self.ops = {ops.STATUS: self.op_status, ops.REGISTER: self.op_register,
                     ops.RELAY: self.op_relay, ops.RELAY_REMOVE: self.op_relay_remove,
-                    ops.FLOWS: self.op_flows, **self.migrations.operations(),
+                    ops.FLOWS: self.op_flows, ops.PLACE_VM: self.op_place_vm,
+                    **self.migrations.operations(),
                     **self.cover.operations()}
         callers = {auth.RUNNER} | ({auth.TEST} if SETTINGS.test_faults else set())
         callers |= {f(h) for h in self.tenants for f in (auth.agent_id, auth.monitor_id)}
@@ -245,6 +246,17 @@ class StealthController(app_manager.OSKenApp):
         log.info("event=register host=%s vm=%s pubkey=%s", host, msg.get("vm"),
                  str(msg.get("pubkey"))[:16])
         return {"registered": host}
+
+    def op_place_vm(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """``{vm, host}`` (a reused testbed, between trials): the book's VM runs at ``host``
+        again and its own address is routed there; refused while a migration is under way."""
+        if self.migrations.op_active({})["migrations"]:
+            raise ValueError("place_vm: a migration is under way")
+        host, vm = str(msg["host"]), str(msg["vm"])
+        was = self.agents.place_vm(vm, host)
+        self.route_vm(host)
+        log.info("event=vm_placed vm=%s host=%s was=%s", vm, host, was)
+        return {"vm": vm, "host": host, "was": was}
 
     def op_relay(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Install a migration's relay. Request: ``migration``, ``hops`` ([{from, to, port,

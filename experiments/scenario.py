@@ -133,6 +133,9 @@ class Scenario:
     # Alg 1) or "monitor:<kind>" (a monitor in the VM's host trains on its normal behaviour, the
     # anomaly <kind> — scan, exfil, miner, beacon — runs in the VM's host, the monitor reports it)
     trigger: str = "controller"
+    # one testbed (network, controller, agents) serves the consecutive trials of a point, reset
+    # and checked reset between them (experiments.trial.SharedTestbed); off: a fresh one each
+    reuse_testbed: bool = False
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     monitor: dict[str, Any] = field(default_factory=dict)  # read by experiments.monitor_eval
     source_file: str = ""
