@@ -251,7 +251,7 @@ def monitor_trigger(tb: Any, sc: Scenario, seed: int, logs: dict[str, Path],
     if kind in ("exfil", "beacon"):
         tb.popen(c2, [sys.executable, "-m", "hosts.anomalies", "serve", "--ip", ips[c2],
                       "--port", str(C2_PORT)], log_name=f"sink-{kind}.log", unprivileged=True)
-        time.sleep(0.5)
+        wait_listening_in(tb, c2, C2_PORT)  # not a fixed sleep: until the sink listens
     say(f"anomaly '{kind}' runs in {sc.vm.host}; its monitor is watching")
     tb.popen(sc.vm.host, anomaly_cmd(kind, ips[sc.vm.host], [ips[h] for h in others], ips[c2],
                                      ms, sc.vm.host), log_name=f"anomaly-{kind}.log",
@@ -265,6 +265,17 @@ def monitor_trigger(tb: Any, sc: Scenario, seed: int, logs: dict[str, Path],
         time.sleep(0.2)
     raise RuntimeError(f"the monitor did not report the '{kind}' anomaly within 90 s: see "
                        f"{tb.run_dir}/monitor-{sc.vm.host}.log")
+
+
+def wait_listening_in(tb: Any, host: str, port: int, timeout: float = 10.0) -> None:
+    """Return once a TCP socket listens on ``port`` inside Mininet host ``host`` (``ss``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tb.host(host).cmd(f"ss -Hltn 'sport = :{port}'").strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} in {host} after {timeout:.0f} s: see "
+                       f"{tb.run_dir}/sink-*.log")
 
 
 class _ProgressHooks(Hooks):
