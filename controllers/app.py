@@ -94,7 +94,7 @@ class StealthController(app_manager.OSKenApp):
                                      route_vm=self.route_vm, cover=self.cover)
         self.ops = {ops.STATUS: self.op_status, ops.REGISTER: self.op_register,
                     ops.RELAY: self.op_relay, ops.RELAY_REMOVE: self.op_relay_remove,
-                    ops.FLOWS: self.op_flows, ops.PLACE_VM: self.op_place_vm,
+                    ops.FLOWS: self.op_flows, ops.RESET_TRIAL: self.op_reset_trial,
                     **self.migrations.operations(),
                     **self.cover.operations()}
         callers = {auth.RUNNER} | ({auth.TEST} if SETTINGS.test_faults else set())
@@ -247,16 +247,20 @@ class StealthController(app_manager.OSKenApp):
                  str(msg.get("pubkey"))[:16])
         return {"registered": host}
 
-    def op_place_vm(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """``{vm, host}`` (a reused testbed, between trials): the book's VM runs at ``host``
-        again and its own address is routed there; refused while a migration is under way."""
-        if self.migrations.op_active({})["migrations"]:
-            raise ValueError("place_vm: a migration is under way")
+    def op_reset_trial(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """``{vm, host}`` (a reused testbed, between trials): refused while a migration or a
+        relay is there; else the book's VM runs at ``host`` again, its own address is routed
+        there, and what counts migrations starts over as on a fresh controller (finished
+        records dropped, migration count, relay cookies and the virtual-address cursor)."""
+        if self.migrations.op_active({})["migrations"] or self.relays.names():
+            raise ValueError("reset_trial: a migration or a relay is still there")
         host, vm = str(msg["host"]), str(msg["vm"])
         was = self.agents.place_vm(vm, host)
         self.route_vm(host)
-        log.info("event=vm_placed vm=%s host=%s was=%s", vm, host, was)
-        return {"vm": vm, "host": host, "was": was}
+        forgot = self.migrations.forget_finished()
+        self.relays.restart_counters()
+        log.info("event=trial_reset vm=%s host=%s was=%s forgot=%d", vm, host, was, forgot)
+        return {"vm": vm, "host": host, "was": was, "forgot": forgot}
 
     def op_relay(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Install a migration's relay. Request: ``migration``, ``hops`` ([{from, to, port,

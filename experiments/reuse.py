@@ -6,13 +6,14 @@ At the end of a trial (``end_trial``) the trial's own processes (workload, monit
 sinks: every ``tb.popen`` after the agents) and the cover muxes stop; a trial that failed takes
 the testbed down with it, so the next starts fresh. At the start of the next trial (``reset``):
 every agent drops its finished roles and its VM, the source starts a fresh VM with the trial's
-seed (agent op ``vm_reset``), the controller's book and the VM-address route point at the source
-again (``place_vm``), the switches' port mirrors go and every host's ARP cache is flushed (as on
-a fresh network). Then it is checked: no migration active, no relay in the controller and no
-relay rule (``controllers.rules.RELAY_COOKIE_TAG``) on any switch, no role and no cover mux on
-any agent, the VM only at the source and running, no mirror, no trial process or capture left.
-Anything left is a ``ResetError`` naming it: the trial fails loudly rather than run on a dirty
-testbed. ``reset_problems`` is that check's pure part.
+seed (agent op ``vm_reset``), the controller's book and the VM-address route point at the
+source again and its migration and relay counters start over (``reset_trial``), the switches'
+port mirrors go and every host's ARP cache is flushed (as on a fresh network). Then it is
+checked: no migration active, no relay in the controller and no relay rule
+(``controllers.rules.RELAY_COOKIE_TAG``) on any switch, no role and no cover mux on any agent,
+the VM only at the source and running, no mirror, no trial process or capture left. Anything
+left is a ``ResetError`` naming it: the trial fails loudly rather than run on a dirty testbed.
+``reset_problems`` is that check's pure part.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ class SharedTestbed:
             tb.agent_call(name, {"op": ops.VM_RESET, "vm": want if name == spec.host else None},
                           timeout=30.0)
             tb.agent_call(name, {"op": ops.RESET_PEAK})
-        tb.mgmt({"op": ops.PLACE_VM, "vm": spec.name, "host": spec.host})
+        tb.mgmt({"op": ops.RESET_TRIAL, "vm": spec.name, "host": spec.host})
         switches = sorted(tb.description["switches"])
         for sw in switches:
             subprocess.run(["ovs-vsctl", "clear", "Bridge", sw, "mirrors"], check=True,

@@ -47,7 +47,7 @@ the agent):
 - ``{"op": "vm_reset", "vm": {name, mib, dirty_pages_per_s, seed[, ip, mac]} | null}`` (the
   runner, between the trials of a reused testbed) → refused while a role is still active; else
   drop the finished roles and the VM this host holds (image deleted, NIC detached) and, with a
-  ``vm``, start a fresh VM from that spec (the controller's book: ``place_vm``). Replies with
+  ``vm``, start a fresh VM from that spec (the controller's book: ``reset_trial``). Replies with
   the new VM's info (or null).
 - ``{"op": "reset_peak"}`` → reset the peak RSS (/proc/self/clear_refs) before a measurement.
 - ``{"op": "shutdown"}`` → stop the VM and exit.

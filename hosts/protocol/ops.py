@@ -19,7 +19,7 @@ ANOMALY = "anomaly"
 MIGRATE = "migrate"
 MIGRATION_STATUS = "migration_status"
 MIGRATIONS_ACTIVE = "migrations_active"
-PLACE_VM = "place_vm"  # a reused testbed: the VM runs at this host again (book and route)
+RESET_TRIAL = "reset_trial"  # a reused testbed between trials: the VM back at the source, counters
 # served by the controller (from the runner: every agent's mux) and by each agent (from the
 # controller: its own mux); see hosts.protocol.cover
 COVER_START = "cover_start"

@@ -34,7 +34,7 @@ CONTROLLER_OPS: dict[str, frozenset[str]] = {
     ops.MIGRATION_FAILED: frozenset({AGENT}),
     ops.COVER_START: BOSS,
     ops.COVER_STOP: BOSS,
-    ops.PLACE_VM: BOSS,
+    ops.RESET_TRIAL: BOSS,
 }
 
 # server "agent:<host>": op -> the caller kinds allowed

@@ -166,3 +166,39 @@ def test_role_error_is_what_a_busy_reset_raises(tmp_path):
     a.roles["m1"] = _Role("prepared")
     with pytest.raises(RoleError, match="m1"):
         a.vm_reset(None)
+
+
+def test_between_trials_the_controller_counts_from_the_start_again():
+    """The same seed after the reset gets the id, cookie and virtual address a fresh
+    controller gives (the first migration's); while a migration runs, the reset is refused."""
+    from controllers.migrations import Migrations
+    from hosts.protocol import ops
+    from tests.unit.test_controller_migrate import FakeAgents, _books, _finish
+
+    agents, relays, _ = _books()
+    m: Migrations
+
+    def report(mid: str) -> None:
+        rec = m.records[mid]
+        m.op_report({"op": ops.MIGRATION_DONE, "migration": mid, "role": "destination",
+                     "host": rec["roles"]["destination"], "sha256": "ab", "downtime_s": 0.1})
+
+    m = Migrations(agents, relays, seed=1, caller=FakeAgents(report, report_after_s=0.5))
+    req = {"source": "h1", "mode": "stealth", "n": 3, "k": 2, "seed": 21,
+           "hide_destination": True}
+    first = m.op_migrate(dict(req))
+    with pytest.raises(ValueError, match="under way"):
+        m.forget_finished()
+    _finish(m, first["migration"])
+    assert m.records[first["migration"]]["state"] == "done"
+    agents.place_vm("vm1", "h1")
+    assert m.forget_finished() == 1 and m.records == {}
+    relays.restart_counters()
+    again = m.op_migrate(dict(req))
+    assert (again["migration"], again["cookie"], again["virtual_ip"], again["roles"]) == \
+        (first["migration"], first["cookie"], first["virtual_ip"], first["roles"])
+    from controllers.relays import RequestError
+
+    with pytest.raises(RequestError, match="relays still installed"):
+        relays.restart_counters()
+    _finish(m, again["migration"])
