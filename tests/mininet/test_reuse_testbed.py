@@ -21,7 +21,9 @@ def _scenario():
     sc.reuse_testbed = True
     sc.vm.mib, sc.vm.dirty_pages_per_s = 4, 10
     bg = sc.background
-    bg.warmup_s, bg.start_jitter_s, bg.cooldown_s = 3.0, 0.0, 1.0
+    # quick's warm-up: on a loaded 2-core machine the cover mesh (16 muxes, 15 links each)
+    # needs seconds of handshake retries before a cover migration can ride it
+    bg.warmup_s, bg.start_jitter_s, bg.cooldown_s = 8.0, 0.0, 1.0
     sc.attackers.vantage = ["switch:l1"]
     sc.timeout_s = 180
     return sc
