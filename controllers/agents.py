@@ -127,6 +127,18 @@ class AgentBook:
         with self._lock:
             return {a["vm"]: h for h, a in self._agents.items() if a.get("vm")}
 
+    def place_vm(self, vm: str, host: str) -> str:
+        """A reused testbed between trials: VM ``vm`` runs at registered ``host`` again (its
+        entry moves there from where it is); returns the host it was at."""
+        if host not in self._agents:
+            raise ValueError(f"place_vm: {host} has no registered agent")
+        at = self.vms().get(vm)
+        if at is None:
+            raise ValueError(f"place_vm: no VM {vm!r} in the book")
+        if at != host:
+            self.move_vm(at, host)
+        return at
+
     def move_vm(self, source: str, destination: str) -> None:
         """After a done migration: the source's VM now runs at the destination."""
         with self._lock:

@@ -94,7 +94,8 @@ class StealthController(app_manager.OSKenApp):
                                      route_vm=self.route_vm, cover=self.cover)
         self.ops = {ops.STATUS: self.op_status, ops.REGISTER: self.op_register,
                     ops.RELAY: self.op_relay, ops.RELAY_REMOVE: self.op_relay_remove,
-                    ops.FLOWS: self.op_flows, **self.migrations.operations(),
+                    ops.FLOWS: self.op_flows, ops.RESET_TRIAL: self.op_reset_trial,
+                    **self.migrations.operations(),
                     **self.cover.operations()}
         callers = {auth.RUNNER} | ({auth.TEST} if SETTINGS.test_faults else set())
         callers |= {f(h) for h in self.tenants for f in (auth.agent_id, auth.monitor_id)}
@@ -245,6 +246,21 @@ class StealthController(app_manager.OSKenApp):
         log.info("event=register host=%s vm=%s pubkey=%s", host, msg.get("vm"),
                  str(msg.get("pubkey"))[:16])
         return {"registered": host}
+
+    def op_reset_trial(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """``{vm, host}`` (a reused testbed, between trials): refused while a migration or a
+        relay is there; else the book's VM runs at ``host`` again, its own address is routed
+        there, and what counts migrations starts over as on a fresh controller (finished
+        records dropped, migration count, relay cookies and the virtual-address cursor)."""
+        if self.migrations.op_active({})["migrations"] or self.relays.names():
+            raise ValueError("reset_trial: a migration or a relay is still there")
+        host, vm = str(msg["host"]), str(msg["vm"])
+        was = self.agents.place_vm(vm, host)
+        self.route_vm(host)
+        forgot = self.migrations.forget_finished()
+        self.relays.restart_counters()
+        log.info("event=trial_reset vm=%s host=%s was=%s forgot=%d", vm, host, was, forgot)
+        return {"vm": vm, "host": host, "was": was, "forgot": forgot}
 
     def op_relay(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Install a migration's relay. Request: ``migration``, ``hops`` ([{from, to, port,

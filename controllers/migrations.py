@@ -316,6 +316,17 @@ class Migrations:
         self.agents.move_vm(plan.source.host, plan.destination.host)
         self.route_vm(plan.destination.host)
 
+    def forget_finished(self) -> int:
+        """A reused testbed between trials: drop every finished migration's record and count
+        from 0 again (as a fresh controller; refused while one runs); returns how many went."""
+        with self.lock:
+            if any(r["state"] in ("installing", "running") for r in self.records.values()):
+                raise ValueError("a migration is still under way")
+            n = len(self.records)
+            self.records.clear()
+            self.count = 0
+        return n
+
     def op_status(self, msg: dict[str, Any]) -> dict[str, Any]:
         mid = str(msg["migration"])
         if mid not in self.records:

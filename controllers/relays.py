@@ -125,6 +125,15 @@ class RelayBook:
         return {"migration": mid, "cookie": cookie, "paths": [h.to_dict() for h in hops],
                 "switches": sorted(by_switch), "rules": rules, "install_s": dt}
 
+    def restart_counters(self) -> None:
+        """A reused testbed between trials: cookies and virtual addresses are given from the
+        first again, as by a fresh controller (refused while a relay is installed)."""
+        with self.lock:
+            if self.relays:
+                raise RequestError(f"relays still installed: {sorted(self.relays)}")
+            self.seq = 0
+            self.pool = VirtualPool(self.pool.size)
+
     def remove(self, mid: str) -> dict[str, Any]:
         """Delete a migration's rules from the switches still connected; free its addresses."""
         t0 = time.monotonic()

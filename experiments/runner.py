@@ -12,6 +12,11 @@ when scoring) and the run folder gets ``ground_truth.json``, ``pcaps/``, ``logs/
 ``metrics.json``, ``metrics.csv``, plots and ``report.md`` (see ``experiments.report``). The demo
 runs its trials through ``run_trial`` with its own ``Hooks``.
 
+With the scenario's ``reuse_testbed = true`` (or ``--reuse-testbed``) one testbed serves the
+consecutive trials of a point, reset and checked reset between them
+(``experiments.reuse.SharedTestbed``; a trial whose reset finds anything left fails loudly); the
+trials' seeds drive the same workload, VM, cover and roles as on fresh testbeds.
+
 At the end the runner prints where each trial's time went (``experiments.timings``: bring-up,
 warm-up, migration, cool-down, teardown, its share of the analysis; also ``timings.csv``) and the
 trials per hour (``timings.json``). ``--shard I/N`` runs one slice of the run's trial list
@@ -70,25 +75,28 @@ class Hooks:
 
 def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
               hooks: Hooks | None = None,
-              timings: dict[str, float] | None = None) -> dict[str, Any]:
+              timings: dict[str, float] | None = None, shared: Any = None) -> dict[str, Any]:
     """One migration with background traffic and captures; returns its ground-truth record.
-    ``timings`` (if given) gets the seconds of each phase (``experiments.timings.PHASES``)."""
+    ``timings`` (if given) gets the seconds of each phase (``experiments.timings.PHASES``) and
+    ``reused`` (1 when the testbed was kept from the last trial). ``shared``: an
+    ``experiments.reuse.SharedTestbed`` to take the testbed from (None: a fresh one)."""
     logs = run_dir / "logs" / f"{mode}-{trial}"
     hooks = hooks or Hooks()
     try:
         return _trial(sc, mode, trial, trial_id, run_dir, logs, hooks,
-                      {} if timings is None else timings)
+                      {} if timings is None else timings, shared)
     finally:
         hooks.down()
 
 
 def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, logs: Path,
-           hooks: Hooks, took: dict[str, float]) -> dict[str, Any]:
+           hooks: Hooks, took: dict[str, float], shared: Any = None) -> dict[str, Any]:
     say = hooks.phase
     cover = sc.cover_settings(trial_seed(sc, trial)) if sc.uses_cover(mode) else None
     with Trial(sc, trial, logs, sc.attackers.vantage, run_dir / "pcaps", tag=f"-{mode}-{trial}",
-               say=say, cover=cover) as t:
+               say=say, cover=cover, shared=shared) as t:
         took["bringup_s"], took["lock_wait_s"] = t.timings["bringup_s"], t.timings["lock_wait_s"]
+        took["reused"] = float(t.reused)
         mark = time.monotonic()
         tb, seed, bg = t.tb, t.seed, sc.background
         monitor_logs = {}
@@ -180,16 +188,20 @@ def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
     truths: list[dict[str, Any]] = []
     rows_here: list[dict[str, Any]] = []
     jobs = [j for j in shard.jobs([(label, sc)]) if only is None or j in only]
+    from experiments.reuse import SharedTestbed
+
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  TextColumn("{task.fields[step]}"), console=console) as prog:
+                  TextColumn("{task.fields[step]}"), console=console) as prog, \
+            SharedTestbed() as shared:  # taken down before the analysis (frees the lock)
         task = prog.add_task(sc.name, total=len(jobs), step="")
         for j in jobs:
             prog.update(task, description=f"{sc.name}: {j.mode} trial {j.trial + 1}/{sc.trials}")
             took: dict[str, float] = {}
+            reusing = {"shared": shared} if sc.reuse_testbed else {}
             gt = run_trial(sc, j.mode, j.trial, j.trial_id, out, timings=took,
                            hooks=probers.hooks_for(sc, out, j.mode, j.trial,
-                                                   _ProgressHooks(prog, task)))
+                                                   _ProgressHooks(prog, task)), **reusing)
             console.log(f"trial {j.trial + 1}: {record_trial(out, truths, gt, arms_meta(sc))}")
             rows_here.append(timings.row(label, j.trial_id, j.mode, j.trial, took))
             timings.write_csv(out, rows_here)
@@ -242,7 +254,7 @@ def monitor_trigger(tb: Any, sc: Scenario, seed: int, logs: dict[str, Path],
     if kind in ("exfil", "beacon"):
         tb.popen(c2, [sys.executable, "-m", "hosts.anomalies", "serve", "--ip", ips[c2],
                       "--port", str(C2_PORT)], log_name=f"sink-{kind}.log", unprivileged=True)
-        time.sleep(0.5)
+        wait_listening_in(tb, c2, C2_PORT)  # not a fixed sleep: until the sink listens
     say(f"anomaly '{kind}' runs in {sc.vm.host}; its monitor is watching")
     tb.popen(sc.vm.host, anomaly_cmd(kind, ips[sc.vm.host], [ips[h] for h in others], ips[c2],
                                      ms, sc.vm.host), log_name=f"anomaly-{kind}.log",
@@ -256,6 +268,17 @@ def monitor_trigger(tb: Any, sc: Scenario, seed: int, logs: dict[str, Path],
         time.sleep(0.2)
     raise RuntimeError(f"the monitor did not report the '{kind}' anomaly within 90 s: see "
                        f"{tb.run_dir}/monitor-{sc.vm.host}.log")
+
+
+def wait_listening_in(tb: Any, host: str, port: int, timeout: float = 10.0) -> None:
+    """Return once a TCP socket listens on ``port`` inside Mininet host ``host`` (``ss``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tb.host(host).cmd(f"ss -Hltn 'sport = :{port}'").strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} in {host} after {timeout:.0f} s: see "
+                       f"{tb.run_dir}/sink-*.log")
 
 
 class _ProgressHooks(Hooks):
@@ -278,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="run folder (default results/<name>-<time>)")
     ap.add_argument("--trials", type=int, default=None, help="override the scenario's trials")
     ap.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    ap.add_argument("--reuse-testbed", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep one testbed up across the trials of a point, reset and checked "
+                         "between them (default: the scenario's reuse_testbed, false)")
     ap.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
                     help="run only shard I of N (from 0) of the run's trials, round-robin over "
                          "its (point, mode, trial) list; no analysis: `stealth-mtd merge` "
@@ -297,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         sc.trials = args.trials
     if args.seed is not None:
         sc.seed = args.seed
+    if args.reuse_testbed is not None:
+        sc.reuse_testbed = args.reuse_testbed
     out = Path(args.out or f"results/{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     from experiments.tables import arms_table, comparison_table, cost_table, write_sweep
 

@@ -144,6 +144,9 @@ class Scenario:
     # Alg 1) or "monitor:<kind>" (a monitor in the VM's host trains on its normal behaviour, the
     # anomaly <kind> — scan, exfil, miner, beacon — runs in the VM's host, the monitor reports it)
     trigger: str = "controller"
+    # one testbed (network, controller, agents) serves the consecutive trials of a point, reset
+    # and checked reset between them (experiments.trial.SharedTestbed); off: a fresh one each
+    reuse_testbed: bool = False
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     monitor: dict[str, Any] = field(default_factory=dict)  # read by experiments.monitor_eval
     source_file: str = ""
@@ -341,6 +344,9 @@ def validate(sc: Scenario, topology: bool = True) -> None:
     if bad or not sc.modes or len(set(sc.modes)) != len(sc.modes):
         raise _bad("modes", sc.modes, f"a non-empty list of {list(MODES)}, each at most once")
     _check_range("timeout_s", sc.timeout_s, 0, low_open=True)
+    if sc.reuse_testbed and sc.vm.kind != "model":
+        raise _bad("reuse_testbed", sc.reuse_testbed, f"false with [vm] kind = {sc.vm.kind!r}: "
+                   "a reused testbed resets only the model VM between trials")
     kind = sc.trigger.partition(":")[2]
     if sc.trigger != "controller" and not (sc.trigger.startswith("monitor:") and kind in KINDS):
         raise _bad("trigger", sc.trigger, "'controller' or 'monitor:<kind>' with kind one of "

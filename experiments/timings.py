@@ -8,7 +8,8 @@ captures: ``experiments.trial.Trial``), ``warmup_s`` (normal traffic only; monit
 analysis (attackers, plots, report) shared equally by its trials, so a row's ``total_s`` is the
 trial's share of the run. ``lock_wait_s``, the wait for the machine's testbed lock while another
 network ran, is kept apart: not the trial's own cost, not in ``total_s``. Callers:
-``experiments.runner``, ``experiments.merge``.
+``experiments.runner``, ``experiments.merge``. ``reused`` is 1 for a trial that ran on a testbed
+kept from the last trial (``reuse_testbed``), 0 on a fresh one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from rich.table import Table
 
 PHASES = ("bringup_s", "warmup_s", "migration_s", "cooldown_s", "teardown_s", "analysis_s")
-COLUMNS = ("point", "trial", "mode", "trial_in_mode", *PHASES, "total_s", "lock_wait_s")
+COLUMNS = ("point", "trial", "mode", "trial_in_mode", *PHASES, "total_s", "lock_wait_s",
+           "reused")
 FILE = "timings.csv"
 
 
@@ -34,6 +36,7 @@ def row(point: str, trial: int, mode: str, trial_in_mode: int,
     r.update({p: round(float(phases.get(p, 0.0)), 3) for p in PHASES})
     r["total_s"] = round(sum(r[p] for p in PHASES), 3)
     r["lock_wait_s"] = round(float(phases.get("lock_wait_s", 0.0)), 3)
+    r["reused"] = int(phases.get("reused", 0))
     return r
 
 
@@ -60,6 +63,7 @@ def read_csv(folder: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as f:
         numbers = (*PHASES, "total_s", "lock_wait_s")
         return [{**r, "trial": int(r["trial"]), "trial_in_mode": int(r["trial_in_mode"]),
+                 "reused": int(r.get("reused") or 0),  # files from before the column: fresh
                  **{k: float(r[k]) for k in numbers}} for r in csv.DictReader(f)]
 
 

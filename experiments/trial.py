@@ -9,6 +9,10 @@ on every tenant agent (``Testbed.start_cover``) before the workload, so it is fi
 warm-up or migration. On leaving the block — normally, on an error, on Ctrl-C
 or SIGTERM, also when the bring-up itself fails half-way — the captures stop (their tcpdump
 counts land in ``t.capture_stats``) and then the testbed with every process it started.
+With ``shared`` (an ``experiments.reuse.SharedTestbed``: the scenario's ``reuse_testbed``) the
+testbed and its agents come from it, reset and checked reset when kept from the last trial, and
+on leaving the block only the captures, the trial's processes and the cover stop (a trial that
+failed takes the shared testbed down). ``t.reused`` says which it was.
 What a trial does once the network is up (warm-up, migrations, anomalies) stays with its caller.
 
 ``write_ground_truth`` / ``read_ground_truth`` are the one writer and reader of the file for both
@@ -44,6 +48,13 @@ def warmup_s(sc: Scenario, trial: int) -> float:
     return bg.warmup_s + random.Random(trial_seed(sc, trial) ^ 0x5717).uniform(0, bg.start_jitter_s)
 
 
+def lock_wait(tb: Any, entered_s: float) -> float:
+    """How much of the ``entered_s`` seconds a testbed took to enter was the wait for the lock
+    (its ``ready_s`` starts once it holds the lock: the rest of its start waited)."""
+    ready = getattr(tb, "timings", {}).get("ready_s")
+    return max(0.0, entered_s - ready) if ready is not None else 0.0
+
+
 def _quiet(text: str) -> None:
     pass
 
@@ -64,10 +75,13 @@ class Trial:
     def __init__(self, sc: Scenario, trial: int, logs: Path, captures: Sequence[str] = (),
                  pcaps: Path | None = None, tag: str = "",
                  say: Callable[[str], None] = _quiet,
-                 cover: CoverSettings | None = None) -> None:
+                 cover: CoverSettings | None = None, shared: Any = None) -> None:
         if captures and pcaps is None:
             raise ValueError("captures need a pcaps folder")
         self.cover = cover
+        self.shared = shared
+        self.reused = False
+        self._failed = False
         self.sc, self.trial, self.logs = sc, trial, logs
         self.seed = trial_seed(sc, trial)
         self.specs, self.pcaps, self.tag, self.say = list(captures), pcaps, tag, say
@@ -83,15 +97,20 @@ class Trial:
         sc, seed = self.sc, self.seed
         t0 = time.monotonic()
         try:
-            self.say("bringing up the network")
-            self.tb = self._stack.enter_context(
-                Testbed(sc.build_topology(), run_dir=self.logs, seed=seed))
-            # the testbed's ready_s starts once it holds the lock: the rest of its start waited
-            entered, ready = time.monotonic() - t0, getattr(self.tb, "timings", {}).get("ready_s")
-            self.timings["lock_wait_s"] = max(0.0, entered - ready) if ready is not None else 0.0
-            self.say("starting agents and the VM")
-            start_agents(self.tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib,
-                                         sc.vm.dirty_pages_per_s, seed=seed, kind=sc.vm.kind))
+            if self.shared is not None:
+                self._stack.callback(lambda: self.shared.end_trial(self._failed))
+                self.tb, self.reused = self.shared.get(sc, self.logs, seed, self.say)
+                if self.pcaps is not None:
+                    self.shared.extra = [self.pcaps]
+                self.timings["lock_wait_s"] = self.shared.lock_wait_s
+            else:
+                self.say("bringing up the network")
+                self.tb = self._stack.enter_context(
+                    Testbed(sc.build_topology(), run_dir=self.logs, seed=seed))
+                self.timings["lock_wait_s"] = lock_wait(self.tb, time.monotonic() - t0)
+                self.say("starting agents and the VM")
+                start_agents(self.tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib,
+                                             sc.vm.dirty_pages_per_s, seed=seed, kind=sc.vm.kind))
             if self.cover is not None:
                 self.say(f"starting cover traffic ({self.cover.rate_bytes_per_s * 8 / 1e6:.2f} "
                          "Mbit/s per VM)")
@@ -108,6 +127,7 @@ class Trial:
                 assert self.pcaps is not None
                 self.captures.append(vantage.start(self.tb, spec, self.pcaps, tag=self.tag))
         except BaseException:
+            self._failed = True
             self._stack.close()
             raise
         self.timings["bringup_s"] = time.monotonic() - t0 - self.timings["lock_wait_s"]
@@ -115,6 +135,7 @@ class Trial:
 
     def __exit__(self, *exc: object) -> None:
         t0 = time.monotonic()
+        self._failed = exc[0] is not None
         try:
             self._stack.close()
         finally:

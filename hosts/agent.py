@@ -45,6 +45,11 @@ the agent):
   (``hosts.cover.CoverMux``, with the agent's static key); the same config again is a no-op, a
   new one restarts the mux with it. Replies with the mux's ``stats()``.
 - ``{"op": "cover_stop"}`` → stop the cover mux (if one runs).
+- ``{"op": "vm_reset", "vm": {name, mib, dirty_pages_per_s, seed[, ip, mac]} | null}`` (the
+  runner, between the trials of a reused testbed) → refused while a role is still active; else
+  drop the finished roles and the VM this host holds (image deleted, NIC detached) and, with a
+  ``vm``, start a fresh VM from that spec (the controller's book: ``reset_trial``). Replies with
+  the new VM's info (or null).
 - ``{"op": "reset_peak"}`` → reset the peak RSS (/proc/self/clear_refs) before a measurement.
 - ``{"op": "shutdown"}`` → stop the VM and exit.
 """
@@ -77,6 +82,7 @@ from hosts.vm import VM, VMError, VMNameError, check_name
 from hosts.vnic import NicError, VmNic
 
 log = logging.getLogger("hosts.agent")
+FINISHED = ("done", "released", "closed", "failed", "aborted")  # a role's states once over
 
 
 def memory_kib() -> dict[str, int]:
@@ -206,6 +212,33 @@ class Agent:
         mux = self.cover
         return mux.stats() if mux is not None else None
 
+    # --- a reused testbed ----------------------------------------------------------------
+    def vm_reset(self, spec: Any) -> dict[str, Any]:
+        """Between two trials: no role may be active; finished roles and this host's VM go,
+        and with ``spec`` a fresh VM starts here (its own address if ``ip``/``mac`` given)."""
+        if spec is not None and not isinstance(spec, dict):
+            raise ValueError("vm_reset: 'vm' must be a VM spec (an object) or null")
+        with self.lock:
+            busy = {m: r.state for m, r in self.roles.items() if r.state not in FINISHED}
+            if busy:
+                raise RoleError(f"vm_reset: roles still active on {self.host}: {busy}")
+            self.roles.clear()
+        if self.vm is not None:
+            self.vm.destroy()
+            self.vm = None
+        if spec is not None:
+            ip, mac = spec.get("ip"), spec.get("mac")
+            nic = VmNic(str(ip), str(mac or ""), self.ip) if ip else None
+            name = check_name(str(spec["name"]))
+            vm = VM(name, os.path.join(self.workdir, f"{name}.mem"), int(spec["mib"]),
+                    host=self.host, ip=self.ip, port=self.ctx.vm_port,
+                    dirty_pages_per_s=float(spec["dirty_pages_per_s"]),
+                    seed=int(spec["seed"]), nic=nic)
+            vm.start()
+            self.vm = vm
+        log.info("host=%s event=vm_reset vm=%s", self.host, self.vm.name if self.vm else None)
+        return {"vm": self.vm.info() if self.vm else None}
+
     def _role(self, msg: dict[str, Any]) -> Role:
         mig = msg.get("migration")
         with self.lock:
@@ -284,6 +317,8 @@ class Agent:
             return self.cover_start(msg["config"])
         if op == ops.COVER_STOP:
             return self.cover_stop()
+        if op == ops.VM_RESET:
+            return self.vm_reset(msg.get("vm"))
         if op == "reset_peak":
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
@@ -400,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         with agent.lock:
             for role in agent.roles.values():
-                if role.state not in ("done", "released", "closed", "failed", "aborted"):
+                if role.state not in FINISHED:
                     role.abort("agent shutting down")
         agent.cover_stop()
         if agent.vm is not None:

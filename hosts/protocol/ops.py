@@ -19,6 +19,7 @@ ANOMALY = "anomaly"
 MIGRATE = "migrate"
 MIGRATION_STATUS = "migration_status"
 MIGRATIONS_ACTIVE = "migrations_active"
+RESET_TRIAL = "reset_trial"  # a reused testbed between trials: the VM back at the source, counters
 # served by the controller (from the runner: every agent's mux) and by each agent (from the
 # controller: its own mux); see hosts.protocol.cover
 COVER_START = "cover_start"
@@ -37,5 +38,6 @@ ABORT = "abort"
 FORGET = "forget"
 RESET_PEAK = "reset_peak"
 SHUTDOWN = "shutdown"
+VM_RESET = "vm_reset"  # a reused testbed: drop the VM and finished roles, maybe start a fresh VM
 AGENT_OPS = (STATUS, PREPARE, START, RELEASE, ABORT, FORGET, RESET_PEAK, SHUTDOWN, COVER_START,
-             COVER_STOP)
+             COVER_STOP, VM_RESET)

@@ -34,6 +34,7 @@ CONTROLLER_OPS: dict[str, frozenset[str]] = {
     ops.MIGRATION_FAILED: frozenset({AGENT}),
     ops.COVER_START: BOSS,
     ops.COVER_STOP: BOSS,
+    ops.RESET_TRIAL: BOSS,
 }
 
 # server "agent:<host>": op -> the caller kinds allowed
@@ -46,6 +47,7 @@ AGENT_OPS: dict[str, frozenset[str]] = {
     ops.FORGET: frozenset({CONTROLLER}),
     ops.RESET_PEAK: frozenset({RUNNER}),
     ops.SHUTDOWN: frozenset({RUNNER}),
+    ops.VM_RESET: frozenset({RUNNER}),
     ops.COVER_START: frozenset({CONTROLLER}),  # its peers' keys come from the controller only
     ops.COVER_STOP: frozenset({CONTROLLER}),
 }

@@ -26,11 +26,12 @@ EXPECTED_CONTROLLER = {
     ops.ANOMALY: {R, T, M}, ops.MIGRATE: {R, T}, ops.MIGRATION_STATUS: {R, T},
     ops.MIGRATIONS_ACTIVE: {R, T, M}, ops.MIGRATION_DONE: {A, "agent:x1"},
     ops.MIGRATION_FAILED: {A, "agent:x1"}, ops.COVER_START: {R, T}, ops.COVER_STOP: {R, T},
+    ops.RESET_TRIAL: {R, T},
 }
 EXPECTED_AGENT = {
     ops.STATUS: {C, R}, ops.PREPARE: {C}, ops.START: {C}, ops.RELEASE: {C}, ops.ABORT: {C},
     ops.FORGET: {C}, ops.RESET_PEAK: {R}, ops.SHUTDOWN: {R}, ops.COVER_START: {C},
-    ops.COVER_STOP: {C},
+    ops.COVER_STOP: {C}, ops.VM_RESET: {R},
 }
 
 
