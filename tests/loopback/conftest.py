@@ -32,13 +32,13 @@ def free_port(ip: str) -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def bed(tmp_path) -> Iterator[LoopbackBed]:
-    """h1 runs vm1 (4 MiB, 200 dirty pages/s); h2..h7 run no VM. The agents have the test-only
-    fault switch on (the fault tests need it)."""
+def seven_agents(tmp_path, dirty_pages_per_s: int) -> Iterator[LoopbackBed]:
+    """h1 runs vm1 (4 MiB, ``dirty_pages_per_s``); h2..h7 run no VM; the test-only fault switch
+    is on. Closed at the end, and no agent may have logged a traceback."""
     b = LoopbackBed(str(tmp_path / "bed"), test_faults=True)
     try:
-        b.add_agent("h1", SOURCE_IP, vm="vm1", vm_mib=4, dirty_pages_per_s=200, seed=5, wait=False)
+        b.add_agent("h1", SOURCE_IP, vm="vm1", vm_mib=4, dirty_pages_per_s=dirty_pages_per_s,
+                    seed=5, wait=False)
         for h, ip in HOSTS.items():
             if h != "h1":
                 b.add_agent(h, ip, wait=False)
@@ -52,3 +52,10 @@ def bed(tmp_path) -> Iterator[LoopbackBed]:
                 with open(log) as f:
                     text = f.read()
                 assert "Traceback" not in text, f"{h} logged a traceback:\n{text[-3000:]}"
+
+
+@pytest.fixture()
+def bed(tmp_path) -> Iterator[LoopbackBed]:
+    """h1 runs vm1 (4 MiB, 200 dirty pages/s); h2..h7 run no VM. The agents have the test-only
+    fault switch on (the fault tests need it)."""
+    yield from seven_agents(tmp_path, 200)

@@ -6,7 +6,6 @@ between the agents' addresses is a cover link (port 8443) or the VM's service (7
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import threading
@@ -21,7 +20,7 @@ from hosts.protocol.cover import COVER_PORT, CoverSettings
 from hosts.protocol.mgmt import MgmtError
 from hosts.vm import ask_service
 
-from .conftest import HOSTS, NET, SOURCE_IP
+from .conftest import NET, SOURCE_IP, seven_agents
 from .test_migration import _assert_migrated
 
 DEST = "h6"
@@ -34,22 +33,7 @@ ALLOWED_PORTS = {COVER_PORT, 7000}  # the cover links, the VM's service
 def bed(tmp_path) -> Iterator[LoopbackBed]:
     """As the loopback ``bed``, but h1's VM dirties 25 pages/s (100 kB/s), less than the cover
     gives the migration, so pre-copy converges as it would on a VM sized for the cover rate."""
-    b = LoopbackBed(str(tmp_path / "bed"), test_faults=True)
-    try:
-        b.add_agent("h1", SOURCE_IP, vm="vm1", vm_mib=4, dirty_pages_per_s=25, seed=5, wait=False)
-        for h, ip in HOSTS.items():
-            if h != "h1":
-                b.add_agent(h, ip, wait=False)
-        b.wait_registered(list(HOSTS))
-        yield b
-    finally:
-        b.close()
-        for h in HOSTS:
-            log = os.path.join(b.root, f"{h}.log")
-            if os.path.exists(log):
-                with open(log) as f:
-                    text = f.read()
-                assert "Traceback" not in text, f"{h} logged a traceback:\n{text[-3000:]}"
+    yield from seven_agents(tmp_path, 25)
 
 
 def _settings(seed: int) -> CoverSettings:

@@ -19,6 +19,7 @@ import pytest
 from experiments.loopback import LoopbackBed
 from hosts import qemu
 from hosts.vm import ask_service
+from tests.qemu_procs import qemus_under
 
 from .conftest import HOSTS
 
@@ -39,7 +40,7 @@ def qbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackBed]:
         yield b
     finally:
         b.close()
-        left = _qemus_under(b.root)
+        left = qemus_under(b.root)
         for pid in left:
             os.kill(pid, 9)
         assert not left, f"QEMU processes left behind: {left}"
@@ -49,20 +50,6 @@ def qbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackBed]:
                 with open(log) as f:
                     text = f.read()
                 assert "Traceback" not in text, f"{h} logged a traceback:\n{text[-3000:]}"
-
-
-def _qemus_under(root: str) -> list[int]:
-    """The QEMU processes whose command line names a file under ``root``."""
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if b"qemu-system" in cmd and root.encode() in cmd:
-            out.append(int(pid))
-    return out
 
 
 def _ask(host: str) -> dict:
@@ -112,7 +99,7 @@ def test_dead_leader_leaves_the_guest_running(qbed: LoopbackBed) -> None:
     assert _qemu_pid(qbed, "h1") == pid  # the same QEMU, running again
     assert qbed.status("h6")["vm"] is None
     time.sleep(1)
-    assert _qemus_under(qbed.root) == [pid]  # the destination's QEMU is gone
+    assert qemus_under(qbed.root) == [pid]  # the destination's QEMU is gone
 
 
 def test_stealth_then_direct_back(qbed: LoopbackBed) -> None:

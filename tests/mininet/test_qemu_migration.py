@@ -15,6 +15,7 @@ import time
 import pytest
 
 from hosts import qemu
+from tests.qemu_procs import qemus_under
 
 WHY = qemu.available()
 pytestmark = [pytest.mark.root, pytest.mark.timeout(900),
@@ -41,20 +42,6 @@ def bed():
     for pid in left:
         os.kill(pid, 9)
     assert not left, f"QEMU processes left behind: {left}"
-
-
-def qemus_under(root: str) -> list[int]:
-    """The QEMU processes whose command line names a file under ``root``."""
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if b"qemu-system" in cmd and root.encode() in cmd:
-            out.append(int(pid))
-    return out
 
 
 def ask(tb, client: str, ip: str) -> dict:
