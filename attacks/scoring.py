@@ -75,7 +75,14 @@ COST_FIELDS = [
     "vm_bytes",
     "migration_span_s",
     "transfer_span_s",
+    # a QEMU guest's migration as QEMU itself reported it (query-migrate at the source), beside
+    # the testbed's own figures; None for the model VM
+    "qemu_total_time_ms",
+    "qemu_downtime_ms",
+    "qemu_transferred_bytes",
+    "qemu_dirty_sync_count",
 ]
+QEMU_FIGURES = ("total_time_ms", "downtime_ms", "transferred_bytes", "dirty_sync_count")
 
 
 def detection_metrics(det: Detection, start: float | None, end: float | None) -> dict[str, Any]:
@@ -211,6 +218,9 @@ def _span(start: float | None, end: float | None) -> float | None:
 def cost_record(truth: TrialTruth, bytes_on_wire: int | None) -> dict[str, Any]:
     """One trial's costs (``COST_FIELDS``); None where the trial did not say."""
     res = truth.result
+    sources = [v for k, v in (res.get("role_stats") or {}).items()
+               if k.startswith("source:") and isinstance(v, dict)]
+    qemu = (sources[0].get("qemu") if sources else None) or {}
     return {
         "migration_time_s": res.get("migration_time_s"),
         "downtime_s": res.get("downtime_s"),
@@ -218,6 +228,7 @@ def cost_record(truth: TrialTruth, bytes_on_wire: int | None) -> dict[str, Any]:
         "vm_bytes": res.get("vm_bytes"),
         "migration_span_s": _span(truth.migration_start, truth.migration_end),
         "transfer_span_s": _span(truth.transfer_start, truth.transfer_end),
+        **{f"qemu_{k}": qemu.get(k) for k in QEMU_FIGURES},
     }
 
 
