@@ -31,6 +31,9 @@ CONTROLLER_MSGS = {
     ops.MIGRATIONS_ACTIVE: {},
     ops.MIGRATION_DONE: {"migration": "m1", "host": "h2"},
     ops.MIGRATION_FAILED: {"migration": "m1", "host": "h2", "reason": "forged"},
+    ops.COVER_START: {"settings": {"rate_bytes_per_s": 1e6}},
+    ops.COVER_STOP: {},
+    ops.RESET_TRIAL: {"vm": "vm1", "host": "h2"},
 }
 AGENT_MSGS = {op: {"migration": "m1", "view": {}} for op in AGENT_OPS}
 
@@ -63,13 +66,13 @@ def main() -> None:
         for op in CONTROLLER_OPS:
             for cname, cred in (("unsigned", None), ("forged-runner", forged["runner"]),
                                 ("forged-agent", forged[f"agent:{host}"])):
-                msg = {"op": op, **CONTROLLER_MSGS[op]}
+                msg = {"op": op, **CONTROLLER_MSGS.get(op, {})}  # refused before it is read
                 out["tries"].append({"server": "controller", "op": op, "via": prefix or "path",
                                      "as": cname, "got": attempt(prefix + ctl, msg, cred,
                                                                  "controller")})
         for op in AGENT_OPS:
             for cname, cred in (("unsigned", None), ("forged-controller", forged["controller"])):
-                msg = {"op": op, **AGENT_MSGS[op]}
+                msg = {"op": op, **AGENT_MSGS.get(op, {})}
                 out["tries"].append({"server": f"agent:{host}", "op": op,
                                      "via": prefix or "path", "as": cname,
                                      "got": attempt(prefix + agent, msg, cred, f"agent:{host}")})
