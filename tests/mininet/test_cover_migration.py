@@ -21,7 +21,6 @@ import pytest
 pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
 
 RATE = 400_000.0  # cover bytes/s per VM (16 VMs: 6.4 MB/s of cover on the fabric)
-RATE_BACK = 1_000_000.0  # the migration back
 TENANT_PORTS = {8080, 8443}
 VM_MIB = 4
 DIRTY = 10  # pages/s: 40 kB/s, well under what the cover gives the migration (pre-copy converges)
@@ -129,24 +128,3 @@ def test_a_cover_migration_on_the_testbed(tmp_path) -> None:
               f"{sent['skipped']} slots skipped")
         # item 5's target is 0.5 s (printed above); asserted loosely, 2 cores are shared
         assert 0 < src["decision_to_first_byte_s"] < 3.0
-
-        # and back at a higher cover rate (every mux restarts with the new settings)
-        tb.start_cover(CoverSettings(RATE_BACK, seed=12))
-        t0, before = time.monotonic(), tb.cover_stats()[dest]["total"]
-        r2 = tb.mgmt({"op": "migrate", "source": dest, "destination": "h1", "mode": "stealth",
-                      "n": 3, "k": 2, "seed": 22, "chunk_policy": {"kind": "cover"}})
-        rec2 = wait_migration(tb, r2["migration"], timeout=900)
-        elapsed, after = time.monotonic() - t0, tb.cover_stats()[dest]["total"]
-        res2 = rec2["result"]
-        assert rec2["state"] == "done", f"{res2['reason']}\n{_role_log(tb, r2['migration'])}"
-        assert tb.mgmt({"op": "status"})["vms"] == {"vm1": "h1"}
-        src2 = res2["role_stats"][f"source:{dest}"]
-        moved2 = 4096 * sum(src2.get("pages_per_round") or [0])
-        goodput2 = moved2 / res2["migration_time_s"]
-        wire = (after["bytes_sent"] - before["bytes_sent"]) / elapsed
-        print(f"and back at {RATE_BACK / 1e3:.0f} kB/s per VM: {moved2 / 1e6:.1f} MB in "
-              f"{res2['migration_time_s']:.1f} s (downtime {res2['downtime_s']:.2f} s), goodput "
-              f"{goodput2 / 1e3:.0f} kB/s = {goodput2 / RATE_BACK:.2f} x the cover rate; "
-              f"{dest}'s mux sent {wire / 1e3:.0f} kB/s, "
-              f"{after['skipped'] - before['skipped']} slots skipped, "
-              f"{after['late'] - before['late']} late")
