@@ -74,13 +74,15 @@ def echo_reversed(got: dict) -> object:
     return on_stream
 
 
-def transfer(mesh: Mesh, size: int, during=None) -> tuple[bytes, bytes, float, dict]:
-    """``size`` random bytes mux 0 → mux 1 and back reversed; returns (sent, got back, s, peer)."""
+def transfer(mesh: Mesh, size: int, during=None, a: int = 0,
+             b: int = 1) -> tuple[bytes, bytes, float, dict]:
+    """``size`` random bytes mux ``a`` → mux ``b`` and back reversed; returns (sent, got back,
+    seconds, what the acceptor saw)."""
     data = os.urandom(size)
     got: dict = {}
-    mesh.muxes[1].bind(9, echo_reversed(got))
+    mesh.muxes[b].bind(9, echo_reversed(got))
     t0 = time.monotonic()
-    s = mesh.muxes[0].open(mesh.ips[1], 9)
+    s = mesh.muxes[a].open(mesh.ips[b], 9)
     s.settimeout(60)
     threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)),
                      daemon=True).start()
@@ -403,21 +405,6 @@ def test_bad_config_is_refused_by_name() -> None:
         CoverMux(CoverConfig(st, "h3", "127.0.0.1", (good,)), key).start()
 
 
-def transfer2(mesh: Mesh, size: int) -> tuple[bytes, bytes, float, dict]:
-    """As ``transfer``, from mux 2 to mux 3."""
-    data = os.urandom(size)
-    got: dict = {}
-    mesh.muxes[3].bind(9, echo_reversed(got))
-    t0 = time.monotonic()
-    s = mesh.muxes[2].open(mesh.ips[3], 9)
-    s.settimeout(60)
-    threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)),
-                     daemon=True).start()
-    back = read_all(s)
-    s.close()
-    return data, back, time.monotonic() - t0, got
-
-
 def bulk_left(mesh: Mesh) -> bool:
     """Mux 0 still has stream bytes to send."""
     return any(x["queued"] + x["flight"] > 0
@@ -448,7 +435,7 @@ def test_a_bulk_sender_marks_itself_busy_and_forwards_next_to_nothing() -> None:
                     for m in mesh.muxes[:2]]
 
         before = fwd()
-        data, back, _, got = transfer2(mesh, 1 << 20)
+        data, back, _, got = transfer(mesh, 1 << 20, a=2, b=3)
         after = fwd()
         assert bulk_left(mesh), "the bulk stream ended before the test stream: no busy phase"
     via0, via1 = (a - b for a, b in zip(after, before, strict=True))
