@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MAGIC = b"SM"
@@ -137,3 +138,21 @@ def parse_text(body: bytes) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FrameError(f"not UTF-8: {exc}") from None
+
+
+def read_data(recv: Callable[[], bytes], feed: Callable[[bytes], None]) -> tuple[int, bytes]:
+    """Read a stream's DATA frames in order from ``recv`` (one frame per call) into ``feed``
+    until its TRAILER; returns (DATA frames read, the trailer's body). A frame out of sequence
+    or of another type is a ``FrameError``; whatever ``feed`` raises goes through."""
+    seq = 0
+    while True:
+        fr = parse_frame(recv())
+        if fr.type == FrameType.TRAILER:
+            return seq, fr.body
+        if fr.type != FrameType.DATA:
+            raise FrameError(f"unexpected {fr.type.name} in the stream")
+        s, payload = parse_data(fr.body)
+        if s != seq:
+            raise FrameError(f"data frame {s} where {seq} was expected")
+        seq += 1
+        feed(payload)

@@ -27,7 +27,7 @@ from hosts.roles import qemu_link
 from hosts.roles.base import AgentContext, Role, RoleError
 from hosts.vm import MAX_MIB, VM, StreamInstaller, VMError, VMNameError, check_name
 from hosts.vnic import NicError, VmNic
-from hosts.wire import FrameError, FrameType, ack_body, build_frame, parse_data, parse_frame
+from hosts.wire import FrameError, FrameType, ack_body, build_frame, parse_frame, read_data
 
 MIB = 1 << 20
 
@@ -165,21 +165,9 @@ class Destination(Role):
         self.vm.attach_nic()  # now, off the downtime path
         installer = StreamInstaller(self.vm)
         self.log("receiving", vm=name, mib=mib, peer=ch.peer)
-        seq = 0
-        while True:
-            fr = parse_frame(ch.recv())
-            if fr.type == FrameType.DATA:
-                s, payload = parse_data(fr.body)
-                if s != seq:
-                    raise RoleError(f"data frame {s} where {seq} was expected")
-                seq += 1
-                installer.feed(payload)
-            elif fr.type == FrameType.TRAILER:
-                break
-            else:
-                raise FrameError(f"unexpected {fr.type.name} in the stream")
+        seq, trailer_body = read_data(ch.recv, installer.feed)
         self.stats["bytes_received"] = ch.bytes_received
-        trailer = json.loads(fr.body)
+        trailer = json.loads(trailer_body)
         if not isinstance(trailer, dict):
             raise RoleError(f"trailer must be an object, got {type(trailer).__name__}")
         if trailer.get("vm_bytes", self.vm.size) != self.vm.size:

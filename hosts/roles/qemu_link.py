@@ -23,7 +23,7 @@ from hosts.channel import Channel
 from hosts.qemu import QemuError, QemuVM
 from hosts.roles.base import RoleError
 from hosts.vnic import VmNic
-from hosts.wire import FrameError, FrameType, ack_body, build_frame, parse_data, parse_frame
+from hosts.wire import FrameType, ack_body, build_frame, read_data
 
 STREAM_FACTOR = 4  # QEMU re-sends dirtied pages: its stream may exceed the RAM, not by this
 
@@ -79,31 +79,25 @@ def receive(role: Any, ch: Channel, manifest: Any, nic: VmNic | None) -> None:
     path = os.path.join(ctx.workdir, f"{vm.name}.{mig}.stream")
     limit = STREAM_FACTOR * vm.size
     h = hashlib.sha256()
-    n = seq = 0
+    n = 0
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+
+    def store(payload: bytes) -> None:
+        nonlocal n
+        n += len(payload)
+        if n > limit:
+            raise RoleError(f"QEMU stream longer than {limit} bytes "
+                            f"({STREAM_FACTOR}x the {vm.size}-byte guest)")
+        h.update(payload)
+        os.write(fd, payload)
+
     try:
         try:
-            while True:
-                fr = parse_frame(ch.recv())
-                if fr.type == FrameType.DATA:
-                    s, payload = parse_data(fr.body)
-                    if s != seq:
-                        raise RoleError(f"data frame {s} where {seq} was expected")
-                    seq += 1
-                    n += len(payload)
-                    if n > limit:
-                        raise RoleError(f"QEMU stream longer than {limit} bytes "
-                                        f"({STREAM_FACTOR}x the {vm.size}-byte guest)")
-                    h.update(payload)
-                    os.write(fd, payload)
-                elif fr.type == FrameType.TRAILER:
-                    break
-                else:
-                    raise FrameError(f"unexpected {fr.type.name} in the stream")
+            seq, trailer_body = read_data(ch.recv, store)
         finally:
             os.close(fd)
         role.stats["bytes_received"] = ch.bytes_received
-        trailer = json.loads(fr.body)
+        trailer = json.loads(trailer_body)
         if not isinstance(trailer, dict) or trailer.get("kind") != "qemu":
             raise RoleError("the trailer of a QEMU stream must be an object with kind 'qemu'")
         digest = h.hexdigest()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hosts import wire
-from hosts.wire import FrameError, FrameType
+from hosts.wire import FrameError, FrameType, ack_body, build_frame, data_body
 
 
 def test_round_trip_with_padding() -> None:
@@ -83,3 +83,20 @@ def test_fuzz_parser_near_valid(ftype: int, version: int, body_len: int, body: b
         _parse_all(raw)
     except FrameError:
         pass
+
+
+def test_read_data_feeds_the_payloads_in_order_and_returns_the_trailer() -> None:
+    from hosts.wire import read_data
+
+    frames = iter([build_frame(FrameType.DATA, data_body(0, b"ab")),
+                   build_frame(FrameType.DATA, data_body(1, b"cd")),
+                   build_frame(FrameType.TRAILER, b"{}")])
+    got: list[bytes] = []
+    assert read_data(lambda: next(frames), got.append) == (2, b"{}")
+    assert got == [b"ab", b"cd"]
+    skipped = iter([build_frame(FrameType.DATA, data_body(1, b"x"))])
+    with pytest.raises(FrameError, match="data frame 1 where 0 was expected"):
+        read_data(lambda: next(skipped), got.append)
+    other = iter([build_frame(FrameType.ACK, ack_body(3))])
+    with pytest.raises(FrameError, match="unexpected ACK"):
+        read_data(lambda: next(other), got.append)
