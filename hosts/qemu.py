@@ -213,7 +213,7 @@ def available() -> str | None:
 
 
 # --- the VM -------------------------------------------------------------------------------
-class QemuVM:
+class QemuVM(vnic.OwnAddress):
     """One QEMU guest in this host (see the module docstring). Thread-safe enough for the
     roles: every QMP command is serialised."""
 
@@ -258,14 +258,6 @@ class QemuVM:
         self._out_sock: socket.socket | None = None  # our end of an outgoing migration
 
     # --- life cycle -----------------------------------------------------------------------
-    def address(self) -> dict[str, str]:
-        return {"ip": self.nic.ip, "mac": self.nic.mac} if self.nic is not None else {}
-
-    def attach_nic(self) -> None:
-        if self.nic is not None and not self._nic_up:
-            vnic.attach(self.nic)
-            self._nic_up = True
-
     def start(self, incoming: bool = False, timeout: float = 60.0) -> None:
         """Start QEMU (booting the guest, or with ``incoming`` waiting for a stream); returns
         once the guest's counter answers (booting) or QMP is up (incoming)."""
@@ -385,9 +377,7 @@ class QemuVM:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        if self._nic_up and self.nic is not None:
-            vnic.detach(self.nic)
-            self._nic_up = False
+        self.detach_nic()  # the address goes with the service
         self.running = False
 
     def destroy(self) -> None:

@@ -77,7 +77,7 @@ def canonical(device: dict[str, Any]) -> bytes:
     return json.dumps(device, sort_keys=True, separators=(",", ":")).encode()
 
 
-class VM:
+class VM(vnic.OwnAddress):
     """One VM: memory file, device state, workload and service. Thread-safe."""
 
     def __init__(
@@ -196,16 +196,6 @@ class VM:
         return h.hexdigest()
 
     # --- life cycle -----------------------------------------------------------------
-    def address(self) -> dict[str, str]:
-        """The VM's own address (``ip``, ``mac``) if it has one, else ``{}`` (for a manifest)."""
-        return {"ip": self.nic.ip, "mac": self.nic.mac} if self.nic is not None else {}
-
-    def attach_nic(self) -> None:
-        """Put the VM's own address on this host (idempotent; a no-op without a NIC)."""
-        if self.nic is not None and not self._nic_up:
-            vnic.attach(self.nic)
-            self._nic_up = True
-
     def start(self) -> None:
         """Run the workload and the service (on the VM's own address, attached first)."""
         if self.running:
@@ -254,9 +244,7 @@ class VM:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        if self._nic_up and self.nic is not None:
-            vnic.detach(self.nic)  # the address goes with the service
-            self._nic_up = False
+        self.detach_nic()  # the address goes with the service
         self.running = False
         if was_paused:
             self.pause()

@@ -146,3 +146,28 @@ def detach(nic: VmNic) -> None:
     """Remove the VM NIC (a no-op if it is not there)."""
     _ip_batch(down_batch(nic), force=True)
     log.info("event=vm_nic_down ip=%s", nic.ip)
+
+
+class OwnAddress:
+    """What a VM (the model, ``hosts.vm.VM``, or a QEMU guest, ``hosts.qemu.QemuVM``) does with
+    its own address: ``nic`` (None: it answers at its host's) and ``_nic_up`` are set by the
+    VM's ``__init__``."""
+
+    nic: VmNic | None
+    _nic_up: bool
+
+    def address(self) -> dict[str, str]:
+        """The VM's own address (``ip``, ``mac``) if it has one, else ``{}`` (for a manifest)."""
+        return {"ip": self.nic.ip, "mac": self.nic.mac} if self.nic is not None else {}
+
+    def attach_nic(self) -> None:
+        """Put the VM's own address on this host (idempotent; a no-op without a NIC)."""
+        if self.nic is not None and not self._nic_up:
+            attach(self.nic)
+            self._nic_up = True
+
+    def detach_nic(self) -> None:
+        """Take the address off this host again (idempotent): it goes with the service."""
+        if self._nic_up and self.nic is not None:
+            detach(self.nic)
+            self._nic_up = False
