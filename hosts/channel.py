@@ -214,8 +214,9 @@ class Channel:
         sock = socket.create_connection(
             (dst_ip, dst_port), timeout=timeout, source_address=(src_ip, 0)
         )
-        return cls._initiate(sock, f"{dst_ip}:{dst_port}", deadline, peer_pub, static, migration,
-                             pad, io_timeout, confirm_pad)
+        return cls.initiate(sock, peer_pub, static, migration, deadline - time.monotonic(), pad,
+                            io_timeout=io_timeout, confirm_pad=confirm_pad,
+                            peer=f"{dst_ip}:{dst_port}")
 
     @classmethod
     def initiate(
@@ -234,22 +235,7 @@ class Channel:
         """The initiator's handshake of ``connect`` on a socket that is already connected (a
         cover mux stream's socketpair end, say); ``peer`` names the other end in errors. The
         socket is closed if the handshake fails."""
-        return cls._initiate(sock, peer, time.monotonic() + timeout, peer_pub, static,
-                             migration, pad, io_timeout, confirm_pad)
-
-    @classmethod
-    def _initiate(
-        cls,
-        sock: socket.socket,
-        peer: str,
-        deadline: float,
-        peer_pub: X25519PublicKey,
-        static: X25519PrivateKey,
-        migration: str,
-        pad: int | None,
-        io_timeout: float | None,
-        confirm_pad: int | None,
-    ) -> Channel:
+        deadline = time.monotonic() + timeout
         try:
             _nodelay(sock)
             hs = noise_state(static, True, migration, remote=_raw(peer_pub))
