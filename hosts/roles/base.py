@@ -379,8 +379,9 @@ class Role:
         peer's virtual port ``port`` carries the same handshake and records.
         """
         if self.over_cover:
+            mux = self._cover()  # a RoleError of its own when this agent runs no mux
             try:
-                sock = self._cover().open(ip, port)
+                sock = mux.open(ip, port)
             except (ValueError, KeyError, RuntimeError) as exc:
                 raise ChannelError(f"cover stream to {ip}:{port}: {exc}") from None
             return Channel.initiate(

@@ -230,10 +230,9 @@ class Leader(Role):
                 self.next += 1
                 self.stats["chunks"] = self.next
                 self.last_progress = time.monotonic()
+                caught_up = self.next not in self.buffer
                 self.cond.notify_all()
             self.faults.after_chunk(self.next)
-            with self.cond:
-                caught_up = self.next not in self.buffer
             # over cover also whenever it has caught up: the source drains before a pause and
             # an ack costs no record of its own there (it rides in a cover slot)
             if self.next % max(1, self.window // 4) == 0 or (self.over_cover and caught_up):

@@ -49,9 +49,10 @@ def source_records(vm: QemuVM, precopy: dict[str, Any], stats: dict[str, Any],
     except QemuError as exc:
         raise RoleError(f"QEMU's migration failed: {exc}") from None
     precopy.setdefault("pages_per_round", [])
+    figures = stats_qemu(precopy)
     precopy["trailer_extra"] = {"kind": "qemu", "stream_bytes": precopy["stream_bytes"],
-                                "qemu": stats_qemu(precopy)}
-    stats["qemu"] = stats_qemu(precopy)
+                                "qemu": figures}
+    stats["qemu"] = figures
     stats["stream_bytes"] = precopy["stream_bytes"]
 
 

@@ -141,7 +141,8 @@ class Source(Role):
         ).encode()
 
     def _stream(self, sizes: Callable[[], int],
-                drain: Callable[[], None] | None = None) -> Iterator[tuple[bytes, bool]]:
+                drain: Callable[[int | None], None] | None = None
+                ) -> Iterator[tuple[bytes, bool]]:
         """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
 
         With ``drain``, every pre-copy round ends with ``drain(most)``: it waits until the chunks
@@ -152,12 +153,13 @@ class Source(Role):
         of dirty pages of its own."""
         pc = self.view.precopy
         few = int(pc.get("min_dirty_pages", 64))
+        max_rounds = int(pc.get("max_rounds", 8))
         buf = bytearray()
         size = sizes()
         paused = False
         qemu = qemu_link.is_qemu(self.vm)  # a real guest: QEMU's own stream, not the model's
         records = qemu_link.source_records(self.vm, self.precopy, self.stats, pc) if qemu else \
-            precopy_records(self.vm, max_rounds=int(pc.get("max_rounds", 8)),
+            precopy_records(self.vm, max_rounds=max_rounds,
                             min_dirty_pages=few, stats=self.precopy)
         for rec in records:
             if self.closing.is_set():
@@ -176,7 +178,7 @@ class Source(Role):
                     if buf:  # the round's tail, so the drain covers all of it
                         yield bytes(buf), False
                         buf.clear()
-                    last = len(self.precopy["pages_per_round"]) >= int(pc.get("max_rounds", 8))
+                    last = len(self.precopy["pages_per_round"]) >= max_rounds
                     drain(None if last else few)
         if buf:
             yield bytes(buf), False
@@ -267,7 +269,7 @@ class Source(Role):
             # a share travels in a record of a size drawn like any chunk's; over cover the mux's
             # records hide every size, so it goes unpadded (sooner at the leader)
             pad = len(shares[i]) + HEADER.size
-            if self.view.transport != "cover":
+            if not self.over_cover:
                 pad = max(sizes.next_size() - TAG, pad)
             n_sent = ch.send(build_frame(FrameType.SHARE, shares[i], pad_to=pad))
             self._first_byte()
@@ -297,7 +299,7 @@ class Source(Role):
         # it has all of it, so small chunks pipeline the last pages (the downtime) better
         def plaintext_size() -> int:
             size = max(64, sizes.next_size() - CHUNK_RECORD_OVERHEAD)
-            if self.view.transport == "cover" and "paused_at" in self.precopy:
+            if self.over_cover and "paused_at" in self.precopy:
                 size = min(size, FINAL_CHUNK)
             return size
 
@@ -314,7 +316,7 @@ class Source(Role):
             self.stats["drain_s"] = self.stats.get("drain_s", 0.0) + time.monotonic() - t0
 
         # over cover the relay's queues are deep (the mux paces): drain them before a pause
-        rounds_drain = drain if self.view.transport == "cover" else None
+        rounds_drain = drain if self.over_cover else None
         for pt, last in self._stream(plaintext_size, rounds_drain):
             self._emit(sealer, pt, last)
         with self.cond:
@@ -336,7 +338,7 @@ class Source(Role):
             except (OSError, ChannelError) as exc:
                 out[i] = exc
 
-        if self.view.transport != "cover":
+        if not self.over_cover:
             for i, ep in enumerate(inters):
                 one(i, ep)
             return out
