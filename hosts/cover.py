@@ -84,6 +84,11 @@ def _sub_seed(*parts: object) -> int:
     return int.from_bytes(h[:8], "big")
 
 
+def _show(packed: bytes) -> str:
+    """A packed IPv4 address as text (for messages only)."""
+    return str(ipaddress.IPv4Address(packed))
+
+
 def _ip4(ip: str) -> bytes:
     try:
         return ipaddress.IPv4Address(ip).packed
@@ -209,7 +214,6 @@ class _Stream:
     born: float = 0.0
     # life
     dead: str | None = None
-    retransmits: int = 0
     threads: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -252,11 +256,13 @@ class CoverMux:
         self.ip = cfg.ip
         self._me = _ip4(cfg.ip)
         self.peers = {p.ip: p for p in cfg.peers}
+        # addresses packed once, both ways: the record path looks them up, never parses them
+        self._packed = {ip: _ip4(ip) for ip in [cfg.ip, *self.peers]}
+        self._by_packed = {b: ip for ip, b in self._packed.items()}
         if cfg.ip in self.peers:
             raise CoverError(f"host {cfg.host!r} lists itself ({cfg.ip}) as a cover peer")
         self._keys = {}
         for p in cfg.peers:
-            _ip4(p.ip)
             try:
                 load_public(p.pubkey)
             except ValueError as exc:
@@ -308,13 +314,12 @@ class CoverMux:
         self._marks: dict[str, tuple[float, set[str]]] = {
             ip: (float("-inf"), set()) for ip in self.peers}
         self.busy_hold = max(0.3, 4 * pair_interval)  # a peer's BUSY mark counts this long
-        self._late = 0
         self._late_max = 0.0
         self._slots = 0
         self._retransmits = 0
-        self._malformed = 0
         self._next_sid = random.SystemRandom().getrandbits(32)
         self._sys = random.SystemRandom()
+        self._order = random.Random(self._sys.getrandbits(64))  # which stream goes first
         self._incoming: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self.trace: list[tuple[float, float, str, int, int]] | None = [] if trace else None
@@ -335,6 +340,7 @@ class CoverMux:
         for ip in self.peers:
             self._spawn(self._sender, f"cover-send-{ip}", ip)
         self._spawn(self._scheduler, "cover-sched")
+        self._spawn(self._house, "cover-house")
         self.log(f"cover mux {self.cfg.host} on {self.listen_addr[0]}:{self.listen_addr[1]}: "
                  f"{len(self.peers)} peers, {self.schedule.slot_rate:.1f} slots/s")
 
@@ -518,8 +524,8 @@ class CoverMux:
 
     # --- fragments ------------------------------------------------------------------------
     def _frag(self, kind: int, s: _Stream, off: int, data: bytes | memoryview) -> bytes:
-        return _FRAG.pack(kind, OPENER if s.opener else 0, self._me, _ip4(s.peer), s.key[1],
-                          s.vport, off, len(data)) + bytes(data)
+        return _FRAG.pack(kind, OPENER if s.opener else 0, self._me, self._packed[s.peer],
+                          s.key[1], s.vport, off, len(data)) + data
 
     def _unvia(self, iv: _Interval, n: int) -> None:
         if iv.via is not None:
@@ -544,7 +550,6 @@ class CoverMux:
                 continue
             if iv.start >= s.end:  # the FIN
                 iv.t, iv.retx = now, iv.retx + 1
-                s.retransmits += 1
                 self._retransmits += 1
                 return self._frag(FIN, s, s.end, b"")
             k = min(room - HDR, iv.stop - iv.start)
@@ -560,7 +565,6 @@ class CoverMux:
             iv.via = None if direct else peer
             self._unvia(iv, -k)
             iv.t, iv.retx = now, iv.retx + 1
-            s.retransmits += 1
             self._retransmits += 1
             lo = iv.start - s.una
             return self._frag(DATA, s, iv.start, memoryview(s.buf)[lo : lo + k])
@@ -601,7 +605,7 @@ class CoverMux:
             if not self._link_up[peer]:  # the record will likely be lost: put nothing in it
                 return bytes(frame_len), 0, 0, frame_len
             marks = [self._me] if self._own_share > BUSY_SHARE else []
-            marks += [_ip4(z) for z, n in self._fwd_bytes.items()
+            marks += [self._packed[z] for z, n in self._fwd_bytes.items()
                       if n > self.fwd_high and z != peer]
             for who in marks:
                 if room < 2 * HDR:
@@ -634,7 +638,7 @@ class CoverMux:
                     keep.append((dst, f))
             self._ctrl = keep
             streams = list(self._streams.values())
-            self._sys.shuffle(streams)  # no stream starves another
+            self._order.shuffle(streams)  # no stream starves another
             for s in streams:
                 if s.ack_due and room >= HDR and (s.peer == peer or spray):
                     f = self._frag(ACK, s, s.rcv_nxt, _sack(s, (room - HDR) // _SACK.size))
@@ -680,24 +684,24 @@ class CoverMux:
             if n and kind != DATA and not (kind == ACK and n % _SACK.size == 0):
                 return self._bad(frm, f"type {kind} fragment with {n} data bytes")
             if kind == BUSY:
-                if src != _ip4(frm):
+                if src != self._packed[frm]:
                     return self._bad(frm, "BUSY mark not from the record's sender")
-                marks.add(str(ipaddress.IPv4Address(dst)))
+                marks.add(self._by_packed.get(dst) or _show(dst))  # an unknown one names none
                 off += HDR
                 continue
-            raw = frame[off : off + HDR + n]
-            body = view[off + HDR : off + HDR + n]
-            off += HDR + n
-            src_ip = str(ipaddress.IPv4Address(src))
-            dst_ip = str(ipaddress.IPv4Address(dst))
+            start, off = off, off + HDR + n
+            src_ip = self._by_packed.get(src)
             if dst == self._me:
-                if src_ip not in self.peers:
-                    return self._bad(frm, f"fragment from unknown origin {src_ip}")
-                self._deliver(kind, flags, src_ip, sid, vport, pos, body)
+                if src_ip is None or src_ip == self.ip:
+                    return self._bad(frm, f"fragment from unknown origin {_show(src)}")
+                self._deliver(kind, flags, src_ip, sid, vport, pos, view[start + HDR : off])
             else:
                 # forward: only one more hop, only for the direct sender, only to a peer
-                if src_ip != frm or dst_ip not in self.peers or dst_ip == frm:
-                    return self._bad(frm, f"fragment {src_ip}->{dst_ip} not forwardable")
+                dst_ip = self._by_packed.get(dst)
+                if src_ip != frm or dst_ip is None or dst_ip in (frm, self.ip):
+                    return self._bad(frm, f"fragment {_show(src)}->{_show(dst)} not "
+                                          "forwardable")
+                raw = frame[start:off]
                 with self._lock:
                     if self._fwd_bytes[dst_ip] + len(raw) > FORWARD_CAP:
                         self._stats[dst_ip]["dropped_forward"] += 1
@@ -709,7 +713,6 @@ class CoverMux:
     def _bad(self, frm: str, why: str) -> None:
         with self._lock:
             self._stats[frm]["malformed"] += 1
-            self._malformed += 1
         self.log(f"cover record from {frm}: {why}")
 
     def _deliver(self, kind: int, flags: int, src: str, sid: int, vport: int, pos: int,
@@ -726,16 +729,16 @@ class CoverMux:
                 if tomb is not None and kind in (DATA, FIN):
                     mine = 0 if flags & OPENER else OPENER
                     answer = ACK if tomb[0] >= 0 else RST
-                    self._ctrl.append((src, _FRAG.pack(answer, mine, self._me, _ip4(src), sid,
-                                                       vport, max(0, tomb[0]), 0)))
+                    self._ctrl.append((src, _FRAG.pack(answer, mine, self._me, self._packed[src],
+                                                       sid, vport, max(0, tomb[0]), 0)))
                     return None
                 if kind != DATA or pos != 0 or not flags & OPENER or tomb is not None:
                     return None  # a stream we no longer have, or a fragment ahead of its start
                 on_stream = self._binds.get(vport)
                 crowded = sum(1 for x in self._streams.values() if x.peer == src) >= MAX_STREAMS
                 if on_stream is None or crowded:
-                    self._ctrl.append((src, _FRAG.pack(RST, 0, self._me, _ip4(src), sid, vport,
-                                                       0, 0)))
+                    self._ctrl.append((src, _FRAG.pack(RST, 0, self._me, self._packed[src], sid,
+                                                       vport, 0, 0)))
                     return None
                 s = self._new_stream(key, src, vport, opener=False)
                 s.synced = True
@@ -843,7 +846,6 @@ class CoverMux:
     # --- threads --------------------------------------------------------------------------
     def _scheduler(self) -> None:
         t0 = self.started_at or time.monotonic()
-        next_house = 0.0
         for t, peer, size in self.schedule.slots():
             deadline = t0 + t
             wait = deadline - time.monotonic()
@@ -856,15 +858,8 @@ class CoverMux:
             self._slots += 1
             if late > LATE_S:
                 with self._lock:
-                    self._late += 1
                     self._late_max = max(self._late_max, late)
                     self._stats[peer]["late"] += 1
-            if now >= next_house:
-                try:
-                    self._housekeeping(now)
-                except Exception as exc:  # never let a bug stop the schedule
-                    self.log(f"cover housekeeping: {type(exc).__name__}: {exc}")
-                next_house = now + 0.1
             st = self._stats[peer]
             if self._queues[peer].qsize() >= QUEUE_MAX:  # backpressure: cover and data alike
                 with self._lock:
@@ -881,6 +876,15 @@ class CoverMux:
                 st["forwarded_bytes"] += fwd
                 st["padding_bytes"] += pad
             self._queues[peer].put((t, frame, data))
+
+    def _house(self) -> None:
+        """Stream timeouts every 0.1 s, in a thread of their own: closing a stream (socket
+        shutdown, a log line) never makes a slot late."""
+        while not self._stop.wait(0.1):
+            try:
+                self._housekeeping(time.monotonic())
+            except Exception as exc:  # never let a bug stop the checks
+                self.log(f"cover housekeeping: {type(exc).__name__}: {exc}")
 
     def _housekeeping(self, now: float) -> None:
         timeout = self.stream_timeout
@@ -1010,9 +1014,8 @@ class CoverMux:
                 {"peer": x.peer, "srtt": round(x.srtt or 0, 3), "rto": round(x.rto, 3),
                  "flight": x.nxt - x.una, "queued": x.end - x.nxt, "rcv_buf": x.rcv_nxt - x.written,
                  "ooo": len(x.ooo)} for x in self._streams.values()]
-            total.update(slots=self._slots, late=self._late, late_max_s=self._late_max,
-                         retransmits=self._retransmits, malformed=self._malformed,
-                         live_streams=len(self._streams))
+            total.update(slots=self._slots, late_max_s=self._late_max,
+                         retransmits=self._retransmits, live_streams=len(self._streams))
             return {"host": self.cfg.host, "ip": self.ip, "peers": peers, "total": total,
                     "public": public_hex(self.static)}
 
