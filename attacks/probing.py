@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from attacks.active import ServiceProbe, locate_service, parse_banner
-from attacks.intermediate import consistent_secret_bytes, curious_intermediate, gf_mul
+from attacks.detection import label_windows
+from attacks.intermediate import AD_PREFIX, consistent_secret_bytes, curious_intermediate, gf_mul
 from attacks.stats import interval
 from attacks.truth import TrialTruth
 
@@ -95,7 +96,9 @@ def scan_figures(rounds: Sequence[dict[str, Any]], truth: TrialTruth) -> dict[st
     if not before or not after:
         return {**rec, "found_vm": None, "vm_address": None, "same_address": None,
                 "found_new_host": None, "note": "no scan round before and after the migration"}
-    pre, post = _probes(before[-1]), _probes(after[0])
+    # the attacker compares its first scan with its last: it does not know when the VM moved
+    # (the migration's span above only says whether the figure means anything)
+    pre, post = _probes(rounds[0]), _probes(rounds[-1])
     loc = locate_service(pre, post)
     found = any(p.open and parse_banner(p.banner)[0] for p in pre)
     dest = truth.destination.ip if truth.destination else None
@@ -137,14 +140,6 @@ def latency_scores(samples: Sequence[dict[str, Any]], window_s: float,
     return t0 + np.array(ws, dtype=float) * window_s, np.array([per[w] for w in ws])
 
 
-def _labels(starts: np.ndarray, window_s: float, span: tuple[float | None, float | None]
-            ) -> np.ndarray:
-    a, b = span
-    if a is None or b is None:
-        return np.zeros(len(starts), dtype=bool)
-    return (starts < b) & (starts + window_s > a)
-
-
 def _auc(scores: np.ndarray, y: np.ndarray) -> float | None:
     if y.all() or not y.any():
         return None
@@ -157,13 +152,11 @@ def _youden(scores: np.ndarray, y: np.ndarray) -> float | None:
     """The threshold (alarm when score >= it) that maximises TPR - FPR on these windows."""
     if y.all() or not y.any():
         return None
-    best, best_j = None, -2.0
-    for th in np.unique(scores):
-        alarm = scores >= th
-        j = alarm[y].mean() - alarm[~y].mean()
-        if j > best_j:
-            best, best_j = float(th), j
-    return best
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, th = roc_curve(y, scores, drop_intermediate=False)
+    j = tpr - fpr
+    return float(th[np.flatnonzero(j == j.max())[-1]])  # the lowest threshold with the best J
 
 
 def latency_figures(trials: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray, str]]
@@ -209,13 +202,15 @@ def split_secret(secret: bytes, k: int, n: int, rng: random.Random, poly: int = 
     return shares
 
 
-def curious_figures(truth: TrialTruth, k: int, seed: int, chunks: int = 4) -> dict[str, Any]:
-    """One intermediate of ``truth``'s migration, re-enacted: one share of a k-of-n split of a
-    fresh 256-bit key, ``chunks`` frames sealed under it (a manifest naming the destination
-    first), attacked with the migration's label. See the module docstring."""
+def curious_figures(truth: TrialTruth, k: int, seed: int, chunks: int = 4,
+                    shares_held: int = 1) -> dict[str, Any]:
+    """One intermediate of ``truth``'s migration, re-enacted: ``shares_held`` (one, as an
+    intermediate holds) shares of a k-of-n split of a fresh 256-bit key, ``chunks`` frames
+    sealed under it (a manifest naming the destination first), attacked with the migration's
+    label. See the module docstring."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    n = max(len(truth.intermediates), 1)
+    n = len(truth.intermediates)
     if not truth.intermediates:
         return {"intermediates": 0, "key_recovered": None, "destination_recovered": None,
                 "view": "no intermediate in this arm"}
@@ -231,12 +226,12 @@ def curious_figures(truth: TrialTruth, k: int, seed: int, chunks: int = 4) -> di
     for i, pt in enumerate(pts):
         last = i == len(pts) - 1
         nonce = prefix + struct.pack(">IB", i, int(last))
-        ad = b"stealth-mtd chunk v1|" + label.encode() + b"|" + struct.pack(">I", i)
+        ad = AD_PREFIX + label.encode() + b"|" + struct.pack(">I", i)
         bodies.append(struct.pack(">IB7s", i, int(last), prefix)
                       + AESGCM(key).encrypt(nonce, pt, ad))
     peers = [h.ip for h in (truth.source, truth.leader) if h is not None]
     known = [h.ip for h in truth.hosts]
-    held = shares[:1]
+    held = shares[:shares_held]
     res = curious_intermediate(held, bodies, [label], known, peers)
     return {"intermediates": len(truth.intermediates), "k": k, "shares_held": len(held),
             "consistent_values_per_key_byte": consistent_secret_bytes(held, k),
@@ -286,7 +281,7 @@ def analyze_probes(run_dir: Path, trials: Sequence[TrialTruth], window_s: float,
                 records.append({**base, "attacker": name, **scan_figures(read_jsonl(log), t)})
             else:
                 starts, scores = latency_scores(read_jsonl(log), window_s)
-                y = _labels(starts, window_s, t.span(span))
+                y = label_windows(starts, window_s, *t.span(span))
                 lat[t.trial] = (starts, scores, y, f"seed:{t.seed}" if t.seed is not None
                                 else f"trial:{t.trial}")
         if curious and t.intermediates:  # an arm without intermediates has none to be curious

@@ -188,6 +188,9 @@ def test_a_trial_is_never_scored_with_its_own_seeds_labels():
         assert np.array_equal(before[i].detection.scores, after[i].detection.scores)
         assert before[i].detection.threshold == after[i].detection.threshold
         assert before[i].ranking.destination == after[i].ranking.destination
+        for name, det in before[i].detections.items():  # every detector, not only the primary
+            assert det.threshold == after[i].detections[name].threshold, name
+            assert np.array_equal(det.scores, after[i].detections[name].scores), name
     assert any(not np.array_equal(b.detection.scores, a.detection.scores)
                for b, a in zip(before[1:4], after[1:4], strict=True))
 
