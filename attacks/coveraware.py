@@ -59,6 +59,7 @@ import numpy as np
 
 from attacks.capture import TCP_ACK, TCP_SYN, int_to_ip, ip_to_int
 from attacks.detection import Detection, WindowFeatures, leave_one_seed_out
+from attacks.evidence import transfers
 from attacks.features import FEATURE_NAMES
 from attacks.identify import HostRanking, suspect_windows
 from attacks.relaygraph import RelayGraph
@@ -93,15 +94,13 @@ FAMILIES = {  # detector name → the host features it reads
 }
 TWO_SIDED = {"net", "size"}
 # passive window features that grow with the time since the capture began (flow ages, bytes a
-# flow carried so far): they tell a window's position, and the testbed starts every migration
-# the same time into its capture, so a classifier fed them learns that time, not the migration.
+# flow carried so far): they tell a window's position, and a testbed that starts every migration
+# the same time into its capture (as it did before start_jitter_s) lets a classifier fed them
+# learn that time, not the migration.
 # The classifier gets them as constants.
 POSITIONAL = ("top_flow_total", "long_flow_bytes", "long_flow_count", "oldest_flow_age")
 
 _POSITIONAL_COLS = [FEATURE_NAMES.index(n) for n in POSITIONAL]
-
-RECORD_DTYPE = np.dtype([("src", "u4"), ("dst", "u4"), ("t0", "f8"), ("t1", "f8"),
-                         ("bytes", "f8"), ("segments", "u4")])
 
 
 def cover_records(packets: np.ndarray, port: int = COVER_PORT) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +112,7 @@ def cover_records(packets: np.ndarray, port: int = COVER_PORT) -> tuple[np.ndarr
         (packets["sport"] == port) | (packets["dport"] == port))
     p = packets[on]
     if not len(p):
-        return np.zeros(0, dtype=RECORD_DTYPE), p
+        return transfers(p), p
     hosts = p["src"].astype(np.uint64) << np.uint64(32) | p["dst"].astype(np.uint64)
     ports = p["sport"].astype(np.uint64) << np.uint64(16) | p["dport"].astype(np.uint64)
     order = np.lexsort([p["ts"], p["seq"], ports, hosts])
@@ -121,21 +120,8 @@ def cover_records(packets: np.ndarray, port: int = COVER_PORT) -> tuple[np.ndarr
     dup = np.zeros(len(p), dtype=bool)
     dup[1:] = (h[1:] == h[:-1]) & (q[1:] == q[:-1]) & (s[1:] == s[:-1])
     retrans = p[order[dup]]
-    keep = order[~dup]
-    p, hosts, ports = p[keep], hosts[keep], ports[keep]
-    order = np.lexsort([p["ts"], ports, hosts])
-    p, h, q = p[order], hosts[order], ports[order]
-    new = np.ones(len(p), dtype=bool)
-    new[1:] = (h[1:] != h[:-1]) | (q[1:] != q[:-1]) | (np.diff(p["ts"]) > GAP_S)
-    rid = np.cumsum(new) - 1
-    first = np.nonzero(new)[0]
-    last = np.r_[first[1:] - 1, len(p) - 1]
-    rec = np.zeros(len(first), dtype=RECORD_DTYPE)
-    rec["src"], rec["dst"] = p["src"][first], p["dst"][first]
-    rec["t0"], rec["t1"] = p["ts"][first], p["ts"][last]
-    rec["bytes"] = np.bincount(rid, weights=p["plen"].astype(float))
-    rec["segments"] = np.diff(np.r_[first, len(p)])
-    return rec[np.argsort(rec["t0"], kind="stable")], retrans
+    # the records: each connection direction's bursts (attacks.evidence), by start time
+    return transfers(p[np.sort(order[~dup])], burst_gap_s=GAP_S), retrans
 
 
 @dataclass
@@ -198,7 +184,7 @@ def cover_features(view: AttackerView, port: int = COVER_PORT) -> CoverFeatures:
         return CoverFeatures(hosts, zero, dict(zero), np.zeros((0, 2), dtype=np.int64),
                              np.zeros((nw, 0)), np.zeros((nw, 0)), np.zeros((nw, 0)), 0, tenant)
 
-    s, d, rw = _index(hosts, rec["src"]), _index(hosts, rec["dst"]), widx(rec["t0"])
+    s, d, rw = _index(hosts, rec["src"]), _index(hosts, rec["dst"]), widx(rec["start"])
     size = rec["bytes"]
     raw: dict[str, np.ndarray] = {
         "out_bytes": _matrix(rw, s, nw, nh, size), "in_bytes": _matrix(rw, d, nw, nh, size),
@@ -215,20 +201,20 @@ def cover_features(view: AttackerView, port: int = COVER_PORT) -> CoverFeatures:
     big = size > biggest
     raw["oversize"] = _matrix(rw[big], s[big], nw, nh)
     # back-to-back: the sender's records in time order, a start close after the previous end
-    o = np.lexsort([rec["t0"], s])
+    o = np.lexsort([rec["start"], s])
     b2b = np.zeros(len(rec), dtype=bool)
-    b2b[o[1:]] = (s[o[1:]] == s[o[:-1]]) & (rec["t0"][o[1:]] - rec["t1"][o[:-1]] < B2B_S)
+    b2b[o[1:]] = (s[o[1:]] == s[o[:-1]]) & (rec["start"][o[1:]] - rec["end"][o[:-1]] < B2B_S)
     raw["b2b"] = _matrix(rw[b2b], s[b2b], nw, nh)
     # forwarding: a received record's end, then the receiver's next record start within FORWARD_S
-    span = float(rec["t1"].max() - rec["t0"].min()) + 10.0
-    base = float(rec["t0"].min())
-    out_key = s[o] * span + (rec["t0"][o] - base)
-    q = d * span + (rec["t1"] - base)
+    span = float(rec["end"].max() - rec["start"].min()) + 10.0
+    base = float(rec["start"].min())
+    out_key = s[o] * span + (rec["start"][o] - base)
+    q = d * span + (rec["end"] - base)
     j = np.searchsorted(out_key, q, side="left")
     ok = j < len(o)
     jj = o[np.minimum(j, len(o) - 1)]
-    ok &= (s[jj] == d) & (rec["t0"][jj] - rec["t1"] < FORWARD_S)
-    fwd_w = widx(rec["t1"][ok])
+    ok &= (s[jj] == d) & (rec["start"][jj] - rec["end"] < FORWARD_S)
+    fwd_w = widx(rec["end"][ok])
     count = _matrix(fwd_w, d[ok], nw, nh)
     rate_out = raw["out_records"] / w
     expected = raw["in_records"] * (1.0 - np.exp(-rate_out * FORWARD_S))
