@@ -40,6 +40,7 @@ Callers: ``attacks.pipeline``, the tests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -215,12 +216,17 @@ def _span(start: float | None, end: float | None) -> float | None:
     return end - start if start is not None and end is not None else None
 
 
+def source_stats(truth: TrialTruth) -> dict[str, Any]:
+    """What the trial's source role reported of itself (its stats), ``{}`` if nothing."""
+    src = truth.source.host if truth.source else None
+    stats = (truth.result.get("role_stats") or {}).get(f"source:{src}")
+    return stats if isinstance(stats, dict) else {}
+
+
 def cost_record(truth: TrialTruth, bytes_on_wire: int | None) -> dict[str, Any]:
     """One trial's costs (``COST_FIELDS``); None where the trial did not say."""
     res = truth.result
-    sources = [v for k, v in (res.get("role_stats") or {}).items()
-               if k.startswith("source:") and isinstance(v, dict)]
-    qemu = (sources[0].get("qemu") if sources else None) or {}
+    qemu = source_stats(truth).get("qemu") or {}
     return {
         "migration_time_s": res.get("migration_time_s"),
         "downtime_s": res.get("downtime_s"),
@@ -232,10 +238,12 @@ def cost_record(truth: TrialTruth, bytes_on_wire: int | None) -> dict[str, Any]:
     }
 
 
-def aggregate_costs(costs: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """Each cost's mean over the trials, ``per_trial`` values and ``intervals``."""
-    per_trial = {f: [c.get(f) for c in costs] for f in COST_FIELDS}
-    out: dict[str, Any] = {f: _mean(per_trial[f]) for f in COST_FIELDS}
+def aggregate_costs(costs: list[dict[str, Any]], seed: int = 0,
+                    fields: Sequence[str] = COST_FIELDS) -> dict[str, Any]:
+    """Each cost's (of ``fields``) mean over the trials, ``per_trial`` values and
+    ``intervals``."""
+    per_trial = {f: [c.get(f) for c in costs] for f in fields}
+    out: dict[str, Any] = {f: _mean(per_trial[f]) for f in fields}
     out["per_trial"] = per_trial
-    out["intervals"] = {f: interval(per_trial[f], seed) for f in COST_FIELDS}
+    out["intervals"] = {f: interval(per_trial[f], seed) for f in fields}
     return out

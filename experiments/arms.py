@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from attacks.stats import interval
+from attacks.scoring import aggregate_costs, source_stats
 from attacks.truth import TrialTruth
 from experiments.fleet import SERVICE_PORT
 from hosts.protocol.cover import COVER_PORT
@@ -53,15 +53,10 @@ def port_bytes(packets: np.ndarray, port: int) -> int:
     return int(packets["length"][mask].sum())
 
 
-def _source_stats(truth: TrialTruth) -> dict[str, Any]:
-    src = truth.source.host if truth.source else None
-    return (truth.result.get("role_stats") or {}).get(f"source:{src}") or {}
-
-
 def moved_bytes(truth: TrialTruth) -> int | None:
     """The bytes of VM memory the source sent: every page of every round (the first is the whole
     image, the others the dirty pages); None when the trial did not record its rounds."""
-    rounds = _source_stats(truth).get("pages_per_round")
+    rounds = source_stats(truth).get("pages_per_round")
     if not rounds:
         return None
     return int(sum(rounds)) * PAGE
@@ -86,7 +81,7 @@ def trial_costs(packets: np.ndarray | None, truth: TrialTruth,
         out["relay_goodput_bytes_per_s"] = vm / took
         if cover_rate:
             out["goodput_over_cover"] = vm / took / cover_rate
-    out["decision_to_first_byte_s"] = _source_stats(truth).get("decision_to_first_byte_s")
+    out["decision_to_first_byte_s"] = source_stats(truth).get("decision_to_first_byte_s")
     moved = moved_bytes(truth)
     out["moved_bytes"] = moved
     if moved and cover_rate:
@@ -110,8 +105,7 @@ def arm_costs(trials: list[TrialTruth], packets: Mapping[int, np.ndarray],
     direct = {t.trial_in_mode: t.result for t in done if t.mode == "direct"}
     out: dict[str, dict[str, Any]] = {}
     for mode in dict.fromkeys(t.mode for t in trials):
-        per_trial: dict[str, list[Any]] = {f: [] for f in FIELDS}
-        ids = []
+        ids, recs = [], []
         for t in (t for t in done if t.mode == mode):
             ids.append(t.trial)
             rec = trial_costs(packets.get(t.trial), t, cover_rates.get(mode))
@@ -119,13 +113,6 @@ def arm_costs(trials: list[TrialTruth], packets: Mapping[int, np.ndarray],
             rec["time_vs_direct"] = _ratio(t.result.get("migration_time_s"),
                                            d.get("migration_time_s"))
             rec["downtime_vs_direct"] = _ratio(t.result.get("downtime_s"), d.get("downtime_s"))
-            for f in FIELDS:
-                per_trial[f].append(rec[f])
-        entry: dict[str, Any] = {"trials": ids}
-        for f in FIELDS:
-            vals = [float(v) for v in per_trial[f] if v is not None]
-            entry[f] = float(np.mean(vals)) if vals else None
-        entry["per_trial"] = per_trial
-        entry["intervals"] = {f: interval(per_trial[f], seed) for f in FIELDS}
-        out[mode] = entry
+            recs.append(rec)
+        out[mode] = {"trials": ids, **aggregate_costs(recs, seed, FIELDS)}
     return out
