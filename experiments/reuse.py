@@ -21,20 +21,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from experiments.fleet import VMSpec, start_agents, tenants
+from experiments.fleet import tenants
 from experiments.scenario import Scenario
+from experiments.trial import bring_up, quiet, vm_spec
 from hosts.protocol import ops
 from hosts.protocol.mgmt import MgmtError
 from topologies.base import mac_for
 
-RELAY_TAG = 0x53 << 56  # controllers.rules.RELAY_COOKIE_TAG (experiments may not import it)
+RELAY_TAG = 0x53 << 56  # controllers.rules.RELAY_COOKIE_TAG (importing it loads os_ken)
 TAG_MASK = 0xFF << 56
 
 
@@ -103,14 +103,6 @@ def _key(sc: Scenario) -> str:
     return json.dumps([asdict(sc.topology), vm], sort_keys=True, default=str)
 
 
-def vm_spec(sc: Scenario, seed: int) -> VMSpec:
-    return VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib, sc.vm.dirty_pages_per_s, seed=seed)
-
-
-def _quiet(text: str) -> None:
-    pass
-
-
 class SharedTestbed:
     """One testbed for consecutive trials; ``with SharedTestbed() as shared:`` and pass
     ``shared`` to each ``Trial``. ``get`` returns the testbed and whether it was reused."""
@@ -136,12 +128,9 @@ class SharedTestbed:
         self.tb, self.key, self.base, self.trials = None, "", 0, 0
 
     def get(self, sc: Scenario, logs: Path, seed: int,
-            say: Callable[[str], None] = _quiet) -> tuple[Any, bool]:
+            say: Callable[[str], None] = quiet) -> tuple[Any, bool]:
         """The testbed for a trial of ``sc`` with ``seed`` (its logs in ``logs``): the kept one,
         reset and checked, if it has the same topology and VM; else a fresh one."""
-        from experiments.testbed import Testbed  # needs Mininet (root)
-        from experiments.trial import lock_wait
-
         key = _key(sc)
         if self.tb is not None and key == self.key:
             say("resetting the reused testbed")
@@ -156,14 +145,8 @@ class SharedTestbed:
             self.lock_wait_s = 0.0
             return self.tb, True
         self.close()
-        say("bringing up the network")
-        t0 = time.monotonic()
         try:
-            self.tb = self._stack.enter_context(
-                Testbed(sc.build_topology(), run_dir=logs, seed=seed))
-            self.lock_wait_s = lock_wait(self.tb, time.monotonic() - t0)
-            say("starting agents and the VM")
-            start_agents(self.tb, vm_spec(sc, seed))
+            self.tb, self.lock_wait_s = bring_up(self._stack, sc, logs, seed, say)
         except BaseException:
             self.close()
             raise

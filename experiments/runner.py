@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -135,9 +134,6 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
             (logs / "cover_stats.json").write_text(json.dumps(stats, indent=1, default=str))
         took["cooldown_s"], mark = time.monotonic() - mark, time.monotonic()
     vps, drops = t.captures, t.capture_stats
-    shutil.rmtree(logs / "work", ignore_errors=True)  # the VMs' memory images
-    for sock in logs.glob("**/*.sock"):
-        sock.unlink(missing_ok=True)
     took["teardown_s"] = time.monotonic() - mark
     res = rec["result"] or {}
     roles = rec["roles"]

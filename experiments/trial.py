@@ -55,8 +55,29 @@ def lock_wait(tb: Any, entered_s: float) -> float:
     return max(0.0, entered_s - ready) if ready is not None else 0.0
 
 
-def _quiet(text: str) -> None:
+def quiet(text: str) -> None:
     pass
+
+
+def vm_spec(sc: Scenario, seed: int) -> VMSpec:
+    """The VM a trial of ``sc`` with ``seed`` starts at its source."""
+    return VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib, sc.vm.dirty_pages_per_s, seed=seed,
+                  kind=sc.vm.kind)
+
+
+def bring_up(stack: ExitStack, sc: Scenario, logs: Path, seed: int,
+             say: Callable[[str], None] = quiet) -> tuple[Any, float]:
+    """A fresh testbed for ``sc`` (closed by ``stack``) with its agents and the VM running;
+    returns it and how long it waited for the testbed lock."""
+    from experiments.testbed import Testbed  # needs Mininet (root); imported on use
+
+    t0 = time.monotonic()
+    say("bringing up the network")
+    tb = stack.enter_context(Testbed(sc.build_topology(), run_dir=logs, seed=seed))
+    waited = lock_wait(tb, time.monotonic() - t0)
+    say("starting agents and the VM")
+    start_agents(tb, vm_spec(sc, seed))
+    return tb, waited
 
 
 class Trial:
@@ -74,7 +95,7 @@ class Trial:
 
     def __init__(self, sc: Scenario, trial: int, logs: Path, captures: Sequence[str] = (),
                  pcaps: Path | None = None, tag: str = "",
-                 say: Callable[[str], None] = _quiet,
+                 say: Callable[[str], None] = quiet,
                  cover: CoverSettings | None = None, shared: Any = None) -> None:
         if captures and pcaps is None:
             raise ValueError("captures need a pcaps folder")
@@ -92,8 +113,6 @@ class Trial:
         self._stack = ExitStack()
 
     def __enter__(self) -> Trial:
-        from experiments.testbed import Testbed  # needs Mininet (root); imported on use
-
         sc, seed = self.sc, self.seed
         t0 = time.monotonic()
         try:
@@ -104,13 +123,8 @@ class Trial:
                     self.shared.extra = [self.pcaps]
                 self.timings["lock_wait_s"] = self.shared.lock_wait_s
             else:
-                self.say("bringing up the network")
-                self.tb = self._stack.enter_context(
-                    Testbed(sc.build_topology(), run_dir=self.logs, seed=seed))
-                self.timings["lock_wait_s"] = lock_wait(self.tb, time.monotonic() - t0)
-                self.say("starting agents and the VM")
-                start_agents(self.tb, VMSpec(sc.vm.host, sc.vm.name, sc.vm.mib,
-                                             sc.vm.dirty_pages_per_s, seed=seed, kind=sc.vm.kind))
+                self.tb, self.timings["lock_wait_s"] = bring_up(self._stack, sc, self.logs, seed,
+                                                                self.say)
             if self.cover is not None:
                 self.say(f"starting cover traffic ({self.cover.rate_bytes_per_s * 8 / 1e6:.2f} "
                          "Mbit/s per VM)")
