@@ -41,10 +41,13 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from attacks.probing import PROBERS as ACTIVE_PROBERS
 from hosts.anomalies import KINDS
 from hosts.chunk_policy import POLICIES as CHUNK_POLICIES
 from hosts.protocol.cover import COVER_PORT, CoverError, CoverSettings
 from hosts.protocol.plan import DEFAULTS
+from hosts.qemu import MAX_MIB as QEMU_MAX_MIB
+from hosts.qemu import MIN_MIB as QEMU_MIN_MIB
 from hosts.traffic import MAX_CHUNK, MIN_CHUNK
 from hosts.workload import CDFS, MSS
 from topologies.ovs import DEFAULT_PORTS, GLOBAL_CAPTURE_PORTS, PORT_KINDS
@@ -124,7 +127,6 @@ class AttackerSettings:
     curious_intermediate: bool = False
 
 
-ACTIVE_PROBERS = ("service-scan", "latency")  # attacks.probing.PROBERS
 
 
 @dataclass
@@ -391,7 +393,6 @@ def _check_stealth(s: StealthSettings) -> None:
 
 
 VM_KINDS = ("model", "qemu")  # hosts.vm's model; hosts.qemu's real guest
-QEMU_MIN_MIB, QEMU_MAX_MIB = 96, 1024  # hosts.qemu.MIN_MIB, MAX_MIB (experiments stay apart)
 
 
 def _check_vm(vm: VMSettings) -> None:

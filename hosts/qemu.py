@@ -42,6 +42,7 @@ from hosts import qemu_guest, vnic
 MIB = 1 << 20
 DEFAULT_MIB = 96  # Debian's kernel with this initramfs does not boot in 64 MiB
 MIN_MIB, MAX_MIB = 96, 1024
+MAX_DIRTY_KIB = 32768  # what the guest's loop may rewrite every 0.1 s
 READ = 256 * 1024
 FORCE_DOWNTIME_MS = 600_000  # "stop now": the downtime limit once pre-copy ran out of rounds
 KVM_GET_API_VERSION = 0xAE00
@@ -226,8 +227,8 @@ class QemuVM(vnic.OwnAddress):
 
         if not MIN_MIB <= mib <= MAX_MIB:
             raise QemuError(f"a QEMU guest needs {MIN_MIB} to {MAX_MIB} MiB, got {mib}")
-        if not 0 <= dirty_kib <= 32768:
-            raise QemuError(f"dirty_kib must be 0..32768, got {dirty_kib}")
+        if not 0 <= dirty_kib <= MAX_DIRTY_KIB:
+            raise QemuError(f"dirty_kib must be 0..{MAX_DIRTY_KIB}, got {dirty_kib}")
         self.name = check_name(name)
         self.workdir = workdir
         self.mib = mib

@@ -23,6 +23,9 @@ from typing import Any
 
 from hosts.channel import Channel, ChannelError
 from hosts.protocol.plan import DestinationView
+from hosts.qemu import MAX_DIRTY_KIB
+from hosts.qemu import MAX_MIB as QEMU_MAX_MIB
+from hosts.qemu import MIN_MIB as QEMU_MIN_MIB
 from hosts.roles import qemu_link
 from hosts.roles.base import AgentContext, Role, RoleError
 from hosts.vm import MAX_MIB, VM, StreamInstaller, VMError, VMNameError, check_name
@@ -90,9 +93,12 @@ def read_manifest(body: bytes, max_image_bytes: int) -> Manifest:
     if kind not in ("model", "qemu"):
         raise ManifestError(f"manifest field 'kind' must be 'model' or 'qemu', got {kind!r}")
     if not isinstance(dirty_kib, int) or isinstance(dirty_kib, bool) \
-            or not 0 <= dirty_kib <= 32768:
-        raise ManifestError(f"manifest field 'dirty_kib' must be an int 0..32768, "
+            or not 0 <= dirty_kib <= MAX_DIRTY_KIB:
+        raise ManifestError(f"manifest field 'dirty_kib' must be an int 0..{MAX_DIRTY_KIB}, "
                             f"got {dirty_kib!r}")
+    if kind == "qemu" and not QEMU_MIN_MIB <= mib <= QEMU_MAX_MIB:  # refused here, not by QEMU
+        raise ManifestError(f"manifest field 'mib' must be {QEMU_MIN_MIB}..{QEMU_MAX_MIB} for a "
+                            f"QEMU guest, got {mib!r}")
     return Manifest(name, mib, float(rate), seed, ip, mac, kind, dirty_kib)
 
 

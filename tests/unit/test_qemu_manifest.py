@@ -30,6 +30,8 @@ def test_qemu_kind_and_dirty_rate_are_read() -> None:
     ({"kind": "qemu", "dirty_kib": -1}, "'dirty_kib'"),
     ({"kind": "qemu", "dirty_kib": True}, "'dirty_kib'"),
     ({"kind": "qemu", "dirty_kib": 1 << 20}, "'dirty_kib'"),
+    ({"kind": "qemu", "mib": 64}, "'mib' must be 96..1024 for a QEMU guest"),
+    ({"kind": "qemu", "mib": 4096}, "'mib' must be 96..1024 for a QEMU guest"),
 ])
 def test_bad_fields_are_named(fields, match) -> None:
     with pytest.raises(ManifestError, match=match):
