@@ -29,7 +29,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -143,7 +142,7 @@ def kvm_usable() -> bool:
         os.close(fd)
 
 
-def accel() -> str:
+def accel(guest: qemu_guest.Guest | None = None) -> str:
     """``kvm`` or ``tcg``: ``$STEALTH_MTD_QEMU_ACCEL`` if set, else KVM if it is usable and
     the guest boots on it (probed once per machine and kernel, the answer cached beside the
     guest), else TCG. Nested KVM often fails here (an MSR QEMU cannot set, a triple fault)."""
@@ -154,7 +153,7 @@ def accel() -> str:
         raise QemuError(f"STEALTH_MTD_QEMU_ACCEL={env!r}: use kvm, tcg or leave it unset")
     if not kvm_usable():
         return "tcg"
-    guest = qemu_guest.build()
+    guest = guest or qemu_guest.build()
     mark = os.path.join(os.path.dirname(guest.kernel), "accel")
     try:
         with open(mark) as f:
@@ -180,7 +179,7 @@ def _boots(acc: str, guest: qemu_guest.Guest, timeout: float = 20.0) -> bool:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and p.poll() is None:
                 with contextlib.suppress(FileNotFoundError), open(con, "rb") as f:
-                    if b"stealth-guest: up" in f.read():
+                    if qemu_guest.UP_MARK.encode() in f.read():
                         return True
                 time.sleep(0.25)
             return False
@@ -240,11 +239,9 @@ class QemuVM(vnic.OwnAddress):
         self.dirty_kib = dirty_kib
         self.dirty_pages_per_s = dirty_kib * 10 / 4  # what the loop in the guest dirties
         self.seed = 0
-        self.device: dict[str, Any] = {}
         base = os.path.join(workdir, f"qemu-{name}{'.' + tag if tag else ''}")
         self.qmp_path = base + ".qmp"
         self.console = base + ".console"
-        self.pidfile = base + ".pid"
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMP | None = None
         self.running = False
@@ -268,7 +265,7 @@ class QemuVM(vnic.OwnAddress):
             return
         self.attach_nic()
         guest = qemu_guest.build()
-        self.accel = accel()
+        self.accel = accel(guest)
         for p in (self.qmp_path, self.console):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
@@ -277,8 +274,7 @@ class QemuVM(vnic.OwnAddress):
                 "-netdev", f"user,id=n0,net=10.0.2.0/24,"
                            f"hostfwd=tcp:{self.ip}:{self.port}-:{qemu_guest.GUEST_PORT}",
                 "-device", "e1000,netdev=n0,mac=52:54:00:12:34:56",
-                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-                "-pidfile", self.pidfile]
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         if incoming:
             args += ["-incoming", "defer"]
         t0 = time.monotonic()
@@ -328,7 +324,7 @@ class QemuVM(vnic.OwnAddress):
         while True:
             self._check_alive()
             with contextlib.suppress(OSError), open(self.console, "rb") as f:
-                if b"stealth-guest: up" in f.read():
+                if qemu_guest.UP_MARK.encode() in f.read():
                     return
             if time.monotonic() > deadline:
                 raise QemuError(f"guest not up after {timeout:.0f}s (console: {self.console})")
@@ -386,9 +382,8 @@ class QemuVM(vnic.OwnAddress):
         with self._life:
             self._destroyed = True
         self.stop()
-        for p in (self.qmp_path, self.pidfile):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.qmp_path)
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "mib": self.mib, "kind": "qemu", "accel": self.accel,
@@ -584,17 +579,6 @@ def qemu_figures(info: dict[str, Any]) -> dict[str, Any]:
         "dirty_sync_count": ram.get("dirty-sync-count"),
         "mbps": ram.get("mbps"),
     }
-
-
-def kill_pidfile(path: str) -> None:
-    """Kill the QEMU whose pid file is ``path`` (a leftover of a crashed agent)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open(path) as f:
-            pid = int(f.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if path.encode() not in f.read():
-                return
-        os.kill(pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:

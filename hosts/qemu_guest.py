@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GUEST_PORT = 7000  # the counter's port inside the guest
+UP_MARK = "stealth-guest: up"  # what init prints on the console once the counter serves
 BUSYBOX = "/bin/busybox"
 KERNEL_PACKAGE = "linux-image-amd64"
 
@@ -60,7 +61,7 @@ nc -ll -p __PORT__ -e /bin/counter &
 i=0; while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ $i -lt 100 ]; do
   usleep 100000; i=$((i + 1)); done
 ping -c 1 -W 2 10.0.2.2 >/dev/null 2>&1  # QEMU's user network learns the guest's MAC
-echo "stealth-guest: up name=$NAME port=__PORT__"
+echo "__UP_MARK__ name=$NAME port=__PORT__"
 while :; do sleep 3600; done
 """
 
@@ -140,7 +141,7 @@ def build(force: bool = False) -> Guest:
             raise GuestError(f"{p} missing: install Debian package {pkg} (scripts/setup.sh)")
     if b"ld-linux" in Path(BUSYBOX).read_bytes()[:8192]:  # a dynamic one has an interpreter
         raise GuestError(f"{BUSYBOX} is not statically linked: install busybox-static")
-    init = INIT.replace("__PORT__", str(GUEST_PORT)).encode()
+    init = INIT.replace("__PORT__", str(GUEST_PORT)).replace("__UP_MARK__", UP_MARK).encode()
     counter = COUNTER.encode()
     h = hashlib.sha256()
     for blob in (vmlinuz.read_bytes(), e1000.read_bytes(), Path(BUSYBOX).read_bytes(), init,
