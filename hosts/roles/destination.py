@@ -184,24 +184,24 @@ class Destination(Role):
         if digest != trailer["sha256"]:
             raise RoleError(f"image hash {digest[:16]}.. != {str(trailer['sha256'])[:16]}..")
         self.vm.start()
-        resumed = time.time()
+        self.running(ch, self.vm, digest, time.time(), trailer, seq)
+
+    def running(self, ch: Channel, vm: Any, digest: str, resumed: float,
+                trailer: dict[str, Any], seq: int, **extra: Any) -> None:
+        """The VM (the model or a QEMU guest) runs here since ``resumed``: keep it, ack the
+        stream's ``seq`` frames, record the result (plus ``extra``) and report it done."""
         downtime = resumed - float(trailer["paused_at"])
-        self.ctx.set_vm(self.vm)
-        n = ch.send(build_frame(FrameType.ACK, ack_body(seq)))
-        self._count_sent("upstream", n)
-        self.result = {
-            "sha256": digest,
-            "downtime_s": downtime,
-            "resumed_at": resumed,
-            "vm": self.vm.name,
-            "vm_bytes": self.vm.size,
-            "rounds": trailer.get("rounds"),
-        }
+        self.ctx.set_vm(vm)
+        self._count_sent("upstream", ch.send(build_frame(FrameType.ACK, ack_body(seq))))
+        self.result = {"sha256": digest, "downtime_s": downtime, "resumed_at": resumed,
+                       "vm": vm.name, "vm_bytes": vm.size, "rounds": trailer.get("rounds"),
+                       **extra}
         self.stats.update(self.result)
         with self.cond:
             self.state = "done"
             self.cond.notify_all()
-        self.log("vm_running", sha256=digest[:16], downtime_s=f"{downtime:.3f}")
+        kind = {"kind": extra["kind"]} if "kind" in extra else {}
+        self.log("vm_running", sha256=digest[:16], downtime_s=f"{downtime:.3f}", **kind)
         self._report({"op": "migration_done", "sha256": digest, "downtime_s": downtime})
 
     def _discard(self) -> None:

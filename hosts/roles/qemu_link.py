@@ -23,7 +23,7 @@ from hosts.channel import Channel
 from hosts.qemu import QemuError, QemuVM
 from hosts.roles.base import RoleError
 from hosts.vnic import VmNic
-from hosts.wire import FrameType, ack_body, build_frame, read_data
+from hosts.wire import read_data
 
 STREAM_FACTOR = 4  # QEMU re-sends dirtied pages: its stream may exceed the RAM, not by this
 
@@ -116,18 +116,5 @@ def receive(role: Any, ch: Channel, manifest: Any, nic: VmNic | None) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
-    resumed = loaded["resumed_at"]
-    downtime = resumed - float(trailer["paused_at"])
-    ctx.set_vm(vm)
-    sent = ch.send(build_frame(FrameType.ACK, ack_body(seq)))
-    role._count_sent("upstream", sent)
-    role.result = {"sha256": digest, "downtime_s": downtime, "resumed_at": resumed,
-                   "vm": vm.name, "vm_bytes": vm.size, "rounds": trailer.get("rounds"),
-                   "kind": "qemu", "stream_bytes": n, "qemu": trailer.get("qemu"),
-                   "qemu_load_s": loaded["load_s"]}
-    role.stats.update(role.result)
-    with role.cond:
-        role.state = "done"
-        role.cond.notify_all()
-    role.log("vm_running", sha256=digest[:16], downtime_s=f"{downtime:.3f}", kind="qemu")
-    role._report({"op": "migration_done", "sha256": digest, "downtime_s": downtime})
+    role.running(ch, vm, digest, loaded["resumed_at"], trailer, seq, kind="qemu",
+                 stream_bytes=n, qemu=trailer.get("qemu"), qemu_load_s=loaded["load_s"])
