@@ -33,9 +33,9 @@ from typing import Any
 
 from attacks.active import service_scan, tcp_rtt
 from attacks.probing import PROBES_DIR
-from experiments.runner import Hooks
 from experiments.scenario import Scenario
 from experiments.testbed import UNPRIVILEGED, code_needs_read_search
+from experiments.trial import Hooks
 from experiments.vantage import attacker_for
 from topologies.base import vm_ip
 

@@ -38,7 +38,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from experiments import shard, timings
+from experiments import probers, shard, timings
 from experiments.fleet import wait_migration
 from experiments.monitor_eval import (
     C2_PORT,
@@ -49,27 +49,11 @@ from experiments.monitor_eval import (
 )
 from experiments.scenario import Scenario, ScenarioError, expand, load
 from experiments.shard import Job, Shard, ShardError
-from experiments.trial import Trial, arms_meta, trial_seed, warmup_s, write_ground_truth
+from experiments.trial import Hooks, Trial, arms_meta, trial_seed, warmup_s, write_ground_truth
 from hosts.protocol.mgmt import MgmtError
 
 console = Console()
 log = logging.getLogger("stealth_mtd.runner")
-
-
-class Hooks:
-    """What a caller (the runner's progress bar, the demo's live view) sees of a trial."""
-
-    def phase(self, text: str) -> None:
-        """A short line saying what happens now."""
-
-    def up(self, tb: Any) -> None:
-        """The network, agents, workload and captures run; migration not yet triggered."""
-
-    def migrating(self, tb: Any, rec: dict[str, Any]) -> None:
-        """Called about four times a second while the migration runs."""
-
-    def down(self) -> None:
-        """The trial is over (also on errors)."""
 
 
 def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
@@ -80,7 +64,8 @@ def run_trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path,
     ``reused`` (1 when the testbed was kept from the last trial). ``shared``: an
     ``experiments.reuse.SharedTestbed`` to take the testbed from (None: a fresh one)."""
     logs = run_dir / "logs" / f"{mode}-{trial}"
-    hooks = hooks or Hooks()
+    # the scenario's active probers run in every trial, whoever runs it (runner, demo, tests)
+    hooks = probers.hooks_for(sc, run_dir, mode, trial, hooks or Hooks())
     try:
         return _trial(sc, mode, trial, trial_id, run_dir, logs, hooks,
                       {} if timings is None else timings, shared)
@@ -177,7 +162,6 @@ def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
     """All trials of all modes (of sweep point ``label``), then the analysis; returns the
     metrics. A shard passes ``only``, its jobs of this point: it runs just those and leaves the
     analysis to the merge (returns None). ``rows`` gets each trial's ``timings.row``."""
-    from experiments import probers  # the active attackers ([attackers] active)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.json").write_text(json.dumps(_asdict(sc), indent=1))
@@ -196,8 +180,7 @@ def run(sc: Scenario, out: Path, label: str = "", only: list[Job] | None = None,
             took: dict[str, float] = {}
             reusing = {"shared": shared} if sc.reuse_testbed else {}
             gt = run_trial(sc, j.mode, j.trial, j.trial_id, out, timings=took,
-                           hooks=probers.hooks_for(sc, out, j.mode, j.trial,
-                                                   _ProgressHooks(prog, task)), **reusing)
+                           hooks=_ProgressHooks(prog, task), **reusing)
             console.log(f"trial {j.trial + 1}: {record_trial(out, truths, gt, arms_meta(sc))}")
             rows_here.append(timings.row(label, j.trial_id, j.mode, j.trial, took))
             timings.write_csv(out, rows_here)

@@ -36,6 +36,22 @@ from experiments.scenario import Scenario
 from hosts.protocol.cover import CoverSettings
 
 
+class Hooks:
+    """What a caller (the runner's progress bar, the demo's live view) sees of a trial."""
+
+    def phase(self, text: str) -> None:
+        """A short line saying what happens now."""
+
+    def up(self, tb: Any) -> None:
+        """The network, agents, workload and captures run; migration not yet triggered."""
+
+    def migrating(self, tb: Any, rec: dict[str, Any]) -> None:
+        """Called about four times a second while the migration runs."""
+
+    def down(self) -> None:
+        """The trial is over (also on errors)."""
+
+
 def trial_seed(sc: Scenario, trial: int) -> int:
     """Trial ``t`` of every mode shares a seed: the same destination, comparable paths."""
     return sc.seed * 1000 + trial
