@@ -195,6 +195,9 @@ class MigrationPlan:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
+        if (self.transport == "cover") != (self.chunk_policy.get("kind") == "cover"):
+            raise ValueError("transport 'cover' goes with chunk_policy kind 'cover' and only with "
+                             f"it, got {self.transport!r} with {self.chunk_policy.get('kind')!r}")
         if not self.dest_address:
             self.dest_address = self.destination.ip
         if not self.dest_port:

@@ -41,7 +41,7 @@ def _views(p: MigrationPlan) -> dict[str, dict[str, Any]]:
 # --- the plan and the views ----------------------------------------------------------------
 def test_every_view_carries_the_plans_transport_and_tcp_is_the_default() -> None:
     assert {v.transport for v in map(view_from_dict, _views(_plan()).values())} == {"tcp"}
-    p = _plan(transport="cover", decided_at=1234.5)
+    p = _plan(transport="cover", chunk_policy={"kind": "cover"}, decided_at=1234.5)
     again = MigrationPlan.from_dict(json.loads(json.dumps(p.to_dict())))
     assert again == p and again.transport == "cover"
     for d in _views(p).values():
@@ -57,6 +57,10 @@ def test_every_view_carries_the_plans_transport_and_tcp_is_the_default() -> None
 def test_a_bad_transport_is_named() -> None:
     with pytest.raises(ValueError, match="transport must be one of"):
         _plan(transport="udp")
+    with pytest.raises(ValueError, match="transport 'cover' goes with chunk_policy kind 'cover'"):
+        _plan(transport="cover")  # 64 KiB chunks back to back over plain TCP: refused
+    with pytest.raises(ValueError, match="transport 'cover' goes with chunk_policy kind 'cover'"):
+        _plan(chunk_policy={"kind": "cover"})
     for role, d in _views(_plan()).items():
         d["transport"] = "carrier-pigeon"
         with pytest.raises(PlanError, match=f"^{role} view: field 'transport' must be one of "
@@ -108,7 +112,7 @@ def test_the_noise_hop_runs_over_a_socketpair_and_checks_the_keys() -> None:
 
 
 def test_a_role_asked_for_cover_without_a_mux_says_so(tmp_path) -> None:
-    p = _plan(transport="cover")
+    p = _plan(transport="cover", chunk_policy={"kind": "cover"})
     view = view_from_dict(_views(p)["intermediate"])
     ctx = AgentContext("h2", "10.0.0.2", X25519PrivateKey.generate(), str(tmp_path))
     role = Intermediate(ctx, view)
