@@ -229,13 +229,9 @@ class Agent:
         if spec is not None:
             ip, mac = spec.get("ip"), spec.get("mac")
             nic = VmNic(str(ip), str(mac or ""), self.ip) if ip else None
-            name = check_name(str(spec["name"]))
-            vm = VM(name, os.path.join(self.workdir, f"{name}.mem"), int(spec["mib"]),
-                    host=self.host, ip=self.ip, port=self.ctx.vm_port,
-                    dirty_pages_per_s=float(spec["dirty_pages_per_s"]),
-                    seed=int(spec["seed"]), nic=nic)
-            vm.start()
-            self.vm = vm
+            self.vm = model_vm(self.workdir, self.host, self.ip, self.ctx.vm_port,
+                               check_name(str(spec["name"])), int(spec["mib"]),
+                               float(spec["dirty_pages_per_s"]), int(spec["seed"]), nic)
         log.info("host=%s event=vm_reset vm=%s", self.host, self.vm.name if self.vm else None)
         return {"vm": self.vm.info() if self.vm else None}
 
@@ -329,6 +325,16 @@ class Agent:
         raise RoleError(f"unknown op {op!r}")
 
 
+def model_vm(workdir: str, host: str, ip: str, port: int, name: str, mib: int,
+             dirty_pages_per_s: float, seed: int, nic: VmNic | None) -> VM:
+    """The model VM ``name`` started in ``workdir`` (at start-up and at a reused testbed's
+    ``vm_reset``)."""
+    vm = VM(name, os.path.join(workdir, f"{name}.mem"), mib, host=host, ip=ip, port=port,
+            dirty_pages_per_s=dirty_pages_per_s, seed=seed, nic=nic)
+    vm.start()
+    return vm
+
+
 def _vm_name(name: str) -> str:
     try:
         return check_name(name)
@@ -398,18 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"agent: the QEMU guest did not start: {exc}", file=sys.stderr)
             return 2
     elif a.vm:
-        agent.vm = VM(
-            a.vm,
-            os.path.join(workdir, f"{a.vm}.mem"),
-            a.vm_mib,
-            host=a.host,
-            ip=a.ip,
-            port=a.vm_port,
-            dirty_pages_per_s=a.dirty_pages_per_s,
-            seed=a.seed,
-            nic=nic,
-        )
-        agent.vm.start()
+        agent.vm = model_vm(workdir, a.host, a.ip, a.vm_port, a.vm, a.vm_mib,
+                            a.dirty_pages_per_s, a.seed, nic)
     server = MgmtServer(a.sock, agent.handle, keys.verifier())
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: agent.stopped.set())
