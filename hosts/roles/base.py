@@ -272,7 +272,7 @@ class Role:
         want = self.me.listen_port or self.me.port
 
         def on_stream(conn: socket.socket, addr: tuple[str, int]) -> None:
-            self._admit(conn, addr, allowed, named=True)
+            self._admit(conn, addr, allowed)
 
         for _ in range(1 if want else 64):
             port = want or random.randrange(1024, 65536)
@@ -303,9 +303,8 @@ class Role:
                 return
             self._admit(conn, addr, allowed)
 
-    def _admit(self, conn: socket.socket, addr: Any, allowed: set[str],
-              named: bool = False) -> None:
-        """One accepted connection (or cover stream, ``named`` by ``addr``): a thread runs its
+    def _admit(self, conn: socket.socket, addr: Any, allowed: set[str]) -> None:
+        """One accepted connection (or cover stream; ``addr`` names it): a thread runs its
         handshake, unless the listener already serves its maximum (then it is closed unread)."""
         with self._conn_lock:
             full = self._serving >= self.max_connections() or self.closing.is_set()
@@ -318,26 +317,24 @@ class Role:
                         f"{self.max_connections()} connections already served")
             return
         threading.Thread(
-            target=self._serve, args=(conn, addr, allowed, named), name=f"{self.name}:conn",
+            target=self._serve, args=(conn, addr, allowed), name=f"{self.name}:conn",
             daemon=True,
         ).start()
 
-    def _serve(self, conn: socket.socket, addr: Any, allowed: set[str],
-               named: bool = False) -> None:
+    def _serve(self, conn: socket.socket, addr: Any, allowed: set[str]) -> None:
         try:
-            self._handshake(conn, addr, allowed, named)
+            self._handshake(conn, addr, allowed)
         finally:
             with self._conn_lock:
                 self._serving -= 1
                 self._pending.discard(conn)
 
-    def _handshake(self, conn: socket.socket, addr: Any, allowed: set[str],
-                   named: bool = False) -> None:
+    def _handshake(self, conn: socket.socket, addr: Any, allowed: set[str]) -> None:
         try:
             ch = Channel.accept(
                 conn, self.ctx.static, allowed, self.mig, timeout=min(HANDSHAKE_S, self.stall),
                 seen=self._seen, io_timeout=self.io_timeout,
-                peer=f"{addr[0]}:{addr[1]}" if named else None,
+                peer=f"{addr[0]}:{addr[1]}",
             )
         except ChannelError as exc:
             self.reject(f"connection from {addr[0]}:{addr[1]}", exc)
