@@ -281,12 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="run folders of sweeps (or single runs); one series each")
     ap.add_argument("--out", type=Path, default=None, help="where to write (default: first RUN)")
     args = ap.parse_args(argv)
+    out = args.out or args.runs[0]
     try:
-        made = write(args.out or args.runs[0], args.runs)
+        made = write(out, args.runs)
     except FrontierError as exc:
         print(f"frontier: {exc}", file=sys.stderr)
         return 2
-    out = args.out or args.runs[0]
     print((out / "frontier.md").read_text())
     print("written: " + ", ".join(str(out / f) for f in made))
     return 0
