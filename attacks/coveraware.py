@@ -57,7 +57,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.capture import TCP_ACK, TCP_SYN, int_to_ip, ip_to_int
+from attacks import designaware
+from attacks.capture import TCP_ACK, TCP_SYN, int_to_ip
+from attacks.designaware import COVER_PORT  # the cover port, copied there from the project
 from attacks.detection import Detection, WindowFeatures, leave_one_seed_out
 from attacks.evidence import transfers
 from attacks.features import FEATURE_NAMES
@@ -66,14 +68,12 @@ from attacks.relaygraph import RelayGraph
 from attacks.view import AttackContext, AttackerView, AttackResult
 
 # --- the cover design as published (copied; tests/unit/test_attacks_coveraware.py compares) ---
-COVER_PORT = 8443  # hosts/protocol/cover.py COVER_PORT (CoverSettings.port's default)
 RECORD_MIN, RECORD_MAX = 1024, 16384  # hosts/protocol/cover.py CoverSettings record sizes
 FLOW_CAP_BYTES = 1_000_000  # hosts/protocol/cover.py CoverSettings.flow_cap_bytes
 FLOW_MSS = 1460  # hosts/workload.py MSS: the flow-size CDFs count packets of this size
 # hosts/workload.py CDFS["websearch"] (CoverSettings.flow_cdf): (packets, cumulative probability)
 WEBSEARCH_CDF = ((1, 0.0), (6, 0.15), (13, 0.2), (19, 0.3), (33, 0.4), (53, 0.53), (133, 0.6),
                  (667, 0.7), (1333, 0.8), (3333, 0.9), (6667, 0.97), (20000, 1.0))
-VIRTUAL_NET = (ip_to_int("10.255.0.0"), 16)  # controllers/addresses.py: not a host
 
 # --- the attacker's own choices -----------------------------------------------------------
 GAP_S = 0.002  # a direction quiet this long ends a record
@@ -292,8 +292,8 @@ def family_scores(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def is_virtual(ip: int) -> bool:
-    net, bits = VIRTUAL_NET
-    return (int(ip) >> (32 - bits)) == (net >> (32 - bits))
+    """``designaware.is_virtual`` for an address as the packet table holds it (an int)."""
+    return designaware.is_virtual(int_to_ip(int(ip)))
 
 
 def _excess_z(m: np.ndarray, suspect: np.ndarray, unit: float) -> np.ndarray:

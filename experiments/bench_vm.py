@@ -79,10 +79,11 @@ def idle_cpu(pid: int, seconds: float = 5.0) -> float:
     """Share of one core the process used over ``seconds``."""
     import os
 
+    from hosts.monitor.procfs import parse_proc_stat
+
     def cpu() -> float:
         with open(f"/proc/{pid}/stat") as f:
-            parts = f.read().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+            return parse_proc_stat(f.read()) / os.sysconf("SC_CLK_TCK")
 
     c0, t0 = cpu(), time.monotonic()
     time.sleep(seconds)

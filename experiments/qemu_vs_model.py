@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from experiments.fleet import VMSpec
 from hosts import qemu
 from hosts.vm import VM, precopy_records
 
@@ -56,7 +57,8 @@ def run(rate_mb: float, mib: int, dirty_pages_per_s: float) -> dict[str, Any]:
         finally:
             model.destroy()
         guest = qemu.QemuVM("guest", d, mib, port=_free_port(),
-                            dirty_kib=round(dirty_pages_per_s * 0.4))
+                            dirty_kib=VMSpec("guest", dirty_pages_per_s=dirty_pages_per_s,
+                                             kind="qemu").dirty_kib)
         guest.start(timeout=180)
         try:
             st = {}

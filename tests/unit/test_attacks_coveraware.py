@@ -15,7 +15,7 @@ import pytest
 from attacks import coveraware as ca
 from attacks import designaware as da
 from attacks import pipeline
-from attacks.capture import Capture
+from attacks.capture import Capture, ip_to_int
 from attacks.truth import GLOBAL
 from tests.unit import attacks_cover_synth as cs
 from tests.unit.attacks_synth import make_trial
@@ -35,8 +35,8 @@ def test_cover_design_constants_match_the_project():
     assert ca.FLOW_CAP_BYTES == s.flow_cap_bytes and s.flow_cdf == "websearch"
     assert list(ca.WEBSEARCH_CDF) == [tuple(x) for x in CDFS["websearch"]] == cs.WEBSEARCH
     assert ca.FLOW_MSS == MSS
-    assert ca.is_virtual(ca.ip_to_int(addresses.address(1).ip))
-    assert not ca.is_virtual(ca.ip_to_int("10.0.0.1"))
+    assert ca.is_virtual(ip_to_int(addresses.address(1).ip))
+    assert not ca.is_virtual(ip_to_int("10.0.0.1"))
 
 
 # --- records from packets -------------------------------------------------------------------
@@ -44,7 +44,7 @@ def test_records_are_rebuilt_from_segments():
     """Scheduled records come back whole, with their sender, receiver and size (two that a
     connection sends within ``GAP_S`` of each other come back as one); a retransmitted segment
     is counted aside, not as a record."""
-    ips = np.array([ca.ip_to_int(cs.host_ip(i)) for i in range(1, 5)], dtype=np.uint32)
+    ips = np.array([ip_to_int(cs.host_ip(i)) for i in range(1, 5)], dtype=np.uint32)
     rec = cs.schedule(7, 4, 100.0, 20.0, 50e3, 1024, 16384)
     pk = cs.packets(rec, ips, 7, 1024, 16384)
     got, retrans = ca.cover_records(pk)
