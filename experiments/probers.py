@@ -24,6 +24,7 @@ import json
 import os
 import pwd
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -34,7 +35,7 @@ from typing import Any
 from attacks.active import service_scan, tcp_rtt
 from attacks.probing import PROBES_DIR
 from experiments.scenario import Scenario
-from experiments.testbed import UNPRIVILEGED, code_needs_read_search
+from experiments.testbed import UNPRIVILEGED, code_needs_read_search, terminate
 from experiments.trial import Hooks
 from experiments.vantage import attacker_for
 from topologies.base import vm_ip
@@ -50,6 +51,7 @@ class ProberHooks(Hooks):
     def __init__(self, sc: Scenario, run_dir: Path, mode: str, trial: int, inner: Hooks) -> None:
         self.sc, self.inner = sc, inner
         self.folder = Path(run_dir) / "logs" / f"{mode}-{trial}" / PROBES_DIR
+        self.procs: list[subprocess.Popen] = []
 
     def phase(self, text: str) -> None:
         self.inner.phase(text)
@@ -68,14 +70,21 @@ class ProberHooks(Hooks):
         os.chown(self.folder, pw.pw_uid, pw.pw_gid)  # the probers may write only here
         for name in self.sc.attackers.active:
             targets, every = prober_targets(name, tenants)
-            tb.popen(x, [sys.executable, "-m", "experiments.probers", name, "--targets",
-                         ",".join(targets), "--every", str(every),
-                         "--out", str(self.folder / f"{name}.jsonl")],
-                     log_name=f"prober-{name}.log", unprivileged=True)
+            cmd = [sys.executable, "-m", "experiments.probers", name, "--targets",
+                   ",".join(targets), "--every", str(every),
+                   "--out", str(self.folder / f"{name}.jsonl")]
+            self.procs.append(tb.popen(x, cmd, log_name=f"prober-{name}.log", unprivileged=True))
         self.inner.up(tb)
 
     def migrating(self, tb: Any, rec: dict[str, Any]) -> None:
         self.inner.migrating(tb, rec)
+
+    def observed(self, tb: Any) -> None:
+        # the probers' window is the trial's: stopped before the testbed stops the VMs (else
+        # their last rounds see the teardown and a scan's last round finds no VM)
+        for p in self.procs:
+            terminate(p)
+        self.inner.observed(tb)
 
     def down(self) -> None:
         self.inner.down()

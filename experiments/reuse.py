@@ -161,11 +161,11 @@ class SharedTestbed:
         if failed:
             self.close()
             return
-        from experiments.testbed import _terminate
+        from experiments.testbed import terminate
 
         try:
             for p in tb.procs[self.base:]:
-                _terminate(p)
+                terminate(p)
             del tb.procs[self.base:]
             if tb.cover is not None:
                 tb.stop_cover()

@@ -109,6 +109,7 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
         while time.monotonic() < t_end:
             say(f"cool-down ({t_end - time.monotonic():.0f} s left)")
             time.sleep(0.5)
+        hooks.observed(tb)
         hosts = {h["name"]: h["ip"] for h in tb.description["hosts"] if not h["attacker"]}
         attackers = {h["name"]: h["ip"] for h in tb.description["hosts"] if h["attacker"]}
         if cover is not None:  # what each agent's cover mux counted (records, relay bytes)

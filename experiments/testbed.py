@@ -259,7 +259,7 @@ class Testbed:
             except (MgmtError, OSError) as exc:  # keep tearing down
                 log.warning("cover_stop failed: %s", exc)
         for p in self.procs:
-            _terminate(p)
+            terminate(p)
         self.procs.clear()
         if self.net is not None:
             try:
@@ -268,7 +268,7 @@ class Testbed:
                 log.warning("net.stop failed: %s (run `sudo stealth-mtd clean`)", exc)
             self.net = None
         if self.controller is not None:
-            _terminate(self.controller)
+            terminate(self.controller)
             self.controller = None
         if getattr(self, "private", None) is not None:
             shutil.rmtree(self.private, ignore_errors=True)  # sockets, secret, keys, work
@@ -406,7 +406,8 @@ def unprivileged_cmd(cmd: list[str], raw_sockets: bool = False) -> list[str]:
     return [*wrap, "--", *cmd]
 
 
-def _terminate(p: subprocess.Popen, grace: float = 3.0) -> None:
+def terminate(p: subprocess.Popen, grace: float = 3.0) -> None:
+    """Stop ``p``: SIGTERM, then SIGKILL after ``grace`` seconds."""
     if p.poll() is not None:
         return
     try:

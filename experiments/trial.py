@@ -48,6 +48,10 @@ class Hooks:
     def migrating(self, tb: Any, rec: dict[str, Any]) -> None:
         """Called about four times a second while the migration runs."""
 
+    def observed(self, tb: Any) -> None:
+        """The cool-down is over: what an observer sees of the trial ends here, before anything
+        (VMs, agents, captures) is stopped."""
+
     def down(self) -> None:
         """The trial is over (also on errors)."""
 

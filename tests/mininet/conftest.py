@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 
@@ -15,6 +19,22 @@ def fattree_bed():
         err = (tb.run_dir / "controller.err").read_text()
         log = (tb.run_dir / "controller.log").read_text()
         assert "Traceback" not in err + log, f"controller raised:\n{err}\n{log[-3000:]}"
+
+
+@pytest.fixture
+def open_run_dir(request):
+    """A run folder the probers (run as ``nobody``) may enter, unlike pytest's ``tmp_path`` under
+    a 0700 folder: under ``results/``, as a user's runs are. Kept when the test fails."""
+    from experiments.testbed import PROJECT_ROOT
+
+    (PROJECT_ROOT / "results").mkdir(exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f"test-{request.node.name[:40]}-",
+                                dir=PROJECT_ROOT / "results"))
+    out.chmod(0o755)
+    failed = request.session.testsfailed
+    yield out
+    if request.session.testsfailed == failed:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def run_mn(tmp_path, topo, mn_args: list[str], port_from: int) -> str:

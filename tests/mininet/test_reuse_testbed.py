@@ -29,12 +29,13 @@ def _scenario():
     return sc
 
 
-def test_two_trials_on_one_reused_testbed(tmp_path) -> None:
+def test_two_trials_on_one_reused_testbed(open_run_dir) -> None:
     from experiments.reuse import SharedTestbed, reset_problems
     from experiments.runner import run_trial
     from experiments.trial import arms_meta, read_ground_truth, write_ground_truth
 
     sc = _scenario()
+    tmp_path = open_run_dir  # quick's probers run in every trial, as nobody
     took1: dict[str, float] = {}
     took2: dict[str, float] = {}
     with SharedTestbed() as shared:

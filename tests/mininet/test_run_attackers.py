@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import pwd
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,23 +16,19 @@ import pytest
 pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
 
 
-def test_a_short_run_has_every_attackers_row():
+def test_a_short_run_has_every_attackers_row(open_run_dir):
     from attacks.capture import ip_to_int, read_pcap
     from attacks.probing import probe_log
     from attacks.truth import load_truth
     from experiments import runner
     from experiments.scenario import load
-    from experiments.testbed import PROJECT_ROOT, UNPRIVILEGED
+    from experiments.testbed import UNPRIVILEGED
 
     sc = load("quick")
     sc.trials, sc.modes = 1, ["direct", "profile"]
     sc.background.start_jitter_s = 0.0
     assert sc.attackers.active == ["service-scan", "latency"] and sc.attackers.curious_intermediate
-    # the probers run as nobody: the run folder must be where others may enter (pytest's
-    # tmp_path is under a 0700 folder), as results/ is
-    (PROJECT_ROOT / "results").mkdir(exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix="test-run-attackers-", dir=PROJECT_ROOT / "results"))
-    out.chmod(0o755)
+    out = open_run_dir  # the probers run as nobody
     m = runner.run(sc, out)
     assert m is not None
     on_disk = json.loads((out / "metrics.json").read_text())
@@ -61,4 +54,3 @@ def test_a_short_run_has_every_attackers_row():
         assert (np.isin(pk["src"], xs) & (pk["dport"] == 7000)).sum() > 50  # captured too
     md = (out / "report.md").read_text()
     assert "| profile | curious-intermediate |" in md
-    shutil.rmtree(out)  # kept when the test fails
