@@ -1,4 +1,5 @@
-"""The ``stealth-mtd`` command: run, merge, frontier, demo, monitor-eval, attack, bench, clean.
+"""The ``stealth-mtd`` command: run, merge, frontier, compare, demo, monitor-eval, attack, bench,
+clean.
 
 Each subcommand is a thin shell over the module that does the work; root is checked here, once,
 with a message that says what to do (``clean`` checks it itself, ``experiments.clean.main``).
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("frontier", add_help=False,
                    help="the trade-off frontier (AUC and top-1 against time and bandwidth "
                         "overhead) of sweep run folders: frontier RUN... [--out DIR]")
+    sub.add_parser("compare", add_help=False,
+                   help="two run folders side by side (timings, roles, every figure's "
+                        "interval and whether they overlap): compare A B [--check]")
     b = sub.add_parser("bench", help="benchmarks: figures next to their reference")
     b.add_argument("what", choices=["net", "protocol", "attack", "vm"])
     args, rest = parser.parse_known_args(argv)
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.frontier import main as frontier_main
 
         return frontier_main(rest)
+    if args.cmd == "compare":
+        from experiments.compare import main as compare_main
+
+        return compare_main(rest)
     if args.cmd == "attack":
         from attacks.cli import main as attack_main
 
