@@ -54,9 +54,9 @@ from attacks.scoring import (
     aggregate_costs,
     cost_record,
     detection_metrics,
+    hop_bytes,
     identification_metrics,
     ks_metrics,
-    migration_mask,
     path_metrics,
 )
 from attacks.stats import CONFIDENCE, N_RESAMPLES
@@ -286,11 +286,12 @@ def analyze_folder(
     by_id = {t.trial: t for t in done}
     caps = load_run_captures(run_dir, done, settings.vantage) if captures is None else captures
     ra = RunAnalysis({})
+    cover_arms = {m for m, a in truth.meta.get("arms", {}).items() if a.get("cover")}
     for t in done:
         if GLOBAL in caps.get(t.trial, {}):
             pk = dedupe_packets(caps[t.trial][GLOBAL].packets)
             ra.global_packets[t.trial] = pk
-            ra.bytes_on_wire[t.trial] = int(pk["length"][migration_mask(pk, t)].sum())
+            ra.bytes_on_wire[t.trial] = hop_bytes(pk, t, cover=t.mode in cover_arms)
     m: dict[str, Any] = {"modes": {}}
     records: list[dict[str, Any]] = []
     if done:

@@ -31,9 +31,11 @@ proportions with a Wilson interval).
 The costs of a migration (``cost_record``, averaged by ``aggregate_costs``), from its ground truth
 and the global capture: ``migration_time_s`` and ``downtime_s`` as the controller reported them,
 ``vm_bytes``, ``bytes_on_wire`` (the packets of the migration's hops, ``migration_mask``, each
-counted once), ``migration_span_s`` (``migration_end - migration_start``: the whole migration, its
-set-up included) and ``transfer_span_s`` (``transfer_end - transfer_start``: the source's first to
-last migration packet, see ``attacks.truth.SPANS``).
+counted once; None in a cover arm, whose hops travel inside the cover records: that arm's cost is
+``experiments.arms``' bandwidth overhead), ``migration_span_s`` (``migration_end -
+migration_start``: the whole migration, its set-up included) and ``transfer_span_s``
+(``transfer_end - transfer_start``: the source's first to last migration packet, see
+``attacks.truth.SPANS``).
 
 Callers: ``attacks.pipeline``, the tests.
 """
@@ -210,6 +212,13 @@ def migration_mask(packets: np.ndarray, truth: TrialTruth) -> np.ndarray:
             (packets["sport"] == p.port)
         mask |= fwd | rev
     return mask
+
+
+def hop_bytes(packets: np.ndarray, truth: TrialTruth, cover: bool) -> int | None:
+    """The bytes of the migration's hops in ``packets`` (``migration_mask``); None in a cover arm
+    (``cover``), whose hops ride inside the cover records on the cover port: their bytes are the
+    cover's, not packets of their own (that arm's cost is arms.json's bandwidth overhead)."""
+    return None if cover else int(packets["length"][migration_mask(packets, truth)].sum())
 
 
 def _span(start: float | None, end: float | None) -> float | None:

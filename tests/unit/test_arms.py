@@ -59,6 +59,15 @@ def test_port_bytes_count_both_directions_and_only_tcp():
     assert port_bytes(udp, 8443) == 0
 
 
+def test_a_hops_bytes_are_its_own_packets_but_none_in_a_cover_arm():
+    from attacks.scoring import hop_bytes
+
+    t = TrialTruth.from_dict({"trial": 0, "mode": "profile", "hosts": HOSTS, "paths": [
+        {"from": "h1", "to": "h2", "port": 8090, "switches": ["l1"]}]})
+    assert hop_bytes(TABLE, t, cover=False) == 4000  # the relay port's packet, not 8443's
+    assert hop_bytes(TABLE, t, cover=True) is None  # its hops ride inside the cover records
+
+
 def test_the_pcap_reader_sees_the_same_bytes(tmp_path):
     write_pcap(tmp_path / "t.pcap", TABLE)
     back = dedupe_packets(read_pcap(tmp_path / "t.pcap").packets)
