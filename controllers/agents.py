@@ -25,7 +25,7 @@ from typing import Any
 
 from controllers.paths import UnknownHost
 
-FIELDS = ("host", "ip", "agent", "pubkey", "vm", "vm_ip", "vm_mac")
+FIELDS = ("host", "ip", "agent", "pubkey", "vm", "vm_bytes", "vm_ip", "vm_mac")
 VM_KEYS = ("vm", "vm_bytes", "vm_ip", "vm_mac")  # what moves with a VM
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
@@ -56,6 +56,11 @@ class AgentBook:
                 raise ValueError(f"register: field {k!r} must be a non-empty string")
         if rec["vm"] is not None and not isinstance(rec["vm"], str):
             raise ValueError("register: field 'vm' must be a string or null")
+        size = rec["vm_bytes"]  # the image size the controller vouches for to the destination
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0
+                                 or rec["vm"] is None):
+            raise ValueError("register: field 'vm_bytes' must be a byte count >= 0 of the VM "
+                             f"named in 'vm', or null; got {size!r}")
         if self.ips[host] is not None and rec["ip"] != self.ips[host]:
             raise ValueError(f"register: {host} has address {self.ips[host]}, not {rec['ip']}")
         self._check_vm_address(rec)

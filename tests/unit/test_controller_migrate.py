@@ -31,9 +31,11 @@ class FakeAgents:
         self.report = report  # called with the migration id once the source is started
         self.report_after_s = report_after_s
         self.destination_done = False
+        self.messages: list[dict[str, Any]] = []
 
     def __call__(self, path: str, msg: dict[str, Any], **kw: Any) -> dict[str, Any]:
         self.calls.append((time.monotonic(), path, msg["op"]))
+        self.messages.append(msg)
         if msg["op"] == ops.START and self.report:
             threading.Timer(self.report_after_s, self.report, [msg["migration"]]).start()
         if msg["op"] == ops.STATUS:
@@ -56,7 +58,8 @@ def _books() -> tuple[AgentBook, RelayBook, FakeFabric]:
     for h in topo["hosts"]:
         agents.register({"op": ops.REGISTER, "host": h["name"], "ip": h["ip"],
                          "agent": f"/run/{h['name']}.sock", "pubkey": h["name"] * 4,
-                         "vm": "vm1" if h["name"] == "h1" else None})
+                         "vm": "vm1" if h["name"] == "h1" else None,
+                         "vm_bytes": 4 << 20 if h["name"] == "h1" else None})
     relays = RelayBook(g, topo, lambda by_switch, **kw: fab.apply(by_switch), seed=1)
     return agents, relays, fab
 
@@ -98,6 +101,29 @@ def test_migrate_installs_reports_end_it_and_the_books_follow() -> None:
     assert relays.virtual(r["virtual_ip"]) is None and len(relays.pool) == 0
     assert agents.vms() == {"vm1": dest}
     assert m.op_active({})["migrations"] == []
+
+
+def test_the_destination_is_vouched_the_size_the_source_registered() -> None:
+    agents, relays, _ = _books()
+    fake = FakeAgents()
+    m = Migrations(agents, relays, seed=1, caller=fake)
+    r = m.operations()[ops.MIGRATE]({"op": ops.MIGRATE, "source": "h1", "mode": "direct",
+                                     "seed": 3})
+    _finish(m, r["migration"])  # no role reports: the watchdog ends it
+    vouched = [x["view"].get("max_image_bytes") for x in fake.messages if x["op"] == "prepare"
+               and x["view"]["role"] == "destination"]
+    assert vouched == [4 << 20], fake.messages
+
+
+def test_a_registered_size_must_be_a_byte_count_of_a_named_vm() -> None:
+    book = AgentBook(["h1"])
+    base = {"op": ops.REGISTER, "host": "h1", "ip": "10.0.0.1", "agent": "/a.sock",
+            "pubkey": "k" * 8}
+    for bad in ({"vm": "vm1", "vm_bytes": -1}, {"vm": "vm1", "vm_bytes": "4 MiB"},
+                {"vm": "vm1", "vm_bytes": True}, {"vm": None, "vm_bytes": 4096}):
+        with pytest.raises(ValueError, match="vm_bytes"):
+            book.register({**base, **bad})
+    book.register({**base, "vm": "vm1", "vm_bytes": 4096})
 
 
 def test_a_failed_install_leaves_no_record_and_no_relay() -> None:
