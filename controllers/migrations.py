@@ -266,6 +266,7 @@ class Migrations:
                 stall_timeout_s=float(msg.get("stall_timeout_s", DEFAULTS.stall_timeout_s)),
                 faults=dict(msg.get("faults") or {}),
                 max_image_bytes=int(agents[source].get("vm_bytes") or 0),  # as it registered
+                vm_ip=agents[source].get("vm_ip") or "", vm_mac=agents[source].get("vm_mac") or "",
                 transport=transport, decided_at=decided_at)
         except Exception:
             with self.lock:

@@ -164,6 +164,8 @@ class MigrationPlan:
     ``faults`` is a test hook, per host name (e.g. ``{"h3": {"die_after_chunks": 5}}``).
     ``max_image_bytes`` is the source's VM size as its agent registered it: the destination
     refuses a larger image (0: not vouched, only the VM model's own limit applies).
+    ``vm_ip``/``vm_mac`` are the VM's own address as the controller's book has it ("": the VM has
+    none): the destination refuses a manifest that claims another.
     ``transport`` (``TRANSPORTS``) says whether the hops are TCP connections or streams of the
     agents' cover mux (then every port is a virtual port of the mux, never on the wire);
     ``decided_at`` is when the controller decided to migrate, for the source's start latency.
@@ -187,6 +189,8 @@ class MigrationPlan:
     stall_timeout_s: float = DEFAULTS.stall_timeout_s
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_image_bytes: int = 0
+    vm_ip: str = ""
+    vm_mac: str = ""
     transport: str = "tcp"
     decided_at: float = 0.0  # wall clock of the controller's decision (0: when it is run)
 
@@ -238,6 +242,8 @@ class MigrationPlan:
             stall_timeout_s=float(d.get("stall_timeout_s", DEFAULTS.stall_timeout_s)),
             faults={str(h): dict(f) for h, f in (d.get("faults") or {}).items()},
             max_image_bytes=int(d.get("max_image_bytes", 0)),
+            vm_ip=str(d.get("vm_ip", "")),
+            vm_mac=str(d.get("vm_mac", "")),
             transport=str(d.get("transport", "tcp")),
             decided_at=float(d.get("decided_at", 0.0)),
         )
@@ -278,7 +284,8 @@ class MigrationPlan:
             peer = self.leader if self.mode == "stealth" else self.source
             assert peer is not None
             return DestinationView(
-                **common, peer_pubkey=peer.pubkey, max_image_bytes=self.max_image_bytes)
+                **common, peer_pubkey=peer.pubkey, max_image_bytes=self.max_image_bytes,
+                vm_ip=self.vm_ip, vm_mac=self.vm_mac)
         raise ValueError(f"unknown role {role!r}")
 
 
@@ -411,12 +418,16 @@ class LeaderView(RoleView):
 
 @dataclass(frozen=True, kw_only=True)
 class DestinationView(RoleView):
-    """The destination: the one key it accepts a stream from (leader, or source if direct) and
-    the largest image it installs (``max_image_bytes``, vouched by the controller; 0: unknown)."""
+    """The destination: the one key it accepts a stream from (leader, or source if direct),
+    the largest image it installs (``max_image_bytes``, vouched by the controller; 0: unknown)
+    and the VM's own address (``vm_ip``/``vm_mac``, the controller's; "": none), the only one
+    it gives the VM's NIC."""
 
     role: ClassVar[str] = "destination"
     peer_pubkey: str
     max_image_bytes: int = 0
+    vm_ip: str = ""
+    vm_mac: str = ""
 
     @classmethod
     def _own_fields(cls, f: _Fields, mode: str) -> dict[str, Any]:
@@ -424,7 +435,8 @@ class DestinationView(RoleView):
         limit = f.integer("max_image_bytes")  # always sent: 0 says "not vouched" explicitly
         if limit < 0:
             raise f.error("max_image_bytes", f"must be at least 0, got {limit}")
-        return {"peer_pubkey": peer, "max_image_bytes": limit}
+        return {"peer_pubkey": peer, "max_image_bytes": limit,
+                "vm_ip": f.text("vm_ip"), "vm_mac": f.text("vm_mac")}  # always sent too
 
 
 VIEWS: dict[str, type[RoleView]] = {

@@ -7,7 +7,9 @@ any error it discards the image and reports ``migration_failed``.
 
 The manifest is checked before anything is written (``read_manifest``): a VM name that is not a
 safe file name, an image larger than the controller vouched (``max_image_bytes``) or a field of
-the wrong type is a ``ManifestError``, and the migration fails (the source keeps its VM).
+the wrong type is a ``ManifestError``, and the migration fails (the source keeps its VM). So is
+a VM address other than the one the controller vouched (``vm_ip``/``vm_mac``): the source, the
+VM that was flagged, does not choose which address its NIC takes here.
 A VM with an address of its own (manifest ``ip``/``mac``, ``hosts.vnic``) gets its NIC on this
 host as soon as the manifest is read, so attaching it costs no downtime; the controller routes
 the address here once ``migration_done`` arrives.
@@ -53,11 +55,14 @@ class Manifest:
     dirty_kib: int = 0  # the QEMU guest's dirtying loop
 
 
-def read_manifest(body: bytes, max_image_bytes: int) -> Manifest:
+def read_manifest(body: bytes, max_image_bytes: int,
+                  vm_address: tuple[str, str] | None = None) -> Manifest:
     """Check and read a manifest; ``ManifestError`` names what is wrong.
 
     ``max_image_bytes`` (0: not vouched) bounds the image as the controller saw it registered;
-    ``hosts.vm.MAX_MIB`` bounds it always.
+    ``hosts.vm.MAX_MIB`` bounds it always. ``vm_address``: the VM's own (ip, mac) as the
+    controller vouched it (("", ""): it has none); a manifest claiming another is refused (None:
+    not checked).
     """
     try:
         m = json.loads(body)
@@ -89,6 +94,10 @@ def read_manifest(body: bytes, max_image_bytes: int) -> Manifest:
             or not isinstance(mac, str | None):
         raise ManifestError(f"manifest fields 'ip' and 'mac' must be two strings or both absent, "
                             f"got {ip!r}, {mac!r}")
+    if vm_address is not None and (ip or "", mac or "") != vm_address:
+        raise ManifestError(f"manifest fields 'ip'/'mac' claim {ip!r}/{mac!r}; the controller "
+                            f"vouched {vm_address[0] or None!r}/{vm_address[1] or None!r} for "
+                            "this VM")
     kind, dirty_kib = m.get("kind", "model"), m.get("dirty_kib", 0)
     if kind not in ("model", "qemu"):
         raise ManifestError(f"manifest field 'kind' must be 'model' or 'qemu', got {kind!r}")
@@ -143,7 +152,8 @@ class Destination(Role):
         fr = parse_frame(first)
         if fr.type != FrameType.MANIFEST:
             raise RoleError(f"stream starts with {fr.type.name}, not the manifest")
-        manifest = read_manifest(fr.body, self.view.max_image_bytes)
+        manifest = read_manifest(fr.body, self.view.max_image_bytes,
+                                 (self.view.vm_ip, self.view.vm_mac))
         name, mib = manifest.vm, manifest.mib
         if self.ctx.get_vm() is not None:
             raise RoleError(f"this host already runs VM {self.ctx.get_vm().name}")  # type: ignore[union-attr]

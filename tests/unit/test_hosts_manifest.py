@@ -78,6 +78,18 @@ def test_a_good_manifest_is_read_and_the_limit_is_inclusive() -> None:
     assert read_manifest(json.dumps({**GOOD, "mib": MAX_MIB}).encode(), 0).mib == MAX_MIB
 
 
+def test_the_vm_address_must_be_the_one_the_controller_vouched() -> None:
+    own = ("10.0.200.1", "02:00:0a:00:c8:01")
+    with_nic = json.dumps({**GOOD, "ip": own[0], "mac": own[1]}).encode()
+    assert read_manifest(with_nic, 4 * MIB, own).ip == own[0]
+    assert read_manifest(json.dumps(GOOD).encode(), 4 * MIB, ("", "")).ip is None
+    for vouched in (("", ""), ("10.0.200.2", own[1]), (own[0], "02:00:0a:00:c8:02")):
+        with pytest.raises(ManifestError, match="the controller vouched"):
+            read_manifest(with_nic, 4 * MIB, vouched)  # another VM's address, or one it has not
+    with pytest.raises(ManifestError, match="the controller vouched"):
+        read_manifest(json.dumps(GOOD).encode(), 4 * MIB, own)  # its address left behind
+
+
 def _files(root: str) -> set[str]:
     out = set()
     for d, _, names in os.walk(root):

@@ -85,7 +85,8 @@ def _wire(view) -> dict:
 
 @pytest.mark.parametrize("mode", ["stealth", "direct"])
 def test_every_view_round_trips(mode: str) -> None:
-    p = _plan(mode, faults={"h1": {"record_key": "/tmp/k"}}, seed=9, window=8)
+    p = _plan(mode, faults={"h1": {"record_key": "/tmp/k"}}, seed=9, window=8,
+              vm_ip="10.0.200.1", vm_mac="02:00:0a:00:c8:01")
     kinds = {"source": SourceView, "intermediate": IntermediateView, "leader": LeaderView,
              "destination": DestinationView}
     seen = set()
@@ -101,7 +102,9 @@ def test_every_view_round_trips(mode: str) -> None:
     src = p.view_for("source", p.source)
     assert src.fault == {"record_key": "/tmp/k"} and src.seed == 9 and src.window == 8
     assert src.intermediates == (p.intermediates if mode == "stealth" else [])
-    assert p.view_for("destination", p.destination).fault == {}
+    dst = p.view_for("destination", p.destination)
+    assert dst.fault == {} and (dst.vm_ip, dst.vm_mac) == ("10.0.200.1", "02:00:0a:00:c8:01")
+    assert MigrationPlan.from_dict(p.to_dict()).vm_ip == "10.0.200.1"
 
 
 def test_a_view_does_not_share_the_plans_endpoints() -> None:
