@@ -28,10 +28,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from experiments.runner import Hooks, record_trial, run_trial
+from experiments.runner import record_trial, run_trial
 from experiments.scenario import Scenario, ScenarioError, load
-from experiments.testbed import UNPRIVILEGED
-from experiments.trial import arms_meta
+from experiments.testbed import UNPRIVILEGED, require_enterable
+from experiments.trial import Hooks, arms_meta
 from hosts.protocol.mgmt import MgmtError
 
 console = Console()
@@ -67,6 +67,7 @@ class LiveView(Hooks):
     def up(self, tb: Any) -> None:
         self.names = {h["ip"]: h["name"] for h in tb.description["hosts"]}
         x = next(h["name"] for h in tb.description["hosts"] if h["attacker"])
+        require_enterable(self.guess_file.parent, "the live attacker")
         self.guess_file.unlink(missing_ok=True)
         self.guess_file.touch(0o644)  # the attacker runs unprivileged: it may write only here
         pw = pwd.getpwnam(UNPRIVILEGED)

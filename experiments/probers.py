@@ -35,7 +35,7 @@ from typing import Any
 from attacks.active import service_scan, tcp_rtt
 from attacks.probing import PROBES_DIR
 from experiments.scenario import Scenario
-from experiments.testbed import UNPRIVILEGED, code_needs_read_search, terminate
+from experiments.testbed import UNPRIVILEGED, require_enterable, terminate
 from experiments.trial import Hooks
 from experiments.vantage import attacker_for
 from topologies.base import vm_ip
@@ -62,11 +62,7 @@ class ProberHooks(Hooks):
         tenants = [h["ip"] for h in hosts if not h["attacker"]]
         pw = pwd.getpwnam(UNPRIVILEGED)
         self.folder.mkdir(parents=True, exist_ok=True)
-        shut = closed_parent(self.folder)
-        if shut is not None and not code_needs_read_search():  # else they get DAC_READ_SEARCH
-            raise RuntimeError(f"the probers run as {UNPRIVILEGED} and cannot enter {shut} "
-                               f"(mode {shut.stat().st_mode & 0o777:o}): put the run folder "
-                               "where others may enter (e.g. results/)")
+        require_enterable(self.folder, "the probers")
         os.chown(self.folder, pw.pw_uid, pw.pw_gid)  # the probers may write only here
         for name in self.sc.attackers.active:
             targets, every = prober_targets(name, tenants)
@@ -100,14 +96,6 @@ def prober_host(description: dict[str, Any], vantage: list[str]) -> str:
         raise RuntimeError("the active probers need an attacker host that is not a switch "
                            "vantage's mirror port: add one more switch to topology.attackers")
     return free[0]
-
-
-def closed_parent(folder: Path) -> Path | None:
-    """The first folder on the way to ``folder`` that others may not enter, or None."""
-    for p in reversed([folder.resolve(), *folder.resolve().parents]):
-        if not p.stat().st_mode & 0o001:
-            return p
-    return None
 
 
 def prober_targets(name: str, tenants: list[str]) -> tuple[list[str], float]:

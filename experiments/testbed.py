@@ -68,6 +68,27 @@ def code_needs_read_search() -> bool:
     venv = Path(sys.prefix)
     return not (_traversable_by_others(PROJECT_ROOT / "hosts" / "workload.py")
                 and _traversable_by_others(venv))
+
+
+def closed_parent(folder: Path) -> Path | None:
+    """The first folder on the way to ``folder`` that others may not enter, or None."""
+    for p in reversed([folder.resolve(), *folder.resolve().parents]):
+        if not p.stat().st_mode & 0o001:
+            return p
+    return None
+
+
+def require_enterable(folder: Path, who: str) -> None:
+    """``RuntimeError`` saying what to do when ``who`` (a program run as ``UNPRIVILEGED``) could
+    not reach ``folder``: a folder on the way others may not enter, and no
+    ``CAP_DAC_READ_SEARCH`` granted (``code_needs_read_search``)."""
+    shut = closed_parent(folder)
+    if shut is not None and not code_needs_read_search():
+        raise RuntimeError(f"{who} run as {UNPRIVILEGED} and cannot enter {shut} (mode "
+                           f"{shut.stat().st_mode & 0o777:o}): put the run folder where others "
+                           "may enter (e.g. results/)")
+
+
 # One testbed at a time per machine: switch-side interface names (e1-eth1, ...) live in the root
 # network namespace, so two networks would collide. The container test takes the same lock.
 LOCK_PATH = "/run/lock/stealth-mtd-testbed.lock"

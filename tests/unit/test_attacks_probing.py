@@ -217,7 +217,7 @@ def test_an_enabled_prober_that_recorded_nothing_keeps_its_row(tmp_path):
 def test_closed_parent(tmp_path):
     from pathlib import Path
 
-    from experiments.probers import closed_parent
+    from experiments.testbed import closed_parent
 
     inner = tmp_path / "a" / "b"
     inner.mkdir(parents=True)
