@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from rich.console import Console
 
-    from experiments.tables import comparison_table, cost_table
+    from experiments.tables import arms_table, comparison_table, cost_table, read_arms
 
     console = Console()
     t0 = time.monotonic()
@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             console.rule(label)
         console.print(comparison_table(metrics))
         console.print(cost_table(metrics))
+        console.print(arms_table(read_arms(args.out / label if label else args.out)))
     rows = timings.read_csv(args.out)
     console.print(timings.table(rows))
     m = json.loads((args.out / "merged.json").read_text())

@@ -306,7 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse_testbed is not None:
         sc.reuse_testbed = args.reuse_testbed
     out = Path(args.out or f"results/{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    from experiments.tables import arms_table, comparison_table, cost_table, write_sweep
+    from experiments.tables import (
+        arms_table,
+        comparison_table,
+        cost_table,
+        read_arms,
+        write_sweep,
+    )
 
     started = time.monotonic()
     variants = expand(sc)
@@ -330,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 done.append((label, metrics))
                 console.print(comparison_table(metrics))
                 console.print(cost_table(metrics))
-                console.print(arms_table(_read_arms(out / label if label else out)))
+                console.print(arms_table(read_arms(out / label if label else out)))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: network torn down; partial results in {out}")
         return 130
@@ -368,13 +374,6 @@ def report_timings(out: Path, rows: list[dict[str, Any]], wall_s: float) -> None
                   f"[bold]{per_hour:.1f} trials per hour[/]"
                   + (f" ({own:.1f} without the {waited:.0f} s spent waiting for the testbed "
                      "lock)" if waited else ""))
-
-
-def _read_arms(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / "arms.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _shard_arg(text: str) -> Shard:

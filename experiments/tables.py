@@ -136,6 +136,14 @@ def arm_rows(arms: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def read_arms(folder: Path) -> dict[str, Any]:
+    """A run folder's ``arms.json`` ({} when it has none or it is unreadable: no arms table)."""
+    try:
+        return json.loads((Path(folder) / "arms.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def arms_table(arms: dict[str, Any]) -> Table:
     t = Table(title="the arms' costs from packets (global capture; means over trials, 95 % "
                     "intervals)")
