@@ -79,14 +79,18 @@ def parent_of(addr_lines: str, host_ip: str) -> tuple[str, str]:
     raise NicError(f"no interface holds the host address {host_ip}")
 
 
-def up_batch(nic: VmNic, parent: str, network: str) -> list[str]:
-    """The ``ip -batch`` lines that give the VM its NIC (``ip`` absent from the lines)."""
-    return [
-        f"link add {NAME} link {parent} address {nic.mac} type macvlan mode bridge",
+def up_batch(nic: VmNic, parent: str, network: str) -> tuple[list[str], list[str]]:
+    """The ``ip -batch`` lines that give the VM its NIC (``ip`` absent from the lines), in two
+    batches: the link, created down; then, once its IPv6 is off (so bringing it up sends
+    nothing), its address, the link up and its routes."""
+    create = [f"link add {NAME} link {parent} address {nic.mac} type macvlan mode bridge"]
+    configure = [
         f"addr add {nic.ip}/32 dev {NAME}",
+        f"link set {NAME} up",
         f"route replace {network} dev {NAME} src {nic.ip} table {TABLE}",
         f"rule add from {nic.ip}/32 lookup {TABLE} priority {TABLE}",
     ]
+    return create, configure
 
 
 def down_batch(nic: VmNic) -> list[str]:
@@ -124,15 +128,15 @@ def _attach(nic: VmNic) -> None:
         raise NicError(f"cannot set the ARP sysctls (root in the host's namespace?): {exc}") \
             from None
     _ip_batch(down_batch(nic), force=True)  # a NIC left over by an earlier run of this host
-    lines = up_batch(nic, parent, network)
-    r = _ip_batch(lines[:1])
+    create, configure = up_batch(nic, parent, network)
+    r = _ip_batch(create)
     if r.returncode != 0:
-        raise NicError(f"ip {lines[0]}: {r.stderr.strip()}")
+        raise NicError(f"ip {create[0]}: {r.stderr.strip()}")
     try:
         _write_proc(f"net/ipv6/conf/{NAME}/disable_ipv6", "1")  # before the link is up
     except OSError:
         pass  # no IPv6 in this kernel: nothing to silence
-    r = _ip_batch([*lines[1:2], f"link set {NAME} up", *lines[2:]])
+    r = _ip_batch(configure)
     if r.returncode != 0:
         _ip_batch(down_batch(nic), force=True)
         raise NicError(f"setting up {NAME} for {nic.ip}: {r.stderr.strip()}")

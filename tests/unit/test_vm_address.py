@@ -192,9 +192,10 @@ def test_the_nic_sits_on_the_interface_of_the_host_address():
     with pytest.raises(vnic.NicError, match="no interface holds"):
         vnic.parent_of(ADDR, "10.0.0.4")
     nic = vnic.VmNic(VMIP, mac_for(VMIP), "10.0.0.3")
-    up = vnic.up_batch(nic, "h3-eth0", "10.0.0.0/8")
-    assert up[0] == (f"link add {vnic.NAME} link h3-eth0 address {nic.mac} "
-                     "type macvlan mode bridge")
+    create, up = vnic.up_batch(nic, "h3-eth0", "10.0.0.0/8")
+    assert create == [f"link add {vnic.NAME} link h3-eth0 address {nic.mac} "
+                      "type macvlan mode bridge"]
+    assert up.index(f"link set {vnic.NAME} up") == 1  # after its address, before its routes
     assert f"addr add {VMIP}/32 dev {vnic.NAME}" in up
     # what leaves from the VM's address leaves through its NIC, with its MAC
     assert f"route replace 10.0.0.0/8 dev {vnic.NAME} src {VMIP} table {vnic.TABLE}" in up
