@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-PHASES = ("bringup_s", "warmup_s", "migration_s", "cooldown_s", "teardown_s", "analysis_s",
-          "total_s")
+from experiments import timings
+
+PHASES = (*timings.PHASES, "total_s")
 RATES = ("trials", "wall_s", "lock_wait_s", "trials_per_hour", "trials_per_hour_without_lock_wait")
 
 Key = tuple[str, str, str]  # (arm, attacker / "costs" / "active:<prober>", figure)

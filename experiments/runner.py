@@ -80,6 +80,7 @@ def _trial(sc: Scenario, mode: str, trial: int, trial_id: int, run_dir: Path, lo
     with Trial(sc, trial, logs, sc.attackers.vantage, run_dir / "pcaps", tag=f"-{mode}-{trial}",
                say=say, cover=cover, shared=shared) as t:
         took["bringup_s"], took["lock_wait_s"] = t.timings["bringup_s"], t.timings["lock_wait_s"]
+        took["settle_s"] = t.timings["settle_s"]
         took["reused"] = float(t.reused)
         mark = time.monotonic()
         tb, seed, bg = t.tb, t.seed, sc.background

@@ -13,7 +13,7 @@ A little over 400 lines: the schema and its checks are one contract and are read
     [stealth]   n = 3  k = 2  hide_destination = true  policy = "profile"  rate_budget_mbit = 40
     [cover]     rate_x_normal = 1.0 (or rate_mbit = 20)  record_min = 1024  record_max = 16384
     [background] cdf = "websearch"  flows_per_s = 2.0  cap_bytes = 2000000  bulk_per_min = 1
-                 warmup_s = 15  start_jitter_s = 10  cooldown_s = 10
+                 settle_s = 10  warmup_s = 15  start_jitter_s = 10  cooldown_s = 10
     [attackers] vantage = ["switch:e1", "switch:c1", "global"]  window_s = 1.0
                 active = ["service-scan", "latency"]  curious_intermediate = true
 
@@ -95,6 +95,10 @@ class BackgroundSettings:
     cap_bytes: int = 2_000_000
     bulk_per_min: float = 1.0
     bulk_max_bytes: int = 8_000_000
+    # the workload (and the cover traffic) run this long before the captures start: what an
+    # attacker sees begins in their steady state, not at their start (a classifier rehearsed on
+    # other trials learns "the traffic has ramped up", which every long migration overlaps)
+    settle_s: float = 10.0
     warmup_s: float = 15.0
     # the migration starts warmup_s + U(0, start_jitter_s) into the trial (seeded per trial): a
     # fixed start would let an attacker who rehearsed on other trials learn *when*, not *what*
@@ -409,8 +413,8 @@ def _check_vm(vm: VMSettings) -> None:
 def _check_background(bg: BackgroundSettings) -> None:
     if bg.cdf not in CDFS:
         raise _bad("background.cdf", bg.cdf, f"one of {sorted(CDFS)}")
-    for name in ("flows_per_s", "bulk_per_min", "bulk_max_bytes", "warmup_s", "start_jitter_s",
-                 "cooldown_s"):
+    for name in ("flows_per_s", "bulk_per_min", "bulk_max_bytes", "settle_s", "warmup_s",
+                 "start_jitter_s", "cooldown_s"):
         _check_range(f"background.{name}", getattr(bg, name), 0)
     _check_range("background.cap_bytes", bg.cap_bytes, 1)
 

@@ -2,7 +2,8 @@
 the runner prints at the end and the trials per hour.
 
 A trial's phases, in seconds of ``time.monotonic``: ``bringup_s`` (testbed, agents, workload,
-captures: ``experiments.trial.Trial``), ``warmup_s`` (normal traffic only; monitors training),
+captures: ``experiments.trial.Trial``), ``settle_s`` (workload and cover running, not yet
+captured: ``background.settle_s``), ``warmup_s`` (normal traffic only; monitors training),
 ``migration_s`` (the controller told, until the migration ended), ``cooldown_s``,
 ``teardown_s`` (captures and testbed stopped, VM images removed) and ``analysis_s``: the run's
 analysis (attackers, plots, report) shared equally by its trials, so a row's ``total_s`` is the
@@ -22,7 +23,8 @@ from typing import Any
 
 from rich.table import Table
 
-PHASES = ("bringup_s", "warmup_s", "migration_s", "cooldown_s", "teardown_s", "analysis_s")
+PHASES = ("bringup_s", "settle_s", "warmup_s", "migration_s", "cooldown_s", "teardown_s",
+          "analysis_s")
 COLUMNS = ("point", "trial", "mode", "trial_in_mode", *PHASES, "total_s", "lock_wait_s",
            "reused")
 FILE = "timings.csv"
@@ -64,7 +66,8 @@ def read_csv(folder: Path) -> list[dict[str, Any]]:
         numbers = (*PHASES, "total_s", "lock_wait_s")
         return [{**r, "trial": int(r["trial"]), "trial_in_mode": int(r["trial_in_mode"]),
                  "reused": int(r.get("reused") or 0),  # files from before the column: fresh
-                 **{k: float(r[k]) for k in numbers}} for r in csv.DictReader(f)]
+                 # a phase missing from an older file (settle_s) took 0 s
+                 **{k: float(r.get(k) or 0.0) for k in numbers}} for r in csv.DictReader(f)]
 
 
 def trials_per_hour(n: int, seconds: float) -> float:

@@ -75,6 +75,11 @@ def lock_wait(tb: Any, entered_s: float) -> float:
     return max(0.0, entered_s - ready) if ready is not None else 0.0
 
 
+def settle(seconds: float) -> None:
+    """The wait between starting the traffic and starting the captures."""
+    time.sleep(seconds)
+
+
 def quiet(text: str) -> None:
     pass
 
@@ -108,7 +113,8 @@ class Trial:
     for each bring-up step. Inside the block: ``t.tb`` (the ``Testbed``), ``t.seed``,
     ``t.captures`` (the started ``vantage.Vantage`` points); after it: ``t.capture_stats``.
     ``t.timings`` holds the seconds (``time.monotonic``) the bring-up took (``bringup_s``), the
-    wait for the machine's testbed lock before it (``lock_wait_s``, not part of ``bringup_s``)
+    wait for the machine's testbed lock before it (``lock_wait_s``, not part of ``bringup_s``),
+    the traffic's settling before the captures (``settle_s``, ``background.settle_s``, apart too)
     and, after the block, the teardown (``teardown_s``). ``cover``: the cover settings to start
     on every tenant agent (None: no cover traffic).
     """
@@ -156,6 +162,12 @@ class Trial:
             bg = sc.background
             start_workload(self.tb, seed, bg.flows_per_s, bg.cdf, bg.cap_bytes, bg.bulk_per_min,
                            bulk_max_bytes=bg.bulk_max_bytes)
+            t_settle = time.monotonic()
+            if bg.settle_s > 0:  # captures begin in the traffic's steady state
+                self.say(f"workload{' and cover' if self.cover else ''} settling "
+                         f"({bg.settle_s:.0f} s, not captured)")
+                settle(bg.settle_s)
+            self.timings["settle_s"] = time.monotonic() - t_settle
             self._stack.callback(self._stop_captures)  # runs before the testbed stops
             for spec in self.specs:
                 assert self.pcaps is not None
@@ -164,7 +176,8 @@ class Trial:
             self._failed = True
             self._stack.close()
             raise
-        self.timings["bringup_s"] = time.monotonic() - t0 - self.timings["lock_wait_s"]
+        self.timings["bringup_s"] = (time.monotonic() - t0 - self.timings["lock_wait_s"]
+                                     - self.timings["settle_s"])
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -51,6 +51,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         ev.append(f"capture {v.name} stopped")
         return {"captured": 1}
 
+    monkeypatch.setattr(trial_mod, "settle", lambda s: ev.append(f"settle {s:g} s"))
     monkeypatch.setattr(trial_mod.vantage, "start", start)
     monkeypatch.setattr(trial_mod.vantage, "stop", stop)
     return ev
@@ -65,10 +66,12 @@ def test_bring_up_in_order_and_tear_down_captures_before_the_testbed(events, tmp
         assert t.seed == seed and t.tb.run_dir == tmp_path / "logs"
         events.append("trial body")
     assert events == [f"testbed up seed={seed}", f"agents vm={sc.vm.name}@{sc.vm.host} "
-                      f"seed={seed}", f"workload seed={seed}", "capture global-x", "trial body",
-                      "capture global stopped", "testbed down"]
+                      f"seed={seed}", f"workload seed={seed}",
+                      f"settle {sc.background.settle_s:g} s",  # captured only once it settled
+                      "capture global-x", "trial body", "capture global stopped", "testbed down"]
     assert t.capture_stats == {"global": {"captured": 1}}
-    assert said == ["bringing up the network", "starting agents and the VM"]
+    assert said == ["bringing up the network", "starting agents and the VM",
+                    "workload settling (10 s, not captured)"]
 
 
 def test_a_cover_trial_starts_cover_before_the_workload(events, tmp_path):
