@@ -27,8 +27,8 @@ Poisson noise of a count), so the unknown rate and load cancel. ``detections``: 
 mean of the two largest host z-scores per window, and ``cover`` their maximum, the primary
 detector without rehearsal; with rehearsal labels, ``classifier``, a random forest over these
 window statistics plus the passive window features but those that tell a window's position in
-the capture (``POSITIONAL``: the testbed starts every migration the same time into its capture,
-and a classifier that learns that time scores a migration that left no trace at all;
+the capture (``attacks.features.CAPTURE_RELATIVE``, as for every classifier: one that learns
+when a migration usually runs scores a migration that left no trace at all;
 ``attacks.detection.leave_one_seed_out``: never trained on the trial's own seed, and only on
 trials of the same arm: with cover traffic or without). Alarms of ``cover`` use the 99th
 percentile of the other seeds' normal windows.
@@ -62,7 +62,6 @@ from attacks.capture import TCP_ACK, TCP_SYN, int_to_ip
 from attacks.designaware import COVER_PORT  # the cover port, copied there from the project
 from attacks.detection import Detection, WindowFeatures, leave_one_seed_out
 from attacks.evidence import transfers
-from attacks.features import FEATURE_NAMES
 from attacks.identify import HostRanking, suspect_windows
 from attacks.relaygraph import RelayGraph
 from attacks.view import AttackContext, AttackerView, AttackResult
@@ -93,16 +92,6 @@ FAMILIES = {  # detector name → the host features it reads
     "retrans": ("retrans",),
 }
 TWO_SIDED = {"net", "size"}
-# passive window features that grow with the time since the capture began (flow ages, bytes a
-# flow carried so far): they tell a window's position, and a testbed that starts every migration
-# the same time into its capture (as it did before start_jitter_s) lets a classifier fed them
-# learn that time, not the migration.
-# The classifier gets them as constants.
-POSITIONAL = ("top_flow_total", "long_flow_bytes", "long_flow_count", "oldest_flow_age")
-
-_POSITIONAL_COLS = [FEATURE_NAMES.index(n) for n in POSITIONAL]
-
-
 def cover_records(packets: np.ndarray, port: int = COVER_PORT) -> tuple[np.ndarray, np.ndarray]:
     """The cover records of a capture and its retransmitted cover segments (rows of
     ``packets``): data segments on ``port``, each direction of a connection cut where it is
@@ -424,10 +413,9 @@ def attack(views: list[AttackerView], ctx: AttackContext) -> list[AttackResult]:
                 extra = np.clip(_stat_matrix(stats[i], len(f.window_starts)), 0, None)
                 if f.extra is not None:
                     extra = np.hstack([extra, np.asarray(f.extra).reshape(len(extra), -1)])
-                X, Z = f.X.copy(), f.Z.copy()
-                X[:, _POSITIONAL_COLS] = 0.0
-                Z[:, _POSITIONAL_COLS] = 0.0
-                feats.append(WindowFeatures(f.window_starts, f.window_s, X, Z, f.windows, extra))
+                # context_matrix leaves out the capture-relative features
+                feats.append(WindowFeatures(f.window_starts, f.window_s, f.X, f.Z, f.windows,
+                                            extra))
             ys = [labels[i] if labels[i] is not None
                   else np.zeros(len(views[i].features.window_starts), dtype=bool) for i in idx]
             res = leave_one_seed_out(feats, ys, [groups[i] for i in idx], seed=ctx.seed)

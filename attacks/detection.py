@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks.features import FEATURE_NAMES, Windows, make_windows, robust_z, window_features
+from attacks.features import (
+    CAPTURE_RELATIVE,
+    FEATURE_NAMES,
+    Windows,
+    make_windows,
+    robust_z,
+    window_features,
+)
 
 # (feature, sign): a bulk transfer raises volumes and packs packets closer together
 CHANGE_FEATURES = [
@@ -146,14 +153,19 @@ def detect_change(
     )
 
 
+_IN_CONTEXT = [i for i, n in enumerate(FEATURE_NAMES) if n not in CAPTURE_RELATIVE]
+
+
 def context_matrix(wf: WindowFeatures) -> np.ndarray:
     """Each window's raw features and z-scores, next to the z-scores of the previous and the next
     window. Raw features let the model learn absolute levels (runs of one scenario share a
-    background load); z-scores carry over between loads."""
+    background load); z-scores carry over between loads. The features that tell a window's
+    position in the capture (``attacks.features.CAPTURE_RELATIVE``) are left out."""
     Z = np.clip(wf.Z, -50, 50)
     prev = np.vstack([Z[:1], Z[:-1]])
     nxt = np.vstack([Z[1:], Z[-1:]])
-    parts = [wf.X, Z, prev, nxt, change_statistic(Z)[:, None]]
+    k = _IN_CONTEXT
+    parts = [wf.X[:, k], Z[:, k], prev[:, k], nxt[:, k], change_statistic(Z)[:, None]]
     if wf.extra is not None:
         parts.append(np.log1p(np.clip(wf.extra, 0, None)).reshape(len(Z), -1))
     return np.hstack(parts)

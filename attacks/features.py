@@ -48,6 +48,12 @@ FEATURE_NAMES = [
     "long_flow_count",
     "oldest_flow_age",
 ]
+# Features that grow with the time since the *capture* began (flow ages, bytes a flow carried so
+# far, long-lived flows): a window's position in the testbed's capture, which an attacker who
+# watches all the time does not have. A classifier rehearsed on other trials learns from them
+# when a migration usually runs in a trial, not what it looks like (a cover migration that left
+# no trace scored AUC 0.93 so); ``attacks.detection.context_matrix`` leaves them out.
+CAPTURE_RELATIVE = ("top_flow_total", "long_flow_bytes", "long_flow_count", "oldest_flow_age")
 LOG_FEATURES = {
     "top_flow_total",
     "bytes",

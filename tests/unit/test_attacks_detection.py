@@ -113,3 +113,22 @@ def test_ks_tests_see_the_migration_in_packet_sizes():
     r = records[0]
     assert r["ks_sizes_p"] is not None and r["ks_sizes_p"] < 0.01
     assert r["ks_gaps_p"] is not None and r["ks_gaps_p"] < 0.01
+
+
+def test_the_classifier_never_sees_where_a_window_sits_in_the_capture():
+    from attacks.detection import WindowFeatures, context_matrix
+    from attacks.features import CAPTURE_RELATIVE
+
+    rng = np.random.default_rng(3)
+    n, cols = 40, [FEATURE_NAMES.index(f) for f in CAPTURE_RELATIVE]
+    X, Z = rng.normal(size=(n, len(FEATURE_NAMES))), rng.normal(size=(n, len(FEATURE_NAMES)))
+    starts = np.arange(n, dtype=float)
+    a = WindowFeatures(starts, 1.0, X, Z, None)
+    X2, Z2 = X.copy(), Z.copy()
+    X2[:, cols] = Z2[:, cols] = starts[:, None]  # the capture's clock, in every relative feature
+    b = WindowFeatures(starts, 1.0, X2, Z2, None)
+    assert np.array_equal(context_matrix(a), context_matrix(b))
+    X3 = X.copy()
+    X3[:, FEATURE_NAMES.index("bytes")] += 1.0  # a feature of the traffic itself does count
+    assert not np.array_equal(context_matrix(a), context_matrix(WindowFeatures(starts, 1.0, X3, Z,
+                                                                              None)))

@@ -1,6 +1,6 @@
 """The anomaly's time in a trial is seeded and spread (a fixed start lets a rehearsed classifier
 learn *when* instead of *what*: positional features such as the oldest flow's age then give it
-away, see attacks.coveraware.POSITIONAL)."""
+away, see attacks.features.CAPTURE_RELATIVE, which the classifiers now leave out)."""
 
 from __future__ import annotations
 
