@@ -99,6 +99,8 @@ def compare(a: Path, b: Path, figures: Iterable[str] | None = None) -> dict[str,
 
 
 def _cell(i: dict[str, Any]) -> str:
+    if i.get("mean") is None:
+        return "–"
     if i.get("lo") is None or i.get("hi") is None:
         return f"{i['mean']:.3g} (n={i.get('n')})"
     return f"{i['mean']:.3g} [{i['lo']:.3g}, {i['hi']:.3g}]"

@@ -65,6 +65,8 @@ def test_one_trial_has_no_interval(tmp_path) -> None:
     b = _run(tmp_path / "b", _iv(0.9, 0.8, 0.95))
     c = compare.compare(a, b, figures=["detection_auc"])
     assert c["cells"][0]["agree"] is None and c["no_interval"] == 1 and c["disagree"] == 0
+    empty = _run(tmp_path / "c", _iv(None, None, None, n=0))  # no trial had the figure
+    assert "| – | 0.9 [0.8, 0.95] | – |" in compare.markdown(compare.compare(empty, b))
 
 
 def test_not_a_run_folder_is_a_clear_error(tmp_path, capsys) -> None:
