@@ -137,13 +137,21 @@ class LiveView(Hooks):
                                                             and src.get("chunks"))))
         rows.append(mark(st == "done", dst.get("state") == "receiving"))
         detail = [f"anomaly on {self.sc.vm.host}" if self.rec else "",
-                  (f"{len(self.rec.get('paths', []))} hops, cookie {self.rec.get('cookie', 0):#x}"
-                   if self.rec else ""),
+                  self._relay_detail(),
                   f"{src.get('chunks') or 0} chunks from {src.get('host', '?')}",
                   ", ".join(f"{i['host']}: {i.get('chunks') or 0}" for i in inter),
                   f"{lead.get('host', '')} {lead.get('state') or ''}",
                   f"{dst.get('host', '?')} {dst.get('state') or ''}"]
         return [(n, who, rows[i], detail[i]) for i, (n, who, _) in enumerate(STEPS)]
+
+    def _relay_detail(self) -> str:
+        """What the controller installed: relay rules under a cookie, or none (the cover arm's
+        hops are streams of the agents' cover muxes)."""
+        if not self.rec:
+            return ""
+        hops, cookie = len(self.rec.get("paths") or []), self.rec.get("cookie")
+        return f"{hops} hops, cookie {cookie:#x}" if cookie is not None else \
+            f"{hops} hops inside the cover traffic, no relay rule"
 
     def name(self, ip: str | None) -> str:
         return self.names.get(ip or "", ip or "?")
