@@ -58,12 +58,19 @@ def attacker_for(description: dict[str, Any], switch: str) -> str:
 
 
 def mirror_to(switch: str, out_intf: str) -> None:
-    """Mirror every packet of ``switch`` to its port ``out_intf`` (an OVS port mirror)."""
+    """Mirror every packet of ``switch`` to its port ``out_intf`` (an OVS port mirror).
+
+    The userspace datapath keeps forwarding the flows it already has without the new mirror
+    (measured here: a TCP flow begun before the mirror was invisible to it for its whole life,
+    while flows begun after were seen), so the datapath's flows are purged: every packet after
+    this goes up once more and is translated with the mirror in place."""
     subprocess.run(
         ["ovs-vsctl", "--", "--id=@out", "get", "Port", out_intf,
          "--", "--id=@m", "create", "Mirror", f"name=smtd-{switch}", "select-all=true",
          "output-port=@out", "--", "add", "Bridge", switch, "mirrors", "@m"],
         check=True, capture_output=True, text=True)
+    subprocess.run(["ovs-appctl", "revalidator/purge"], check=True, capture_output=True,
+                   text=True)
 
 
 def start(tb: Any, spec: str | Vantage, out_dir: Path, tag: str = "") -> VantageCapture:
