@@ -183,6 +183,7 @@ class Destination(Role):
         self.log("receiving", vm=name, mib=mib, peer=ch.peer)
         seq, trailer_body = read_data(ch.recv, installer.feed)
         self.stats["bytes_received"] = ch.bytes_received
+        self.log("trailer_in", frames=seq)  # downtime: the last hop, then the check and resume
         trailer = json.loads(trailer_body)
         if not isinstance(trailer, dict):
             raise RoleError(f"trailer must be an object, got {type(trailer).__name__}")

@@ -216,6 +216,7 @@ class Leader(Role):
             if chunk.index == 0:
                 self._open_destination(pt)
             elif chunk.last:
+                self.log("trailer_in", chunks=self.next)  # downtime: the hops to here, then on
                 self._finish(pt)
                 return
             else:
