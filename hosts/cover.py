@@ -40,6 +40,7 @@ import ipaddress
 import queue
 import random
 import socket
+import statistics
 import struct
 import threading
 import time
@@ -1042,17 +1043,23 @@ def free_port(ips: Sequence[str], tries: int = 50) -> int:
     raise CoverError(f"no TCP port free on all of {list(ips)}")
 
 
+def _loopback_muxes(peers: int, net: str, **settings: Any) -> tuple[list[str], list[CoverMux]]:
+    """``peers`` muxes at ``net``.1..n on loopback, each with every other as a cover peer, on
+    one free port with ``CoverSettings(**settings)`` (the benchmarks' testbed; not started)."""
+    keys = [X25519PrivateKey.generate() for _ in range(peers)]
+    ips = [f"{net}.{i + 1}" for i in range(peers)]
+    st = CoverSettings(port=free_port(ips), **settings)
+    muxes = [CoverMux(CoverConfig(st, f"h{i}", ips[i], tuple(
+        CoverPeer(f"h{j}", ips[j], public_hex(keys[j])) for j in range(peers) if j != i),
+        seed=i), keys[i]) for i in range(peers)]
+    return ips, muxes
+
+
 def bench(peers: int = 4, rate: float = 2e6, mib: float = 4.0, spray: bool = True,
           net: str = "127.0.77") -> dict[str, float]:
     """Goodput of one stream between two of ``peers`` loopback muxes (``net``.1..n) against the
     cover rate: ``python -m hosts.cover --peers 4 --rate 2e6 --mib 4``. Not a test."""
-    keys = [X25519PrivateKey.generate() for _ in range(peers)]
-    ips = [f"{net}.{i + 1}" for i in range(peers)]
-    port = free_port(ips)
-    st = CoverSettings(rate_bytes_per_s=rate, port=port, spray=spray)
-    muxes = [CoverMux(CoverConfig(st, f"h{i}", ips[i], tuple(
-        CoverPeer(f"h{j}", ips[j], public_hex(keys[j])) for j in range(peers) if j != i),
-        seed=i), keys[i]) for i in range(peers)]
+    ips, muxes = _loopback_muxes(peers, net, rate_bytes_per_s=rate, spray=spray)
     size = int(mib * (1 << 20))
     done = threading.Event()
     got = [0]
@@ -1085,31 +1092,25 @@ def bench(peers: int = 4, rate: float = 2e6, mib: float = 4.0, spray: bool = Tru
 def latency(peers: int = 16, rate: float = 425e3, record_min: int = 1024,
             record_max: int = 16384, size: int = 16 << 10, probes: int = 40,
             net: str = "127.0.78") -> dict[str, Any]:
-    """How long one message of ``size`` bytes takes over one cover hop: mux 0 writes it to a
-    stream to mux 1, which answers 1 byte once it has all of it; the time to that answer, less
-    the same for a 1-byte message (the way back), is one hop's latency for the message. The
-    defaults are the quick scenario's (16 VMs, ~3.4 Mbit/s each): a migration's chunk takes
-    such a hop three times, and its acknowledgement twice more, before the source may pause.
+    """Round trips over one cover hop: mux 0 writes a message to a stream to mux 1, which
+    answers 1 byte once it has all of it; the time to that answer, for a 1-byte message and for
+    one of ``size`` bytes (median and 90th percentile of ``probes`` each). The defaults are the
+    quick scenario's (16 VMs, ~3.4 Mbit/s each): a migration's chunk takes such a hop three
+    times, and its acknowledgement twice more, before the source may pause.
     ``python -m hosts.cover --latency``. Not a test."""
-    keys = [X25519PrivateKey.generate() for _ in range(peers)]
-    ips = [f"{net}.{i + 1}" for i in range(peers)]
-    port = free_port(ips)
-    st = CoverSettings(rate_bytes_per_s=rate, port=port, record_min=record_min,
-                       record_max=record_max)
-    muxes = [CoverMux(CoverConfig(st, f"h{i}", ips[i], tuple(
-        CoverPeer(f"h{j}", ips[j], public_hex(keys[j])) for j in range(peers) if j != i),
-        seed=i), keys[i]) for i in range(peers)]
+    ips, muxes = _loopback_muxes(peers, net, rate_bytes_per_s=rate, record_min=record_min,
+                                 record_max=record_max)
+    want = [1]  # the length of the message in flight: the prober sends one at a time
 
     def echo(sock: socket.socket, _who: tuple[str, int]) -> None:
-        buf = 0
+        got = 0
         while d := sock.recv(1 << 16):
-            buf += len(d)
-            if buf >= want[0]:  # the prober sends the next message only after our answer
-                buf -= want[0]
+            got += len(d)
+            if got >= want[0]:
+                got -= want[0]
                 sock.sendall(b"k")
 
-    want = [1]
-    out: dict[str, list[float]] = {"small": [], "message": []}
+    trips: dict[int, list[float]] = {1: [], size: []}
     for m in muxes:
         m.start()
     try:
@@ -1118,27 +1119,26 @@ def latency(peers: int = 16, rate: float = 425e3, record_min: int = 1024,
         s = muxes[0].open(ips[1], 1)
         s.settimeout(30.0)
         for _ in range(probes):
-            for kind, n in (("small", 1), ("message", size)):
+            for n, times in trips.items():
                 want[0] = n
                 t0 = time.monotonic()
                 s.sendall(bytes(n))
                 if s.recv(1) != b"k":
                     raise CoverError("latency probe: the echo stream closed")
-                out[kind].append(time.monotonic() - t0)
+                times.append(time.monotonic() - t0)
                 time.sleep(0.05)
         s.close()
     finally:
         for m in muxes:
             m.stop()
 
-    def q(v: list[float], p: float) -> float:
-        return sorted(v)[min(len(v) - 1, int(p * len(v)))]
+    def p50_p90(v: list[float]) -> dict[str, float]:
+        deciles = statistics.quantiles(v, n=10)
+        return {"p50": statistics.median(v), "p90": deciles[8]}
 
     return {"peers": peers, "rate_bytes_per_s": rate, "records": [record_min, record_max],
-            "size": size, "probes": probes,
-            "round_trip_1_byte_s": {"p50": q(out["small"], 0.5), "p90": q(out["small"], 0.9)},
-            "round_trip_message_s": {"p50": q(out["message"], 0.5),
-                                     "p90": q(out["message"], 0.9)},
+            "size": size, "probes": probes, "round_trip_1_byte_s": p50_p90(trips[1]),
+            "round_trip_message_s": p50_p90(trips[size]),
             "slots_per_peer_per_s": rate / ((record_min + record_max) / 2) / (peers - 1)}
 
 
@@ -1148,17 +1148,17 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description="cover mux goodput or latency on loopback "
                                  "(benchmark)")
-    ap.add_argument("--peers", type=int, default=4)
-    ap.add_argument("--rate", type=float, default=2e6)
-    ap.add_argument("--mib", type=float, default=4.0)
-    ap.add_argument("--no-spray", action="store_true")
-    ap.add_argument("--latency", action="store_true", help="one hop's latency (quick's settings "
-                    "unless --peers/--rate/--records are given)")
-    ap.add_argument("--records", default="1024,16384", help="record_min,record_max")
+    ap.add_argument("--latency", action="store_true",
+                    help="one hop's round trips (default: goodput of one stream)")
+    ap.add_argument("--peers", type=int, help="muxes (goodput 4, latency 16)")
+    ap.add_argument("--rate", type=float, help="bytes/s per mux (goodput 2e6, latency 425e3)")
+    ap.add_argument("--mib", type=float, default=4.0, help="goodput: the stream's size")
+    ap.add_argument("--no-spray", action="store_true", help="goodput: direct slots only")
+    ap.add_argument("--records", default="1024,16384", help="latency: record_min,record_max")
     a = ap.parse_args()
+    given = {k: v for k, v in (("peers", a.peers), ("rate", a.rate)) if v is not None}
     if a.latency:
         lo, hi = (int(x) for x in a.records.split(","))
-        print(json.dumps(latency(a.peers if a.peers != 4 else 16,
-                                 a.rate if a.rate != 2e6 else 425e3, lo, hi)))
+        print(json.dumps(latency(record_min=lo, record_max=hi, **given)))
     else:
-        print(json.dumps(bench(a.peers, a.rate, a.mib, not a.no_spray)))
+        print(json.dumps(bench(mib=a.mib, spray=not a.no_spray, **given)))
