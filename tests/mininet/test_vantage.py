@@ -60,17 +60,18 @@ def test_mirror_sees_flows_that_began_before_it(bed, tmp_path):
 
     tb = bed
     h3, h16 = tb.host("h3"), tb.host("h16")  # h3 sits on e2, h16 in another pod
-    server = h3.popen(["iperf3", "-s", "-1", "-p", "5301"])
+    procs = [h3.popen(["iperf3", "-s", "-1", "-p", "5301"])]
     try:
         time.sleep(0.5)
         client = h16.popen(["iperf3", "-c", tb.ip("h3"), "-p", "5301", "-t", "5", "-b", "10M"])
+        procs.append(client)
         time.sleep(1.5)  # the flow is established and its datapath flows are cached
         edge = vantage.start(tb, "switch:e2", tmp_path)
         time.sleep(2.0)
         vantage.stop(edge)
         assert client.wait(15) == 0
     finally:
-        for p in (server,):
+        for p in procs:
             if p.poll() is None:
                 p.kill()
             p.wait()
