@@ -8,10 +8,13 @@ the testbed down with it, so the next starts fresh. At the start of the next tri
 every agent drops its finished roles and its VM, the source starts a fresh VM with the trial's
 seed (agent op ``vm_reset``), the controller's book and the VM-address route point at the
 source again and its migration and relay counters start over (``reset_trial``), the switches'
-port mirrors go and every host's ARP cache is flushed (as on a fresh network). Then it is
-checked: no migration active, no relay in the controller and no relay rule
-(``controllers.rules.RELAY_COOKIE_TAG``) on any switch, no role and no cover mux on any agent,
-the VM only at the source and running, no mirror, no trial process or capture left. Anything
+port mirrors go (and the datapath's cached flows that copied to them), and every host's ARP
+cache and TCP metrics cache are flushed (as on a fresh network: a host's kernel remembers each
+peer's congestion window and RTT from the connections of earlier trials, and starts new
+connections from them). Then it is checked: no migration active, no relay in the controller
+and no relay rule (``controllers.rules.RELAY_COOKIE_TAG``) on any switch, no role and no cover
+mux on any agent, the VM only at the source and running, no mirror, no cached TCP metrics, no
+trial process or capture left. Anything
 left is a ``ResetError`` naming it: the trial fails loudly rather than run on a dirty testbed.
 ``reset_problems`` is that check's pure part.
 """
@@ -59,12 +62,13 @@ def relay_rules(lines: list[str]) -> list[str]:
 
 def reset_problems(controller: dict[str, Any], active: list[dict[str, Any]],
                    agents: dict[str, dict[str, Any]], flows: dict[str, list[str]],
-                   mirrors: dict[str, str], leftovers: list[str], vm: str,
-                   source: str) -> list[str]:
+                   mirrors: dict[str, str], leftovers: list[str],
+                   tcp_metrics: dict[str, str], vm: str, source: str) -> list[str]:
     """What a reset testbed still holds of the last trial (empty: clean). ``controller``: its
     ``status`` reply; ``active``: ``migrations_active``; ``agents``: each tenant agent's
     ``status``; ``flows``: each switch's flow lines; ``mirrors``: each bridge's ``mirrors``
-    column as ``ovs-vsctl get`` prints it; ``leftovers``: trial processes still alive."""
+    column as ``ovs-vsctl get`` prints it; ``leftovers``: trial processes still alive;
+    ``tcp_metrics``: each host's ``ip tcp_metrics show``."""
     out = []
     if active:
         out.append(f"migrations still active: {[m.get('migration') for m in active]}")
@@ -93,6 +97,11 @@ def reset_problems(controller: dict[str, Any], active: list[dict[str, Any]],
                 out.append(f"agent {host}: the VM {vm} should run here, it has {v}")
         elif v is not None:
             out.append(f"agent {host}: still holds a VM ({v.get('name')})")
+    for host, shown in sorted(tcp_metrics.items()):
+        cached = [line for line in shown.splitlines() if line.strip()]
+        if cached:
+            out.append(f"host {host}: TCP metrics of {len(cached)} peer(s) cached: "
+                       f"{cached[0][:80]}")
     out += [f"trial process still running: {p}" for p in leftovers]
     return out
 
@@ -189,15 +198,16 @@ class SharedTestbed:
         for sw in switches:
             subprocess.run(["ovs-vsctl", "clear", "Bridge", sw, "mirrors"], check=True,
                            capture_output=True)
+        subprocess.run(["ovs-appctl", "revalidator/purge"], check=True, capture_output=True)
         for h in tb.description["hosts"]:
-            tb.host(h["name"]).cmd("ip neigh flush all")
+            tb.host(h["name"]).cmd("ip neigh flush all; ip tcp_metrics flush all")
         problems = reset_problems(*self.observe(), vm=spec.name, source=spec.host)
         if problems:
             raise ResetError("the reused testbed is not clean after the reset:\n  "
                              + "\n  ".join(problems))
 
     def observe(self) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]],
-                               dict[str, list[str]], dict[str, str], list[str]]:
+                               dict[str, list[str]], dict[str, str], list[str], dict[str, str]]:
         """What ``reset_problems`` checks, read from the running testbed."""
         tb = self.tb
         ctl = tb.mgmt({"op": ops.STATUS})
@@ -216,7 +226,9 @@ class SharedTestbed:
         left = [" ".join(map(str, p.args))[:100] for p in tb.procs[self.base:]
                 if p.poll() is None]
         left += captures_running(self.extra)
-        return ctl, active, agents, flows, mirrors, left
+        metrics = {h["name"]: tb.host(h["name"]).cmd("ip tcp_metrics show")
+                   for h in tb.description["hosts"]}
+        return ctl, active, agents, flows, mirrors, left, metrics
 
 
 def captures_running(folders: list[Path]) -> list[str]:

@@ -52,6 +52,8 @@ def test_two_trials_on_one_reused_testbed(open_run_dir) -> None:
         assert any(f"agent {dst1}: still holds a VM" in p for p in dirty), dirty
         assert any(f"agent {sc.vm.host}: the VM" in p for p in dirty), dirty
         assert not any("trial process" in p or "relay rule" in p for p in dirty), dirty
+        # the source's kernel remembers the destination from the migration's connection
+        assert any(f"host {sc.vm.host}: TCP metrics" in p for p in dirty), dirty
         assert tb.cover is None
 
         gt2 = run_trial(sc, "cover", 1, 1, tmp_path, timings=took2, shared=shared)

@@ -28,7 +28,7 @@ def clean() -> dict:
             "agents": {"h1": {"roles": {}, "cover": None, "vm": vm},
                        "h2": {"roles": {}, "cover": None, "vm": None}},
             "flows": {"l1": [BASE, VMRULE], "s1": [BASE]}, "mirrors": {"l1": "[]", "s1": "[]"},
-            "leftovers": []}
+            "leftovers": [], "tcp_metrics": {"h1": "", "h2": "\n"}}
 
 
 def problems(obs: dict) -> list[str]:
@@ -56,6 +56,9 @@ def test_a_clean_testbed_has_no_problems():
     (lambda o: o["agents"]["h1"]["vm"].update(paused=True), "should run here"),
     (lambda o: o["leftovers"].append("python -m hosts.workload client"),
      "trial process still running"),
+    (lambda o: o["tcp_metrics"].update(
+        h2="10.0.0.1 age 3.2sec cwnd 10 rtt 1200us rttvar 600us source 10.0.0.2\n"),
+     "host h2: TCP metrics of 1 peer(s) cached"),
 ])
 def test_each_left_piece_is_named(edit, says):
     obs = copy.deepcopy(clean())
