@@ -12,6 +12,7 @@ A little over 400 lines: the schema and its checks are one contract and are read
     [vm]        host = "h1"  mib = 16  dirty_pages_per_s = 200  kind = "model"  (or "qemu")
     [stealth]   n = 3  k = 2  hide_destination = true  policy = "profile"  rate_budget_mbit = 40
     [cover]     rate_x_normal = 1.0 (or rate_mbit = 20)  record_min = 1024  record_max = 16384
+                copies = true
     [background] cdf = "websearch"  flows_per_s = 2.0  cap_bytes = 2000000  bulk_per_min = 1
                  settle_s = 10  warmup_s = 15  start_jitter_s = 10  cooldown_s = 10
     [attackers] vantage = ["switch:e1", "switch:c1", "global"]  window_s = 1.0
@@ -117,6 +118,7 @@ class CoverSpec:
     record_max: int = 16384
     flow_cdf: str = "websearch"  # bytes per cover connection, like tenant flows
     flow_cap_bytes: int = 1_000_000
+    copies: bool = True  # tail copies in padding room (hosts.cover: fills no record of its own)
 
 
 @dataclass
@@ -202,7 +204,7 @@ class Scenario:
         return CoverSettings(rate_bytes_per_s=self.cover_rate_bytes_per_s(),
                              record_min=c.record_min, record_max=c.record_max,
                              flow_cdf=c.flow_cdf, flow_cap_bytes=c.flow_cap_bytes,
-                             port=COVER_PORT, seed=seed)
+                             copies=c.copies, port=COVER_PORT, seed=seed)
 
     def build_topology(self) -> Any:
         from topologies import registry

@@ -24,6 +24,12 @@ stream: peers then send nothing via us), and while our queue of fragments to for
 deeper than ``FWD_HIGH_S`` of slots we mark Z (several senders share that one link: peers then
 send nothing for Z via us). A mark holds for a few slot intervals; marks only replace padding.
 
+A stream's tail (its role's bytes all sent, little unacknowledged) waits for forwarders' slots to
+its destination, which come at random: room left in a slot then carries a second copy of data
+waiting at a forwarder (direct to the destination, or via another forwarder once it has waited a
+mean slot interval), once per byte; the receiver keeps whichever copy arrives first
+(``CoverSettings.copies``). Copies too only replace padding.
+
 Each stream direction is reliable end to end: the receiver reassembles by offset and returns
 cumulative ACKs; the sender keeps unacknowledged bytes (bounded: it stops reading its socketpair
 when full) and retransmits after an adaptive RTO, or sooner once data sent after a fragment is
@@ -176,6 +182,7 @@ class _Interval:
     t: float
     retx: int = 0
     via: str | None = None  # the forwarder it went by (None: direct, or retransmitted)
+    copied: bool = False  # a tail copy of it went too (``CoverMux._copy``)
 
 
 @dataclass
@@ -309,6 +316,11 @@ class CoverMux:
         # unsent bytes a stream holds: a few slots' worth, so a role with several streams (the
         # source's hops) hands each chunk to the stream that moves first, not to a deep queue
         self.read_ahead = int(max(64 << 10, READ_AHEAD_S * self.settings.rate_bytes_per_s))
+        # a stream's tail: at most this much unacknowledged once the role's bytes are all sent
+        self.copy_below = 2 * self.via_window
+        # a copy via another forwarder only of data that has waited at its first one this long
+        # (the mean time between two slots to one peer): the slow draws, not every fragment
+        self.copy_after = pair_interval
         self._own_share = 0.0  # our own stream data's share of our record bytes (smoothed)
         self._share_t = 0.0
         # per peer, the BUSY marks of its last record (itself, or peers it forwards to) and when
@@ -318,6 +330,7 @@ class CoverMux:
         self._late_max = 0.0
         self._slots = 0
         self._retransmits = 0
+        self._copies = 0  # bytes of tail copies sent
         self._next_sid = random.SystemRandom().getrandbits(32)
         self._sys = random.SystemRandom()
         self._order = random.Random(self._sys.getrandbits(64))  # which stream goes first
@@ -594,6 +607,38 @@ class CoverMux:
             return self._frag(FIN, s, s.end, b"")
         return None
 
+    def _copy(self, s: _Stream, room: int, now: float, peer: str) -> bytes | None:
+        """A second copy of ``s``'s data that went via a forwarder and is not acknowledged yet,
+        in ``room`` that would be padding: direct if ``peer`` is the stream's, else via ``peer``
+        (only of data older than ``copy_after``). Only in a stream's tail (every byte its role
+        gave is sent, at most ``copy_below`` unacknowledged) and once per byte; the receiver
+        keeps whichever arrives first. When a forwarder's slot to the destination comes is
+        chance (a Poisson schedule) and a chunk waits for its last fragment, so a second chance
+        cuts the wait at the end of a transfer (the stop-and-copy's); the record was going
+        anyway, with padding where the copy is."""
+        if room <= HDR or s.nxt < s.end or s.nxt - s.una > self.copy_below:
+            return None
+        direct = s.peer == peer
+        for iv in s.flight:
+            if iv.copied or iv.via is None or iv.via == peer or iv.start >= s.end:
+                continue
+            if not direct and now - iv.t < self.copy_after:
+                continue
+            k = min(room - HDR, iv.stop - iv.start)
+            if not direct:
+                k = min(k, self.via_window - self._via_bytes[peer])
+                if k <= 0:
+                    return None
+            if k < iv.stop - iv.start:  # the rest keeps its forwarder (and its via bytes)
+                s.flight.insert(s.flight.index(iv) + 1, _Interval(iv.start + k, iv.stop, iv.t,
+                                                                  iv.retx, iv.via))
+                iv.stop = iv.start + k
+            iv.copied = True
+            self._copies += k
+            lo = iv.start - s.una
+            return self._frag(DATA, s, iv.start, memoryview(s.buf)[lo : lo + k])
+        return None
+
     def _build(self, peer: str, frame_len: int) -> tuple[bytes, int, int, int]:
         """The plaintext of one record to ``peer``: fragments then padding, exactly
         ``frame_len`` bytes. Returns (frame, own data bytes, forwarded bytes, padding bytes)."""
@@ -663,6 +708,14 @@ class CoverMux:
             self._share_t = now
             a = min(1.0, dt / BUSY_TAU_S)
             self._own_share += a * (data / frame_len - self._own_share)
+            if self.settings.copies:  # in what is left, which would be padding (not "busy")
+                for s in streams:
+                    if s.peer != peer and (not spray or peer in busy or s.peer in busy):
+                        continue
+                    while (f := self._copy(s, room, now, peer)) is not None:
+                        parts.append(f)
+                        room -= len(f)
+                        data += len(f) - HDR
         if room:
             parts.append(bytes(room))  # a PAD type byte, then zeros: encrypted, never seen
         return b"".join(parts), data, fwd, room
@@ -1001,7 +1054,7 @@ class CoverMux:
     def stats(self) -> dict[str, Any]:
         """Per peer and in total: records and bytes sent and received, relay data carried,
         bytes forwarded, padding, skipped slots, connections; plus slots fired, late slots,
-        retransmits, malformed fragments and live streams."""
+        retransmits, tail copies (bytes), malformed fragments and live streams."""
         with self._lock:
             peers = {ip: dict(v) for ip, v in self._stats.items()}
             for s in self._streams.values():
@@ -1016,7 +1069,8 @@ class CoverMux:
                  "flight": x.nxt - x.una, "queued": x.end - x.nxt, "rcv_buf": x.rcv_nxt - x.written,
                  "ooo": len(x.ooo)} for x in self._streams.values()]
             total.update(slots=self._slots, late_max_s=self._late_max,
-                         retransmits=self._retransmits, live_streams=len(self._streams))
+                         retransmits=self._retransmits, copied_bytes=self._copies,
+                         live_streams=len(self._streams))
             return {"host": self.cfg.host, "ip": self.ip, "peers": peers, "total": total,
                     "public": public_hex(self.static)}
 
@@ -1056,10 +1110,10 @@ def _loopback_muxes(peers: int, net: str, **settings: Any) -> tuple[list[str], l
 
 
 def bench(peers: int = 4, rate: float = 2e6, mib: float = 4.0, spray: bool = True,
-          net: str = "127.0.77") -> dict[str, float]:
+          copies: bool = True, net: str = "127.0.77") -> dict[str, float]:
     """Goodput of one stream between two of ``peers`` loopback muxes (``net``.1..n) against the
     cover rate: ``python -m hosts.cover --peers 4 --rate 2e6 --mib 4``. Not a test."""
-    ips, muxes = _loopback_muxes(peers, net, rate_bytes_per_s=rate, spray=spray)
+    ips, muxes = _loopback_muxes(peers, net, rate_bytes_per_s=rate, spray=spray, copies=copies)
     size = int(mib * (1 << 20))
     done = threading.Event()
     got = [0]
@@ -1086,12 +1140,13 @@ def bench(peers: int = 4, rate: float = 2e6, mib: float = 4.0, spray: bool = Tru
             m.stop()
     return {"peers": peers, "rate_bytes_per_s": rate, "bytes": got[0], "seconds": dt,
             "goodput_bytes_per_s": got[0] / dt, "of_rate": got[0] / dt / rate,
-            "retransmits": tot["retransmits"], "late": tot["late"], "skipped": tot["skipped"]}
+            "retransmits": tot["retransmits"], "copied_bytes": tot["copied_bytes"],
+            "late": tot["late"], "skipped": tot["skipped"]}
 
 
 def latency(peers: int = 16, rate: float = 425e3, record_min: int = 1024,
             record_max: int = 16384, size: int = 16 << 10, probes: int = 40,
-            net: str = "127.0.78") -> dict[str, Any]:
+            copies: bool = True, net: str = "127.0.78") -> dict[str, Any]:
     """Round trips over one cover hop: mux 0 writes a message to a stream to mux 1, which
     answers 1 byte once it has all of it; the time to that answer, for a 1-byte message and for
     one of ``size`` bytes (median and 90th percentile of ``probes`` each). The defaults are the
@@ -1099,7 +1154,7 @@ def latency(peers: int = 16, rate: float = 425e3, record_min: int = 1024,
     times, and its acknowledgement twice more, before the source may pause.
     ``python -m hosts.cover --latency``. Not a test."""
     ips, muxes = _loopback_muxes(peers, net, rate_bytes_per_s=rate, record_min=record_min,
-                                 record_max=record_max)
+                                 record_max=record_max, copies=copies)
     want = [1]  # the length of the message in flight: the prober sends one at a time
 
     def echo(sock: socket.socket, _who: tuple[str, int]) -> None:
@@ -1137,7 +1192,8 @@ def latency(peers: int = 16, rate: float = 425e3, record_min: int = 1024,
         return {"p50": statistics.median(v), "p90": deciles[8]}
 
     return {"peers": peers, "rate_bytes_per_s": rate, "records": [record_min, record_max],
-            "size": size, "probes": probes, "round_trip_1_byte_s": p50_p90(trips[1]),
+            "size": size, "probes": probes, "copies": copies,
+            "round_trip_1_byte_s": p50_p90(trips[1]),
             "round_trip_message_s": p50_p90(trips[size]),
             "slots_per_peer_per_s": rate / ((record_min + record_max) / 2) / (peers - 1)}
 
@@ -1154,11 +1210,13 @@ if __name__ == "__main__":
     ap.add_argument("--rate", type=float, help="bytes/s per mux (goodput 2e6, latency 425e3)")
     ap.add_argument("--mib", type=float, default=4.0, help="goodput: the stream's size")
     ap.add_argument("--no-spray", action="store_true", help="goodput: direct slots only")
+    ap.add_argument("--no-copies", action="store_true", help="no tail copies in padding room")
     ap.add_argument("--records", default="1024,16384", help="latency: record_min,record_max")
     a = ap.parse_args()
     given = {k: v for k, v in (("peers", a.peers), ("rate", a.rate)) if v is not None}
     if a.latency:
         lo, hi = (int(x) for x in a.records.split(","))
-        print(json.dumps(latency(record_min=lo, record_max=hi, **given)))
+        print(json.dumps(latency(record_min=lo, record_max=hi, copies=not a.no_copies, **given)))
     else:
-        print(json.dumps(bench(mib=a.mib, spray=not a.no_spray, **given)))
+        print(json.dumps(bench(mib=a.mib, spray=not a.no_spray, copies=not a.no_copies,
+                               **given)))

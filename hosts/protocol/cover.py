@@ -33,6 +33,7 @@ class CoverSettings:
     port: int = COVER_PORT
     seed: int = 0
     spray: bool = True  # streams also go two hops via other peers (throughput ~ the whole rate)
+    copies: bool = True  # a stream's tail waiting at a forwarder goes again in padding room
     stream_timeout_s: float = 20.0  # a stream whose peer acknowledges nothing this long closes
 
     def __post_init__(self) -> None:

@@ -246,6 +246,25 @@ def test_stream_both_ways_bit_identical_with_spraying_and_goodput() -> None:
           f"{stats[0]['retransmits'] + stats[1]['retransmits']})")
 
 
+@pytest.mark.parametrize("copies", [True, False])
+def test_tail_copies_fill_padding_once_per_byte_and_the_stream_arrives_intact(copies) -> None:
+    """Short transfers end in a tail waiting at forwarders: with ``copies`` some of it goes a
+    second time (in room that was padding), never more than once per byte that went via a
+    forwarder; without, never. Either way the bytes arrive intact."""
+    with Mesh(6, rate_bytes_per_s=1e6, spray=True, copies=copies) as mesh:
+        time.sleep(0.3)
+        for b in range(1, 5):
+            data, back, _, got = transfer(mesh, 96 << 10, b=b)
+            assert got["data"] == data and back == data[::-1]
+        stats = [m.stats()["total"] for m in mesh.muxes]
+    copied = sum(s["copied_bytes"] for s in stats)
+    forwarded = sum(s["forwarded_bytes"] for s in stats)  # first copies and second ones
+    if copies:
+        assert 0 < copied <= forwarded, (copied, forwarded)
+    else:
+        assert copied == 0
+
+
 def test_direct_only_stream_without_spraying() -> None:
     with Mesh(3, rate_bytes_per_s=2e6, spray=False) as mesh:
         data, back, dt, got = transfer(mesh, 1 << 20)
