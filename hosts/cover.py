@@ -53,7 +53,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -555,7 +555,7 @@ class CoverMux:
             s.syn_t = now
             return self._frag(DATA, s, 0, b"")
         reo = max(self._rto_min / 4, 0.25 * (s.srtt or 0.0))  # reordering the paths may cause
-        for iv in s.flight:
+        for i, iv in enumerate(s.flight):
             overdue = now - iv.t - s.rto
             if (iv.retx == 0 and s.srtt is not None and s.rack > iv.t + reo
                     and now - iv.t > s.srtt + reo):
@@ -566,22 +566,16 @@ class CoverMux:
                 iv.t, iv.retx = now, iv.retx + 1
                 self._retransmits += 1
                 return self._frag(FIN, s, s.end, b"")
-            k = min(room - HDR, iv.stop - iv.start)
-            if not direct:
-                k = min(k, self.via_window - self._via_bytes[peer])
-                if k <= 0:
-                    continue
-            if k < iv.stop - iv.start:
-                s.flight.insert(s.flight.index(iv) + 1, _Interval(iv.start + k, iv.stop, iv.t,
-                                                                  iv.retx, iv.via))
-                iv.stop = iv.start + k
+            frag = self._again(s, i, room, peer, direct)
+            if frag is None:
+                continue
+            k = iv.stop - iv.start
             self._unvia(iv, k)
             iv.via = None if direct else peer
             self._unvia(iv, -k)
             iv.t, iv.retx = now, iv.retx + 1
             self._retransmits += 1
-            lo = iv.start - s.una
-            return self._frag(DATA, s, iv.start, memoryview(s.buf)[lo : lo + k])
+            return frag
         limit = min(s.end, s.una + SEND_BUFFER)
         if s.nxt < limit:
             if s.nxt == s.una:
@@ -607,6 +601,22 @@ class CoverMux:
             return self._frag(FIN, s, s.end, b"")
         return None
 
+    def _again(self, s: _Stream, i: int, room: int, peer: str, direct: bool) -> bytes | None:
+        """A DATA fragment re-sending the start of ``s.flight[i]`` that fits in ``room`` (and,
+        unless ``direct``, in ``peer``'s via window; None if nothing does). What does not fit is
+        split off as an interval of its own, keeping the forwarder, send time and flags."""
+        iv = s.flight[i]
+        k = min(room - HDR, iv.stop - iv.start)
+        if not direct:
+            k = min(k, self.via_window - self._via_bytes[peer])
+            if k <= 0:
+                return None
+        if k < iv.stop - iv.start:  # the rest keeps its forwarder (and its via bytes)
+            s.flight.insert(i + 1, replace(iv, start=iv.start + k))
+            iv.stop = iv.start + k
+        lo = iv.start - s.una
+        return self._frag(DATA, s, iv.start, memoryview(s.buf)[lo : lo + k])
+
     def _copy(self, s: _Stream, room: int, now: float, peer: str) -> bytes | None:
         """A second copy of ``s``'s data that went via a forwarder and is not acknowledged yet,
         in ``room`` that would be padding: direct if ``peer`` is the stream's, else via ``peer``
@@ -619,24 +629,17 @@ class CoverMux:
         if room <= HDR or s.nxt < s.end or s.nxt - s.una > self.copy_below:
             return None
         direct = s.peer == peer
-        for iv in s.flight:
+        for i, iv in enumerate(s.flight):
             if iv.copied or iv.via is None or iv.via == peer or iv.start >= s.end:
                 continue
             if not direct and now - iv.t < self.copy_after:
                 continue
-            k = min(room - HDR, iv.stop - iv.start)
-            if not direct:
-                k = min(k, self.via_window - self._via_bytes[peer])
-                if k <= 0:
-                    return None
-            if k < iv.stop - iv.start:  # the rest keeps its forwarder (and its via bytes)
-                s.flight.insert(s.flight.index(iv) + 1, _Interval(iv.start + k, iv.stop, iv.t,
-                                                                  iv.retx, iv.via))
-                iv.stop = iv.start + k
+            frag = self._again(s, i, room, peer, direct)
+            if frag is None:
+                return None
             iv.copied = True
-            self._copies += k
-            lo = iv.start - s.una
-            return self._frag(DATA, s, iv.start, memoryview(s.buf)[lo : lo + k])
+            self._copies += iv.stop - iv.start
+            return frag
         return None
 
     def _build(self, peer: str, frame_len: int) -> tuple[bytes, int, int, int]:
