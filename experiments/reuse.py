@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from experiments import vantage
 from experiments.fleet import tenants
 from experiments.scenario import Scenario
 from experiments.trial import bring_up, quiet, vm_spec
@@ -194,11 +195,7 @@ class SharedTestbed:
                           timeout=30.0)
             tb.agent_call(name, {"op": ops.RESET_PEAK})
         tb.mgmt({"op": ops.RESET_TRIAL, "vm": spec.name, "host": spec.host})
-        switches = sorted(tb.description["switches"])
-        for sw in switches:
-            subprocess.run(["ovs-vsctl", "clear", "Bridge", sw, "mirrors"], check=True,
-                           capture_output=True)
-        subprocess.run(["ovs-appctl", "revalidator/purge"], check=True, capture_output=True)
+        vantage.clear_mirrors(sorted(tb.description["switches"]))
         for h in tb.description["hosts"]:
             tb.host(h["name"]).cmd("ip neigh flush all; ip tcp_metrics flush all")
         problems = reset_problems(*self.observe(), vm=spec.name, source=spec.host)

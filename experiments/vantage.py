@@ -69,6 +69,21 @@ def mirror_to(switch: str, out_intf: str) -> None:
          "--", "--id=@m", "create", "Mirror", f"name=smtd-{switch}", "select-all=true",
          "output-port=@out", "--", "add", "Bridge", switch, "mirrors", "@m"],
         check=True, capture_output=True, text=True)
+    _purge_datapath()
+
+
+def clear_mirrors(switches: list[str]) -> None:
+    """Remove every port mirror of ``switches``; the datapath's cached flows that copied to them
+    are purged too (else they go on copying until something revalidates them)."""
+    for sw in switches:
+        subprocess.run(["ovs-vsctl", "clear", "Bridge", sw, "mirrors"], check=True,
+                       capture_output=True)
+    _purge_datapath()
+
+
+def _purge_datapath() -> None:
+    """Drop the userspace datapath's cached flows: the next packets are translated afresh, with
+    the mirrors as they are now."""
     subprocess.run(["ovs-appctl", "revalidator/purge"], check=True, capture_output=True,
                    text=True)
 
