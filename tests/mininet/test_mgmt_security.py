@@ -31,7 +31,7 @@ def bed():
     from topologies.leafspine import LeafSpineTopo
 
     with Testbed(LeafSpineTopo(2, 2, 3, attackers="l1"), seed=13) as tb:
-        start_agents(tb, VMSpec("h1", mib=4, dirty_pages_per_s=50))
+        start_agents(tb, VMSpec("h1", mib=2, dirty_pages_per_s=5))
         start_workload(tb, seed=13, flows_per_s=1.0, cap_bytes=200_000, bulk_per_min=0.0)
         yield tb
         text = (tb.run_dir / "controller.log").read_text()
