@@ -20,7 +20,16 @@ def _need_root(what: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    from experiments.testbed import Terminated
+
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except Terminated:  # `run` and `demo` say so themselves, with their partial results
+        print("terminated (SIGTERM): testbed torn down", file=sys.stderr)
+        return 143
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stealth-mtd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)

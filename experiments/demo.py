@@ -30,7 +30,7 @@ from rich.table import Table
 
 from experiments.runner import record_trial, run_trial
 from experiments.scenario import Scenario, ScenarioError, load
-from experiments.testbed import UNPRIVILEGED, require_enterable
+from experiments.testbed import UNPRIVILEGED, Terminated, require_enterable
 from experiments.trial import Hooks, arms_meta
 from hosts.protocol.mgmt import MgmtError
 
@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: everything torn down")
         return 130
+    except Terminated:
+        console.print("[yellow]terminated[/] (SIGTERM): everything torn down")
+        return 143
     from experiments import analysis, report, tables
 
     with console.status("attackers analysing the captures"):

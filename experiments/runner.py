@@ -49,6 +49,7 @@ from experiments.monitor_eval import (
 )
 from experiments.scenario import Scenario, ScenarioError, expand, load
 from experiments.shard import Job, Shard, ShardError
+from experiments.testbed import Terminated
 from experiments.trial import Hooks, Trial, arms_meta, trial_seed, warmup_s, write_ground_truth
 from hosts.protocol.mgmt import MgmtError
 
@@ -341,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: network torn down; partial results in {out}")
         return 130
+    except Terminated:
+        console.print(f"[yellow]terminated[/] (SIGTERM): testbed torn down; partial results in "
+                      f"{out}")
+        return 143
     report_timings(out, rows, time.monotonic() - started)
     if part is not None:
         console.print(f"shard folder: [bold]{out}[/] (ground_truth.json, pcaps/, logs/, "

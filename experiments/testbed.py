@@ -151,12 +151,13 @@ def acquire_lock(timeout: float = 1800.0) -> int:
             time.sleep(0.5)
 
 
-class _Terminated(Exception):
-    pass
+class Terminated(Exception):
+    """SIGTERM arrived while a testbed was up: raised in the main thread so that every ``with``
+    block unwinds and tears its network down; the runner and the demo report it in one line."""
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated()
+    raise Terminated()
 
 
 class Testbed:
