@@ -39,7 +39,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -349,12 +349,15 @@ def page_records(vm: VM, indices: np.ndarray) -> Iterator[bytes]:
 def precopy_records(
     vm: VM,
     max_rounds: int = 8,
-    min_dirty_pages: int = 64,
+    min_dirty_pages: int | Callable[[], int] = 64,
     stats: dict[str, Any] | None = None,
 ) -> Iterator[bytes]:
     """Pre-copy rounds, then stop-and-copy; the VM is paused when the generator ends.
 
-    ``stats`` is filled with ``rounds``, ``pages_per_round`` and ``paused_at`` (time.time()).
+    The VM pauses once a round leaves at most ``min_dirty_pages`` dirty (a callable is asked
+    after every round: the source's transport may set it from what it measured), or after
+    ``max_rounds``. ``stats`` is filled with ``rounds``, ``pages_per_round`` and ``paused_at``
+    (time.time()).
     """
     st = stats if stats is not None else {}
     st["pages_per_round"] = []
@@ -367,7 +370,8 @@ def precopy_records(
         yield _REC.pack(b"R", rnd)  # end of a round: the destination hashes what it has
         rnd += 1
         todo = vm.take_dirty()
-        if len(todo) <= min_dirty_pages or rnd >= max_rounds:
+        few = min_dirty_pages() if callable(min_dirty_pages) else min_dirty_pages
+        if len(todo) <= few or rnd >= max_rounds:
             break
     vm.refresh_hashes()  # hash what is unchanged while the VM still runs
     vm.pause()

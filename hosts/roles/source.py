@@ -47,6 +47,11 @@ from hosts.wire import (
 
 TAG = 16  # AES-GCM tag of a hop record
 FINAL_CHUNK = 16 << 10  # over cover: the stop-and-copy's chunk plaintext at most
+# over cover, unless the plan sets min_dirty_pages: the VM pauses once the dirty set is what the
+# relay moved in PAUSE_BUDGET_S during the first round (its measured goodput), within
+# [MIN_PAUSE_PAGES, the default 64]; the downtime is mostly the last pages' wait for slots
+PAUSE_BUDGET_S = 0.25
+MIN_PAUSE_PAGES = 4
 # record length of a CHUNK = plaintext + frame header + chunk header + chunk tag + hop tag
 CHUNK_RECORD_OVERHEAD = HEADER.size + CHUNK_HEAD.size + TAG + TAG
 
@@ -152,12 +157,22 @@ class Source(Role):
         and-copy, and the wait for the pipeline to empty overlaps the rounds, never adds a round
         of dirty pages of its own."""
         pc = self.view.precopy
-        few = int(pc.get("min_dirty_pages", 64))
         max_rounds = int(pc.get("max_rounds", 8))
         buf = bytearray()
         size = sizes()
         paused = False
         qemu = qemu_link.is_qemu(self.vm)  # a real guest: QEMU's own stream, not the model's
+        fixed = "min_dirty_pages" in pc or drain is None or qemu
+
+        def few() -> int:
+            """Dirty pages small enough to pause with (``PAUSE_BUDGET_S``)."""
+            most = int(pc.get("min_dirty_pages", 64))
+            ends = self.stats.get("round_end_s")
+            if fixed or not ends or ends[0] <= 0:
+                return most
+            per_s = self.precopy["pages_per_round"][0] / ends[0]
+            return max(MIN_PAUSE_PAGES, min(most, int(per_s * PAUSE_BUDGET_S)))
+
         records = qemu_link.source_records(self.vm, self.precopy, self.stats, pc) if qemu else \
             precopy_records(self.vm, max_rounds=max_rounds,
                             min_dirty_pages=few, stats=self.precopy)
@@ -179,7 +194,7 @@ class Source(Role):
                         yield bytes(buf), False
                         buf.clear()
                     last = len(self.precopy["pages_per_round"]) >= max_rounds
-                    drain(None if last else few)
+                    drain(None if last else few())
         if buf:
             yield bytes(buf), False
         self.log(

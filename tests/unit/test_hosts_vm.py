@@ -55,6 +55,28 @@ def test_precopy_reproduces_the_image(tmp_path) -> None:
         dst.stop()
 
 
+def test_a_callable_pause_threshold_is_asked_after_every_round(tmp_path) -> None:
+    """The source over cover sets the threshold from what it measured: asked anew each round."""
+    src = VM("vm1", str(tmp_path / "a.mem"), 1, ip="127.0.0.24", port=7102,
+             dirty_pages_per_s=5000, seed=4)
+    asked: list[int] = []
+
+    def few() -> int:
+        asked.append(len(asked))
+        return -1 if len(asked) == 1 else src.pages  # go on after round 1, pause after round 2
+
+    src.start()
+    try:
+        stats: dict = {}
+        for _ in precopy_records(src, max_rounds=8, min_dirty_pages=few, stats=stats):
+            time.sleep(0.001)  # let the workload dirty pages between records
+        assert src.paused
+        assert asked == [0, 1]
+        assert stats["rounds"] == 3  # two pre-copy rounds, then the stop-and-copy
+    finally:
+        src.stop()
+
+
 def test_pause_stalls_the_guest(tmp_path) -> None:
     vm = VM("v", str(tmp_path / "v.mem"), 1, ip="127.0.0.23", port=7101, dirty_pages_per_s=1000)
     vm.start()
