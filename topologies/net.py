@@ -145,7 +145,7 @@ def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float
                   attacker_private_dirs: list[str] | None = None) -> Mininet:
     """Build and start ``topo`` with switch ports ``ports`` (None: the topo's ``switch_ports``
     or the default), attacker hosts hidden from ``attacker_private_dirs``; returns the running
-    network (caller must ``net.stop()``)."""
+    network (caller must ``stop_network(net)``)."""
     strip_unsupported_link_opts(topo)
     if attacker_private_dirs:
         hide_from_attackers(topo, attacker_private_dirs)
@@ -168,6 +168,17 @@ def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float
             raise RuntimeError("switches did not connect to the controller within "
                                f"{wait_connected:.0f} s: is it running on port {controller_port}?")
     except BaseException:
-        net.stop()
+        stop_network(net)
         raise
     return net
+
+
+def stop_network(net: Mininet) -> None:
+    """``net.stop()``, then the controller nodes' shells: Mininet's ``RemoteController.stop()``
+    does nothing, so without this every network leaves a ``bash -is mininet:c0`` behind until
+    the process that built it exits (one per trial of a long sweep)."""
+    try:
+        net.stop()
+    finally:
+        for c in net.controllers:
+            c.terminate()
