@@ -1,11 +1,13 @@
 """``stealth-mtd run`` stopped by SIGTERM (a CI job's timeout, ``kill``, a batch scheduler): it says
-so in one line instead of a traceback, exits 143, and leaves no bridge, process or lock behind.
+so in one line instead of a traceback, exits 143, and leaves no bridge, process or lock behind;
+and a testbed that stops leaves no shell of its own behind in the process that ran it.
 
 Its own module: the run is a child process that takes the testbed lock itself.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -43,6 +45,7 @@ def test_sigterm_tears_the_testbed_down_and_says_so(open_run_dir, tmp_path):
     scenario = tmp_path / "sigterm.toml"
     scenario.write_text(SCENARIO)
     before = _bridges()
+    already = set(project_processes(include_runs=True))  # earlier tests' (not this run's)
     out = open_run_dir
     run = subprocess.Popen([sys.executable, "-m", "experiments.cli", "run", str(scenario),
                             "--out", str(out)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
@@ -64,4 +67,23 @@ def test_sigterm_tears_the_testbed_down_and_says_so(open_run_dir, tmp_path):
     assert "terminated" in said and "torn down" in said, said
     assert "Traceback" not in said, said
     assert _bridges() == before
-    assert project_processes(include_runs=True) == []
+    assert set(project_processes(include_runs=True)) - already == set()
+
+
+def _shells() -> set[int]:
+    """This process's children that are Mininet node shells."""
+    me = str(os.getpid())
+    out = subprocess.run(["pgrep", "-P", me, "-f", "mininet:"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_a_stopped_testbed_leaves_no_node_shell():
+    """Mininet's RemoteController.stop() does nothing: the controller node's shell stayed, one
+    per testbed, until the process exited (topologies.net.stop_network)."""
+    from experiments.testbed import Testbed
+    from topologies.leafspine import LeafSpineTopo
+
+    before = _shells()
+    with Testbed(LeafSpineTopo(2, 1, 2), seed=1):
+        assert _shells() - before, "no node shell while the testbed is up"
+    assert _shells() - before == set()
