@@ -115,7 +115,11 @@ def start(tb: Any, spec: str | Vantage, out_dir: Path, tag: str = "") -> Vantage
         v.attacker_host = attacker
         cmd[1:1] = ["-i", host.intf().name]
         v.proc = host.popen(cmd + [BPF], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_started(v)
+    try:
+        _wait_started(v)
+    except BaseException:  # also Ctrl-C or SIGTERM: the caller never gets v to stop it
+        stop(v)
+        raise
     return v
 
 
