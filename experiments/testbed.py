@@ -284,10 +284,8 @@ class Testbed:
             terminate(p)
         self.procs.clear()
         if self.net is not None:
-            from topologies.net import stop_network
-
             try:
-                stop_network(self.net)
+                self.net.stop()
             except Exception as exc:  # keep tearing down
                 log.warning("net.stop failed: %s (run `sudo stealth-mtd clean`)", exc)
             self.net = None

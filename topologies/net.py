@@ -24,7 +24,7 @@ import subprocess
 
 from mininet.link import TCLink
 from mininet.net import Mininet
-from mininet.node import OVSSwitch, RemoteController
+from mininet.node import Node, OVSSwitch, RemoteController
 from mininet.topo import Topo
 
 from topologies.ovs import datapath_type, pmd_settings, port_options, resolve_ports
@@ -140,12 +140,22 @@ def hide_from_attackers(topo: Topo, dirs: list[str]) -> list[str]:
     return attackers
 
 
+class TestbedController(RemoteController):
+    """The controller node: the os-ken process runs outside Mininet. Mininet's
+    ``RemoteController.stop()`` does nothing, so ``net.stop()`` left this node's shell (a
+    ``bash -is mininet:c0``) running until the process that built the network exited, one per
+    trial of a sweep; here stopping it ends the shell, as for any other node."""
+
+    def stop(self, deleteIntfs: bool = False) -> None:  # noqa: N803 (Mininet's name)
+        Node.stop(self, deleteIntfs)
+
+
 def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float = 30.0,
                   ports: str | None = None,
                   attacker_private_dirs: list[str] | None = None) -> Mininet:
     """Build and start ``topo`` with switch ports ``ports`` (None: the topo's ``switch_ports``
     or the default), attacker hosts hidden from ``attacker_private_dirs``; returns the running
-    network (caller must ``stop_network(net)``)."""
+    network (caller must ``net.stop()``)."""
     strip_unsupported_link_opts(topo)
     if attacker_private_dirs:
         hide_from_attackers(topo, attacker_private_dirs)
@@ -154,7 +164,7 @@ def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float
     prepare_ports(kind)
     net = Mininet(topo=topo, switch=switch_class(dp, kind), link=TCLink, controller=None,
                   autoSetMacs=False, autoStaticArp=False, build=False, waitConnected=False)
-    net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=controller_port)
+    net.addController("c0", controller=TestbedController, ip="127.0.0.1", port=controller_port)
     try:
         net.build()
         net.start()
@@ -168,17 +178,6 @@ def start_network(topo: Topo, controller_port: int = 6653, wait_connected: float
             raise RuntimeError("switches did not connect to the controller within "
                                f"{wait_connected:.0f} s: is it running on port {controller_port}?")
     except BaseException:
-        stop_network(net)
+        net.stop()
         raise
     return net
-
-
-def stop_network(net: Mininet) -> None:
-    """``net.stop()``, then the controller nodes' shells: Mininet's ``RemoteController.stop()``
-    does nothing, so without this every network leaves a ``bash -is mininet:c0`` behind until
-    the process that built it exits (one per trial of a long sweep)."""
-    try:
-        net.stop()
-    finally:
-        for c in net.controllers:
-            c.terminate()

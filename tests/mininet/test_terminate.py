@@ -79,7 +79,7 @@ def _shells() -> set[int]:
 
 def test_a_stopped_testbed_leaves_no_node_shell():
     """Mininet's RemoteController.stop() does nothing: the controller node's shell stayed, one
-    per testbed, until the process exited (topologies.net.stop_network)."""
+    per testbed, until the process exited (topologies.net.TestbedController)."""
     from experiments.testbed import Testbed
     from topologies.leafspine import LeafSpineTopo
 
