@@ -162,11 +162,11 @@ class Source(Role):
         size = sizes()
         paused = False
         qemu = qemu_link.is_qemu(self.vm)  # a real guest: QEMU's own stream, not the model's
-        fixed = "min_dirty_pages" in pc or drain is None or qemu
+        most = int(pc.get("min_dirty_pages", 64))
+        fixed = "min_dirty_pages" in pc or drain is None  # the plan's, or not over cover
 
         def few() -> int:
             """Dirty pages small enough to pause with (``PAUSE_BUDGET_S``)."""
-            most = int(pc.get("min_dirty_pages", 64))
             ends = self.stats.get("round_end_s")
             if fixed or not ends or ends[0] <= 0:
                 return most
