@@ -25,10 +25,11 @@ deeper than ``FWD_HIGH_S`` of slots we mark Z (several senders share that one li
 send nothing for Z via us). A mark holds for a few slot intervals; marks only replace padding.
 
 A stream's tail (its role's bytes all sent, little unacknowledged) waits for forwarders' slots to
-its destination, which come at random: room left in a slot then carries a second copy of data
-waiting at a forwarder (direct to the destination, or via another forwarder once it has waited a
-mean slot interval), once per byte; the receiver keeps whichever copy arrives first
-(``CoverSettings.copies``). Copies too only replace padding.
+its destination, which come at random: room left in a slot then carries another copy of data
+waiting at a forwarder, direct to the destination (then no more) or via another forwarder, up to
+``TAIL_COPIES`` per byte; the receiver keeps whichever copy arrives first, so the wait is the
+first of several forwarders' slots, not one's (``CoverSettings.copies``). Copies too only
+replace padding.
 
 Each stream direction is reliable end to end: the receiver reassembles by offset and returns
 cumulative ACKs; the sender keeps unacknowledged bytes (bounded: it stops reading its socketpair
@@ -82,6 +83,7 @@ BUSY_SHARE = 0.5  # own stream data above this share of our record bytes: we are
 BUSY_TAU_S = 0.5  # time constant of that share
 FWD_HIGH_S = 0.15  # a forward queue to a peer this many seconds of its slots deep: "busy" too
 FWD_HIGH_RECORDS = 4  # ... or this many mean records deep, whichever is more
+TAIL_COPIES = 4  # copies of a tail byte that went via a forwarder, each by another peer
 TOMBSTONE_S = 30.0  # how long a finished stream still answers retransmissions
 MAX_STREAMS = 256  # live streams a peer may open to us
 
@@ -182,7 +184,7 @@ class _Interval:
     t: float
     retx: int = 0
     via: str | None = None  # the forwarder it went by (None: direct, or retransmitted)
-    copied: bool = False  # a tail copy of it went too (``CoverMux._copy``)
+    copies: tuple[str, ...] = ()  # the peers tail copies of it went to (``CoverMux._copy``)
 
 
 @dataclass
@@ -318,9 +320,6 @@ class CoverMux:
         self.read_ahead = int(max(64 << 10, READ_AHEAD_S * self.settings.rate_bytes_per_s))
         # a stream's tail: at most this much unacknowledged once the role's bytes are all sent
         self.copy_below = 2 * self.via_window
-        # a copy via another forwarder only of data that has waited at its first one this long
-        # (the mean time between two slots to one peer): the slow draws, not every fragment
-        self.copy_after = pair_interval
         self._own_share = 0.0  # our own stream data's share of our record bytes (smoothed)
         self._share_t = 0.0
         # per peer, the BUSY marks of its last record (itself, or peers it forwards to) and when
@@ -617,27 +616,27 @@ class CoverMux:
         lo = iv.start - s.una
         return self._frag(DATA, s, iv.start, memoryview(s.buf)[lo : lo + k])
 
-    def _copy(self, s: _Stream, room: int, now: float, peer: str) -> bytes | None:
-        """A second copy of ``s``'s data that went via a forwarder and is not acknowledged yet,
-        in ``room`` that would be padding: direct if ``peer`` is the stream's, else via ``peer``
-        (only of data older than ``copy_after``). Only in a stream's tail (every byte its role
-        gave is sent, at most ``copy_below`` unacknowledged) and once per byte; the receiver
-        keeps whichever arrives first. When a forwarder's slot to the destination comes is
-        chance (a Poisson schedule) and a chunk waits for its last fragment, so a second chance
-        cuts the wait at the end of a transfer (the stop-and-copy's); the record was going
-        anyway, with padding where the copy is."""
+    def _copy(self, s: _Stream, room: int, peer: str) -> bytes | None:
+        """Another copy of ``s``'s data that went via a forwarder and is not acknowledged yet,
+        in ``room`` that would be padding: direct if ``peer`` is the stream's, else via ``peer``.
+        Only in a stream's tail (every byte its role gave is sent, at most ``copy_below``
+        unacknowledged), at most ``TAIL_COPIES`` per byte, each by a peer it has not gone by,
+        none after a direct one; the receiver keeps whichever arrives first. When a forwarder's
+        slot to the destination comes is chance (a Poisson schedule, a mean of one pair's slot
+        interval) and a chunk waits for its last fragment, so copies by several forwarders cut
+        the wait at the end of a transfer (the stop-and-copy's) to the first of their slots;
+        the record was going anyway, with padding where the copy is."""
         if room <= HDR or s.nxt < s.end or s.nxt - s.una > self.copy_below:
             return None
         direct = s.peer == peer
         for i, iv in enumerate(s.flight):
-            if iv.copied or iv.via is None or iv.via == peer or iv.start >= s.end:
-                continue
-            if not direct and now - iv.t < self.copy_after:
+            if (iv.via is None or iv.via == peer or peer in iv.copies or s.peer in iv.copies
+                    or len(iv.copies) >= TAIL_COPIES or iv.start >= s.end):
                 continue
             frag = self._again(s, i, room, peer, direct)
             if frag is None:
                 return None
-            iv.copied = True
+            iv.copies += (peer,)
             self._copies += iv.stop - iv.start
             return frag
         return None
@@ -715,7 +714,7 @@ class CoverMux:
                 for s in streams:
                     if s.peer != peer and (not spray or peer in busy or s.peer in busy):
                         continue
-                    while (f := self._copy(s, room, now, peer)) is not None:
+                    while (f := self._copy(s, room, peer)) is not None:
                         parts.append(f)
                         room -= len(f)
                         data += len(f) - HDR

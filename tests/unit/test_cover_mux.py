@@ -18,7 +18,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from hosts.channel import Channel, ChannelError, public_hex
-from hosts.cover import BUSY, DATA, HDR, MIGRATION, CoverMux, free_port
+from hosts.cover import (
+    BUSY,
+    DATA,
+    HDR,
+    MIGRATION,
+    TAIL_COPIES,
+    CoverMux,
+    _Interval,
+    _loopback_muxes,
+    _Stream,
+    free_port,
+)
 from hosts.protocol.cover import CoverConfig, CoverError, CoverPeer, CoverSettings
 from tests.recording import RecordingProxy
 
@@ -247,9 +258,9 @@ def test_stream_both_ways_bit_identical_with_spraying_and_goodput() -> None:
 
 
 @pytest.mark.parametrize("copies", [True, False])
-def test_tail_copies_fill_padding_once_per_byte_and_the_stream_arrives_intact(copies) -> None:
+def test_tail_copies_fill_padding_and_the_stream_arrives_intact(copies) -> None:
     """Short transfers end in a tail waiting at forwarders: with ``copies`` some of it goes a
-    second time (in room that was padding), never more than once per byte that went via a
+    few more times (in room that was padding), at most TAIL_COPIES times per byte that went via a
     forwarder; without, never. Either way the bytes arrive intact."""
     with Mesh(6, rate_bytes_per_s=1e6, spray=True, copies=copies) as mesh:
         time.sleep(0.3)
@@ -263,6 +274,35 @@ def test_tail_copies_fill_padding_once_per_byte_and_the_stream_arrives_intact(co
         assert 0 < copied <= forwarded, (copied, forwarded)
     else:
         assert copied == 0
+
+
+def test_a_tail_byte_goes_at_most_tail_copies_more_times_each_by_another_peer() -> None:
+    """``_copy`` (no mux running): a tail that went via one forwarder is copied by up to
+    TAIL_COPIES other peers, never twice by one nor by its first forwarder, and never again
+    once a copy went direct; data not in the tail, or that went direct, is not copied."""
+    ips, (mux, *_) = _loopback_muxes(TAIL_COPIES + 4, "127.0.79", rate_bytes_per_s=1e6)
+    dst, first, *others = ips[1:]
+    a, b = socket.socketpair()
+
+    def stream(sent_via: str | None, end: int = 1000, nxt: int = 1000) -> _Stream:
+        s = _Stream((mux.ip, 1), dst, 1, True, a, None, threading.Condition(), 1.0,
+                    buf=bytearray(1000), end=end, nxt=nxt)
+        s.flight.append(_Interval(0, nxt, time.monotonic(), via=sent_via))
+        return s
+
+    try:
+        s = stream(first)
+        assert mux._copy(s, 2000, first) is None  # not by the peer it went by
+        went = [p for p in [*others, *others] if mux._copy(s, 2000, p) is not None]
+        assert went == others[:TAIL_COPIES]  # each peer once, TAIL_COPIES in all
+        s = stream(first)
+        assert mux._copy(s, 2000, dst) is not None  # direct to its destination
+        assert all(mux._copy(s, 2000, p) is None for p in [dst, *others])
+        assert mux._copy(stream(None), 2000, others[0]) is None  # went direct: on its way
+        assert mux._copy(stream(first, end=2000), 2000, others[0]) is None  # not its tail
+    finally:
+        a.close()
+        b.close()
 
 
 def test_direct_only_stream_without_spraying() -> None:
