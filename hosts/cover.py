@@ -430,6 +430,16 @@ class CoverMux:
         with self._lock:
             self._binds.pop(vport, None)
 
+    def acked(self, sock: socket.socket) -> int | None:
+        """Bytes written to the role end ``sock`` that the peer's mux has acknowledged (None:
+        no live stream behind it). A role learns from it what has arrived, without a reply of
+        its own (the leader, ``hosts.roles.leader``)."""
+        with self._lock:
+            for s in self._streams.values():
+                if s.role is sock:
+                    return min(s.una, s.end)
+        return None
+
     def why_closed(self, sock: socket.socket) -> str | None:
         """Why the mux closed the stream behind this role end (None: it did not, or not yet)."""
         with self._lock:

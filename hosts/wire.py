@@ -113,14 +113,28 @@ def parse_chunk(body: bytes) -> SealedChunk:
     return SealedChunk(index, bool(last), prefix, bytes(body[CHUNK_HEAD.size :]))
 
 
-def ack_body(next_expected: int) -> bytes:
-    return struct.pack(">I", next_expected)
+def ack_body(next_expected: int, delivered: int | None = None) -> bytes:
+    """An ACK: the chunks before ``next_expected`` arrived; with ``delivered`` (the leader over
+    cover) also how many of them reached the destination."""
+    if delivered is None:
+        return struct.pack(">I", next_expected)
+    if not 0 <= delivered <= next_expected:
+        raise ValueError(f"delivered {delivered} outside 0..{next_expected}")
+    return struct.pack(">II", next_expected, delivered)
 
 
-def parse_ack(body: bytes) -> int:
-    if len(body) != 4:
-        raise FrameError(f"ack body of {len(body)} bytes, expected 4")
-    return struct.unpack(">I", body)[0]
+def parse_ack(body: bytes) -> tuple[int, int]:
+    """(next expected, delivered) of an ACK body; a short ACK's delivered is its next expected
+    (over TCP the leader passes every chunk on at once)."""
+    if len(body) == 4:
+        (upto,) = struct.unpack(">I", body)
+        return upto, upto
+    if len(body) != 8:
+        raise FrameError(f"ack body of {len(body)} bytes, expected 4 or 8")
+    upto, delivered = struct.unpack(">II", body)
+    if delivered > upto:
+        raise FrameError(f"ack: {delivered} delivered of {upto}")
+    return upto, delivered
 
 
 def data_body(seq: int, payload: bytes) -> bytes:

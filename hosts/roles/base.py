@@ -64,6 +64,10 @@ class CoverTransport(Protocol):
     def unbind(self, vport: int) -> None:
         ...
 
+    def acked(self, sock: socket.socket) -> int | None:
+        """Bytes written to our end ``sock`` that the peer's mux acknowledged (None: gone)."""
+        ...
+
     @property
     def rate_bytes_per_s(self) -> float:
         """The cover rate of this mux: what a migration's hops can get at most."""

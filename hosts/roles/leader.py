@@ -10,7 +10,10 @@ Its listener serves the n intermediates (each key once, ``hosts.roles.base``). E
 times out (``Role.io_timeout``), so while chunks arrive slowly the leader repeats its last ack
 every third of the stall timeout (a heartbeat: the ack readers of the intermediates and the
 source never wait that long). Over the cover transport it also acks whenever it has caught up
-with what arrived (the source waits for that before each pause, ``hosts.roles.source``).
+with what arrived, and its acks say too how many chunks the destination's mux has acknowledged
+(``CoverTransport.acked``), with one more ack whenever that grows: the source drains the whole
+relay before it pauses (``hosts.roles.source``), so the stop-and-copy's pages do not queue
+behind earlier ones on the last hop.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +44,8 @@ from hosts.wire import (
     parse_frame,
     parse_text,
 )
+
+DELIVERY_POLL_S = 0.02  # over cover: how often the leader asks its mux what has arrived
 
 
 class Leader(Role):
@@ -62,6 +68,10 @@ class Leader(Role):
         self.dest: Channel | None = None
         self.stats.update(chunks=0, duplicates=0, peak_buffer=0)
         self._last_ack = time.monotonic()
+        # over cover: (the destination channel's bytes_sent after a chunk, chunks up to it),
+        # in order, until its mux acknowledges them; then those chunks count as delivered
+        self._marks: deque[tuple[int, int]] = deque()
+        self._delivered = 0
 
     def expected_peers(self) -> int:
         return self.n
@@ -70,6 +80,8 @@ class Leader(Role):
         port = self._listen(self.ctx.ip, set(self.view.intermediate_pubkeys))
         threading.Thread(target=self._pump_safe, name="leader:pump", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="leader:heartbeat", daemon=True).start()
+        if self.over_cover:
+            threading.Thread(target=self._delivery, name="leader:delivery", daemon=True).start()
         return {"port": port}
 
     def _heartbeat(self) -> None:
@@ -80,6 +92,24 @@ class Leader(Role):
                 return
             if self.live and time.monotonic() - self._last_ack >= every:
                 self._ack(self.next)
+
+    def _delivered_chunks(self) -> int:
+        """Over cover: the chunks the destination's mux has acknowledged, all of them."""
+        dest = self.dest
+        acked = self._cover().acked(dest.sock) if dest is not None else None
+        with self.cond:
+            while acked is not None and self._marks and self._marks[0][0] <= acked:
+                self._delivered = self._marks.popleft()[1]
+            return self._delivered
+
+    def _delivery(self) -> None:
+        """Over cover: ack as soon as the destination's mux acknowledged more chunks."""
+        sent = 0
+        while not self.closing.wait(DELIVERY_POLL_S) and self.state == "prepared":
+            delivered = self._delivered_chunks()
+            if delivered > sent:
+                self._ack(self.next)
+                sent = delivered
 
     def on_channel(self, ch: Channel, first: bytes) -> None:
         with self.cond:
@@ -232,6 +262,8 @@ class Leader(Role):
                 self.stats["chunks"] = self.next
                 self.last_progress = time.monotonic()
                 caught_up = self.next not in self.buffer
+                if self.over_cover and self.dest is not None:
+                    self._marks.append((self.dest.bytes_sent, self.next))
                 self.cond.notify_all()
             self.faults.after_chunk(self.next)
             # over cover also whenever it has caught up: the source drains before a pause and
@@ -241,7 +273,8 @@ class Leader(Role):
 
     def _ack(self, upto: int) -> None:
         self._last_ack = time.monotonic()
-        frame = build_frame(FrameType.ACK, ack_body(upto))
+        delivered = min(upto, self._delivered_chunks()) if self.over_cover else None
+        frame = build_frame(FrameType.ACK, ack_body(upto, delivered))
         with self.cond:
             live = sorted(self.live)
         for cid in live:
@@ -283,6 +316,8 @@ class Leader(Role):
         self.faults.after_done()  # a test's leader may die here: the last ack never leaves
         with self.cond:
             self.next += 1
+            self._delivered = self.next  # the destination's own ACK: it has all of them
+            self._marks.clear()
             self.state = "done"
             self.cond.notify_all()
         self._ack(self.next)

@@ -81,6 +81,7 @@ class Source(Role):
         self.queue: list[int] = []
         self.resend: list[int] = []
         self.acked = 0
+        self.delivered = 0  # over cover: chunks the leader says reached the destination
         self.total: int | None = None
         self.last_progress = time.monotonic()
         self.stats.update(failed_intermediates=[], chunks=0, resent=0, vm_bytes=self.vm.size)
@@ -151,7 +152,7 @@ class Source(Role):
         """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
 
         With ``drain``, every pre-copy round ends with ``drain(most)``: it waits until the chunks
-        sent so far are acknowledged or, unless ``most`` is None (the rounds run out), until more
+        sent so far have reached the destination (the leader's acks say so) or, unless ``most`` is None (the rounds run out), until more
         than ``most`` pages are dirty again, which then go in one more round while the pipeline
         keeps emptying. So the VM pauses (few pages dirty) with nothing queued ahead of its stop-
         and-copy, and the wait for the pipeline to empty overlaps the rounds, never adds a round
@@ -319,15 +320,15 @@ class Source(Role):
             return size
 
         def drain(most: int | None) -> None:
-            """Wait until every chunk emitted so far is acknowledged, or (``most`` not None)
-            more than ``most`` pages are dirty (cover transport)."""
+            """Wait until every chunk emitted so far has reached the destination, or (``most``
+            not None) more than ``most`` pages are dirty (cover transport)."""
             t0 = time.monotonic()
             with self.cond:
                 upto = self.stats["chunks"]
                 self._wait_locked(
-                    lambda: self.acked >= upto or (most is not None
-                                                   and int(self.vm.dirty.sum()) > most),
-                    f"the acks of round {upto}")
+                    lambda: self.delivered >= upto or (most is not None
+                                                       and int(self.vm.dirty.sum()) > most),
+                    f"the delivery of round {upto}")
             self.stats["drain_s"] = self.stats.get("drain_s", 0.0) + time.monotonic() - t0
 
         # over cover the relay's queues are deep (the mux paces): drain them before a pause
@@ -425,12 +426,16 @@ class Source(Role):
             try:
                 fr = parse_frame(raw)
                 if fr.type == FrameType.ACK:
-                    upto = parse_ack(fr.body)
+                    upto, delivered = parse_ack(fr.body)
                     with self.cond:
                         if upto > self.acked:
                             for i in range(self.acked, upto):
                                 self.pending.pop(i, None)
                             self.acked = upto
+                            self.last_progress = time.monotonic()
+                            self.cond.notify_all()
+                        if delivered > self.delivered:
+                            self.delivered = delivered
                             self.last_progress = time.monotonic()
                             self.cond.notify_all()
                 elif fr.type == FrameType.ABORT:

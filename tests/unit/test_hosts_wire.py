@@ -20,7 +20,11 @@ def test_round_trip_with_padding() -> None:
 def test_chunk_ack_data_bodies() -> None:
     c = wire.SealedChunk(7, True, b"1234567", b"x" * 40)
     assert wire.parse_chunk(wire.chunk_body(c)) == c
-    assert wire.parse_ack(wire.ack_body(99)) == 99
+    assert wire.parse_ack(wire.ack_body(99)) == (99, 99)
+    assert len(wire.ack_body(99)) == 4  # the TCP hops' ACK, as the design-aware attacker knows
+    assert wire.parse_ack(wire.ack_body(99, 90)) == (99, 90)
+    with pytest.raises(ValueError):
+        wire.ack_body(5, 6)
     assert wire.parse_data(wire.data_body(3, b"abc")) == (3, b"abc")
 
 
@@ -48,6 +52,8 @@ def test_malformed_bodies() -> None:
         wire.parse_chunk(b"\0\0\0\1\x05" + b"\0" * 40)
     with pytest.raises(FrameError):
         wire.parse_ack(b"\0\0")
+    with pytest.raises(FrameError):
+        wire.parse_ack(b"\0\0\0\1\0\0\0\2")  # 2 delivered of 1
     with pytest.raises(FrameError):
         wire.parse_text(b"\xff\xfe")
 
