@@ -152,11 +152,11 @@ class Source(Role):
         """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
 
         With ``drain``, every pre-copy round ends with ``drain(most)``: it waits until the chunks
-        sent so far have reached the destination (the leader's acks say so) or, unless ``most`` is None (the rounds run out), until more
-        than ``most`` pages are dirty again, which then go in one more round while the pipeline
-        keeps emptying. So the VM pauses (few pages dirty) with nothing queued ahead of its stop-
-        and-copy, and the wait for the pipeline to empty overlaps the rounds, never adds a round
-        of dirty pages of its own."""
+        sent so far have reached the destination (the leader's acks say so) or, unless ``most``
+        is None (the rounds run out), until more than ``most`` pages are dirty again, which then
+        go in one more round while the pipeline keeps emptying. So the VM pauses (few pages
+        dirty) with nothing queued ahead of its stop-and-copy on any hop, and the wait for the
+        pipeline to empty overlaps the rounds, never adds a round of dirty pages of its own."""
         pc = self.view.precopy
         max_rounds = int(pc.get("max_rounds", 8))
         buf = bytearray()
@@ -182,6 +182,8 @@ class Source(Role):
                 raise RoleError(self.reason or "closed")
             if not paused and drain is not None and "paused_at" in self.precopy:
                 paused = True
+                with self.cond:  # 0 after a drain: nothing ahead of the stop-and-copy's pages
+                    self.stats["undelivered_at_pause"] = self.stats["chunks"] - self.delivered
                 size = sizes()  # the policy may size the stop-and-copy's chunks differently
             buf += rec
             while len(buf) >= size:
