@@ -49,9 +49,28 @@ TAG = 16  # AES-GCM tag of a hop record
 FINAL_CHUNK = 16 << 10  # over cover: the stop-and-copy's chunk plaintext at most
 # over cover, unless the plan sets min_dirty_pages: the VM pauses once the dirty set is what the
 # relay moved in PAUSE_BUDGET_S during the first round (its measured goodput), within
-# [MIN_PAUSE_PAGES, the default 64]; the downtime is mostly the last pages' wait for slots
+# [MIN_PAUSE_PAGES, the default 64], or once a round stopped shrinking it (pause_threshold)
 PAUSE_BUDGET_S = 0.25
 MIN_PAUSE_PAGES = 4
+
+
+def pause_threshold(pages_per_round: list[int], round1_s: float, default: int) -> int:
+    """Over cover, after a pre-copy round: pause once at most this many pages are dirty.
+
+    The pages the relay moved in ``PAUSE_BUDGET_S`` of the first round (its measured goodput;
+    ``round1_s`` its duration), within [``MIN_PAUSE_PAGES``, ``default``]; but once a round
+    did not shrink the dirty set (``pages_per_round``, the rounds so far), whatever is dirty no
+    more than that: each round then leaves as many pages as it moves (the dirty rate times the
+    relay's drain), so more rounds cost time and cut nothing of the stop-and-copy."""
+    if round1_s <= 0 or not pages_per_round:
+        return default
+    budget = max(MIN_PAUSE_PAGES, min(default, int(pages_per_round[0] / round1_s
+                                                    * PAUSE_BUDGET_S)))
+    if len(pages_per_round) >= 2 and pages_per_round[-1] >= pages_per_round[-2]:
+        return max(budget, pages_per_round[-1])
+    return budget
+
+
 # record length of a CHUNK = plaintext + frame header + chunk header + chunk tag + hop tag
 CHUNK_RECORD_OVERHEAD = HEADER.size + CHUNK_HEAD.size + TAG + TAG
 
@@ -167,12 +186,11 @@ class Source(Role):
         fixed = "min_dirty_pages" in pc or drain is None  # the plan's, or not over cover
 
         def few() -> int:
-            """Dirty pages small enough to pause with (``PAUSE_BUDGET_S``)."""
+            """Dirty pages small enough to pause with (``pause_threshold``)."""
             ends = self.stats.get("round_end_s")
-            if fixed or not ends or ends[0] <= 0:
+            if fixed or not ends:
                 return most
-            per_s = self.precopy["pages_per_round"][0] / ends[0]
-            return max(MIN_PAUSE_PAGES, min(most, int(per_s * PAUSE_BUDGET_S)))
+            return pause_threshold(self.precopy["pages_per_round"], ends[0], most)
 
         records = qemu_link.source_records(self.vm, self.precopy, self.stats, pc) if qemu else \
             precopy_records(self.vm, max_rounds=max_rounds,
