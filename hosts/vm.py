@@ -392,6 +392,7 @@ class StreamInstaller:
         self.buf = bytearray()
         self.pages_written = 0
         self.device: dict[str, Any] | None = None
+        self.last_round_at: float | None = None  # time.time() the last round's end came in
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -413,6 +414,7 @@ class StreamInstaller:
             elif kind == b"R":
                 need = _REC.size
                 self.vm.refresh_hashes()
+                self.last_round_at = time.time()
             elif kind == b"D":
                 if n > 1 << 20:
                     raise VMError(f"device state of {n} bytes")

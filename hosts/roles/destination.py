@@ -183,6 +183,8 @@ class Destination(Role):
         self.log("receiving", vm=name, mib=mib, peer=ch.peer)
         seq, trailer_body = read_data(ch.recv, installer.feed)
         self.stats["bytes_received"] = ch.bytes_received
+        # with the trailer's paused_at: did the pre-copy all arrive before the VM paused?
+        self.stats["last_round_in_at"] = installer.last_round_at
         self.log("trailer_in", frames=seq)  # downtime: the last hop, then the check and resume
         trailer = json.loads(trailer_body)
         if not isinstance(trailer, dict):
