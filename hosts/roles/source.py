@@ -200,8 +200,6 @@ class Source(Role):
                 raise RoleError(self.reason or "closed")
             if not paused and drain is not None and "paused_at" in self.precopy:
                 paused = True
-                with self.cond:  # 0 after a drain: nothing ahead of the stop-and-copy's pages
-                    self.stats["undelivered_at_pause"] = self.stats["chunks"] - self.delivered
                 size = sizes()  # the policy may size the stop-and-copy's chunks differently
             buf += rec
             while len(buf) >= size:
@@ -448,14 +446,11 @@ class Source(Role):
                 if fr.type == FrameType.ACK:
                     upto, delivered = parse_ack(fr.body)
                     with self.cond:
-                        if upto > self.acked:
+                        if upto > self.acked or delivered > self.delivered:
                             for i in range(self.acked, upto):
                                 self.pending.pop(i, None)
-                            self.acked = upto
-                            self.last_progress = time.monotonic()
-                            self.cond.notify_all()
-                        if delivered > self.delivered:
-                            self.delivered = delivered
+                            self.acked = max(self.acked, upto)
+                            self.delivered = max(self.delivered, delivered)
                             self.last_progress = time.monotonic()
                             self.cond.notify_all()
                 elif fr.type == FrameType.ABORT:
