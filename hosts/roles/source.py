@@ -71,6 +71,52 @@ def pause_threshold(pages_per_round: list[int], round1_s: float, default: int) -
     return budget
 
 
+HOLD_CAP = 64  # over cover: pre-copy rounds in all, holding rounds included (RoundBook)
+
+
+@dataclass
+class RoundBook:
+    """Over cover, which pre-copy rounds count toward ``max_rounds``.
+
+    Every round ends with a drain: a wait until the relay has carried all sent so far to the
+    destination, cut short once more pages are dirty than the VM may pause with. A round is
+    *steady* if, when its drain ended, the relay had delivered every earlier round: only its
+    own pages were still on the way, so the pages dirtied meanwhile measure convergence. A
+    round cut short while earlier rounds were still queued (at 0.25x cover the first round
+    leaves ~40 s of backlog) is a *holding* round: it kept the dirty set small meanwhile, says
+    nothing of convergence and does not count. Before, such rounds used up ``max_rounds`` while
+    the backlog drained, and the last round's full drain then let 40-52 pages get dirty before
+    the pause. The VM pauses only after a drain that saw everything arrive (``emptied``), so
+    nothing is queued ahead of the stop-and-copy. At most ``HOLD_CAP`` rounds in all."""
+
+    max_rounds: int
+    steady: list[bool] = field(default_factory=list)  # per round ended
+    emptied: bool = False  # the last round's drain saw everything arrive: the VM may pause
+
+    def ended(self, steady: bool, emptied: bool) -> None:
+        """A round's drain is over: ``steady`` (every earlier round had arrived), ``emptied``
+        (all had)."""
+        self.steady.append(steady or emptied)
+        self.emptied = emptied
+
+    def counted(self) -> int:
+        return sum(self.steady)
+
+    def last(self) -> bool:
+        """Whether the round ending now is the last (its drain then waits for all)."""
+        return self.counted() + 1 >= self.max_rounds or len(self.steady) + 1 >= HOLD_CAP
+
+    def up(self) -> bool:
+        """The rounds are used up: the VM pauses now, whatever is dirty."""
+        return self.counted() >= self.max_rounds or len(self.steady) >= HOLD_CAP
+
+    def converging(self, pages_per_round: list[int]) -> list[int]:
+        """The pages of the rounds that measure convergence: the first, and every round after
+        a steady one (a holding round's successor holds only what got dirty up to the cut)."""
+        later = zip(pages_per_round[1:], self.steady, strict=False)  # round i, round i - 1
+        return pages_per_round[:1] + [n for n, steady in later if steady]
+
+
 # record length of a CHUNK = plaintext + frame header + chunk header + chunk tag + hop tag
 CHUNK_RECORD_OVERHEAD = HEADER.size + CHUNK_HEAD.size + TAG + TAG
 
@@ -166,16 +212,18 @@ class Source(Role):
         ).encode()
 
     def _stream(self, sizes: Callable[[], int],
-                drain: Callable[[int | None], None] | None = None
+                drain: Callable[[int | None], tuple[bool, bool]] | None = None
                 ) -> Iterator[tuple[bytes, bool]]:
         """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
 
         With ``drain``, every pre-copy round ends with ``drain(most)``: it waits until the chunks
         sent so far have reached the destination (the leader's acks say so) or, unless ``most``
         is None (the rounds run out), until more than ``most`` pages are dirty again, which then
-        go in one more round while the pipeline keeps emptying. So the VM pauses (few pages
-        dirty) with nothing queued ahead of its stop-and-copy on any hop, and the wait for the
-        pipeline to empty overlaps the rounds, never adds a round of dirty pages of its own."""
+        go in one more round while the pipeline keeps emptying. So
+        the VM pauses (few pages dirty) with nothing queued ahead of its stop-and-copy on any
+        hop, and the wait for the pipeline to empty overlaps the rounds, never adds a round of
+        dirty pages of its own; rounds cut short behind an earlier round's backlog do not count
+        (``RoundBook``)."""
         pc = self.view.precopy
         max_rounds = int(pc.get("max_rounds", 8))
         buf = bytearray()
@@ -184,16 +232,27 @@ class Source(Role):
         qemu = qemu_link.is_qemu(self.vm)  # a real guest: QEMU's own stream, not the model's
         most = int(pc.get("min_dirty_pages", 64))
         fixed = "min_dirty_pages" in pc or drain is None  # the plan's, or not over cover
+        book = RoundBook(max_rounds)
 
-        def few() -> int:
+        def threshold() -> int:
             """Dirty pages small enough to pause with (``pause_threshold``)."""
             ends = self.stats.get("round_end_s")
             if fixed or not ends:
                 return most
-            return pause_threshold(self.precopy["pages_per_round"], ends[0], most)
+            return pause_threshold(book.converging(self.precopy["pages_per_round"]), ends[0],
+                                   most)
+
+        def few() -> int:
+            """What ``precopy_records`` may pause with after a round: over cover, once the
+            rounds are used up anything, else only after a drain that emptied the relay."""
+            if drain is None:
+                return threshold()
+            if book.up():
+                return self.vm.pages
+            return threshold() if book.emptied else -1
 
         records = qemu_link.source_records(self.vm, self.precopy, self.stats, pc) if qemu else \
-            precopy_records(self.vm, max_rounds=max_rounds,
+            precopy_records(self.vm, max_rounds=HOLD_CAP if drain is not None else max_rounds,
                             min_dirty_pages=few, stats=self.precopy)
         for rec in records:
             if self.closing.is_set():
@@ -212,8 +271,8 @@ class Source(Role):
                     if buf:  # the round's tail, so the drain covers all of it
                         yield bytes(buf), False
                         buf.clear()
-                    last = len(self.precopy["pages_per_round"]) >= max_rounds
-                    drain(None if last else few())
+                    book.ended(*drain(None if book.last() else threshold()))
+                    self.stats["holding_rounds"] = len(book.steady) - book.counted()
         if buf:
             yield bytes(buf), False
         self.log(
@@ -337,9 +396,13 @@ class Source(Role):
                 size = min(size, FINAL_CHUNK)
             return size
 
-        def drain(most: int | None) -> None:
+        round_from = [0]  # the chunk the round being drained began with
+
+        def drain(most: int | None) -> tuple[bool, bool]:
             """Wait until every chunk emitted so far has reached the destination, or (``most``
-            not None) more than ``most`` pages are dirty (cover transport)."""
+            not None) more than ``most`` pages are dirty (cover transport). Returns whether by
+            then every round before this one had arrived (a steady round, ``RoundBook``) and
+            whether all had."""
             t0 = time.monotonic()
             with self.cond:
                 upto = self.stats["chunks"]
@@ -347,7 +410,10 @@ class Source(Role):
                     lambda: self.delivered >= upto or (most is not None
                                                        and int(self.vm.dirty.sum()) > most),
                     f"the delivery of round {upto}")
+                got = self.delivered
+            steady, round_from[0] = got >= round_from[0], upto
             self.stats["drain_s"] = self.stats.get("drain_s", 0.0) + time.monotonic() - t0
+            return steady, got >= upto
 
         # over cover the relay's queues are deep (the mux paces): drain them before a pause
         rounds_drain = drain if self.over_cover else None
