@@ -219,11 +219,10 @@ class Source(Role):
         With ``drain``, every pre-copy round ends with ``drain(most)``: it waits until the chunks
         sent so far have reached the destination (the leader's acks say so) or, unless ``most``
         is None (the rounds run out), until more than ``most`` pages are dirty again, which then
-        go in one more round while the pipeline keeps emptying. So
-        the VM pauses (few pages dirty) with nothing queued ahead of its stop-and-copy on any
-        hop, and the wait for the pipeline to empty overlaps the rounds, never adds a round of
-        dirty pages of its own; rounds cut short behind an earlier round's backlog do not count
-        (``RoundBook``)."""
+        go in one more round while the pipeline keeps emptying. So the VM pauses (few pages
+        dirty) with nothing queued ahead of its stop-and-copy on any hop, and the wait for the
+        pipeline to empty overlaps the rounds, never adds a round of dirty pages of its own;
+        rounds cut short behind an earlier round's backlog do not count (``RoundBook``)."""
         pc = self.view.precopy
         max_rounds = int(pc.get("max_rounds", 8))
         buf = bytearray()
