@@ -92,12 +92,14 @@ class RoundBook:
     max_rounds: int
     steady: list[bool] = field(default_factory=list)  # per round ended
     emptied: bool = False  # the last round's drain saw everything arrive: the VM may pause
+    round_from: int = 0  # the chunk the round being drained began with
 
-    def ended(self, steady: bool, emptied: bool) -> None:
-        """A round's drain is over: ``steady`` (every earlier round had arrived), ``emptied``
-        (all had)."""
-        self.steady.append(steady or emptied)
-        self.emptied = emptied
+    def ended(self, upto: int, delivered: int) -> None:
+        """A round's drain is over: ``upto`` chunks were emitted by then (this round's last
+        one included), ``delivered`` of them had reached the destination."""
+        self.steady.append(delivered >= self.round_from)
+        self.emptied = delivered >= upto
+        self.round_from = upto
 
     def counted(self) -> int:
         return sum(self.steady)
@@ -212,7 +214,7 @@ class Source(Role):
         ).encode()
 
     def _stream(self, sizes: Callable[[], int],
-                drain: Callable[[int | None], tuple[bool, bool]] | None = None
+                drain: Callable[[int | None], tuple[int, int]] | None = None
                 ) -> Iterator[tuple[bytes, bool]]:
         """Yield (plaintext chunk, last) for the manifest-less part: pre-copy then trailer.
 
@@ -395,13 +397,10 @@ class Source(Role):
                 size = min(size, FINAL_CHUNK)
             return size
 
-        round_from = [0]  # the chunk the round being drained began with
-
-        def drain(most: int | None) -> tuple[bool, bool]:
+        def drain(most: int | None) -> tuple[int, int]:
             """Wait until every chunk emitted so far has reached the destination, or (``most``
-            not None) more than ``most`` pages are dirty (cover transport). Returns whether by
-            then every round before this one had arrived (a steady round, ``RoundBook``) and
-            whether all had."""
+            not None) more than ``most`` pages are dirty (cover transport). Returns the chunks
+            emitted and those delivered by then (for ``RoundBook.ended``)."""
             t0 = time.monotonic()
             with self.cond:
                 upto = self.stats["chunks"]
@@ -410,9 +409,8 @@ class Source(Role):
                                                        and int(self.vm.dirty.sum()) > most),
                     f"the delivery of round {upto}")
                 got = self.delivered
-            steady, round_from[0] = got >= round_from[0], upto
             self.stats["drain_s"] = self.stats.get("drain_s", 0.0) + time.monotonic() - t0
-            return steady, got >= upto
+            return upto, got
 
         # over cover the relay's queues are deep (the mux paces): drain them before a pause
         rounds_drain = drain if self.over_cover else None

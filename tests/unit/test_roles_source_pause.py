@@ -33,28 +33,28 @@ def test_a_round_that_did_not_shrink_the_dirty_set_lets_the_vm_pause_with_it() -
 
 
 def test_holding_rounds_do_not_count_toward_max_rounds() -> None:
-    book = RoundBook(max_rounds=2)
-    for _ in range(10):  # drains cut short while the relay still carries the first round
+    book = RoundBook(max_rounds=2, round_from=32)  # a round of 32 chunks, 3 of them arrived
+    for i in range(10):  # drains cut short while the relay still carries that round
         assert not book.last() and not book.up()
-        book.ended(steady=False, emptied=False)
+        book.ended(upto=33 + i, delivered=3 + i)
     assert book.counted() == 0
-    book.ended(steady=True, emptied=False)  # the backlog is gone, this round's pages are not
+    book.ended(upto=43, delivered=42)  # the backlog is gone, this round's chunk is not
     assert not book.up() and book.last()  # one more round may count, its drain waits for all
     assert not book.emptied  # and the VM may not pause yet: pages are still on the way
-    book.ended(steady=True, emptied=True)
+    book.ended(upto=44, delivered=44)
     assert book.up() and book.emptied
 
 
 def test_an_emptied_drain_is_a_steady_round() -> None:
-    book = RoundBook(max_rounds=8)
-    book.ended(steady=False, emptied=True)  # all arrived, so every earlier round had too
+    book = RoundBook(max_rounds=8, round_from=10)
+    book.ended(upto=12, delivered=12)  # all arrived, so every earlier round had too
     assert book.steady == [True] and book.emptied
 
 
 def test_holding_rounds_are_capped() -> None:
-    book = RoundBook(max_rounds=8, steady=[False] * (HOLD_CAP - 1))
+    book = RoundBook(max_rounds=8, steady=[False] * (HOLD_CAP - 1), round_from=100)
     assert book.last() and not book.up()
-    book.ended(steady=False, emptied=False)
+    book.ended(upto=101, delivered=50)
     assert book.up()
 
 
