@@ -67,6 +67,7 @@ def _books() -> tuple[AgentBook, RelayBook, FakeFabric]:
 def _finish(m: Migrations, mid: str) -> None:
     (t,) = [t for t in threading.enumerate() if t.name == f"migration-{mid}"]
     t.join(30)
+    assert not t.is_alive(), f"migration {mid} did not end within 30 s"
 
 
 def test_migrate_installs_reports_end_it_and_the_books_follow() -> None:
@@ -108,8 +109,9 @@ def test_the_destination_is_vouched_the_size_the_source_registered() -> None:
     fake = FakeAgents()
     m = Migrations(agents, relays, seed=1, caller=fake)
     r = m.operations()[ops.MIGRATE]({"op": ops.MIGRATE, "source": "h1", "mode": "direct",
-                                     "seed": 3})
-    _finish(m, r["migration"])  # no role reports: the watchdog ends it
+                                     "seed": 3, "timeout_s": 0.5})
+    _finish(m, r["migration"])  # no role reports and no destination done: the timeout ends it
+    assert m.op_status({"migration": r["migration"]})["state"] == "aborted"
     vouched = [x["view"].get("max_image_bytes") for x in fake.messages if x["op"] == "prepare"
                and x["view"]["role"] == "destination"]
     assert vouched == [4 << 20], fake.messages
