@@ -24,6 +24,7 @@ def _scenario():
     # quick's warm-up: on a loaded 2-core machine the cover mesh (16 muxes, 15 links each)
     # needs seconds of handshake retries before a cover migration can ride it
     bg.warmup_s, bg.start_jitter_s, bg.cooldown_s = 8.0, 0.0, 1.0
+    bg.settle_s = 0.0  # the test checks the reset, not the traffic's steady state
     sc.attackers.vantage = ["switch:l1"]
     sc.timeout_s = 180
     return sc

@@ -26,7 +26,10 @@ def test_a_short_run_has_every_attackers_row(open_run_dir):
 
     sc = load("quick")
     sc.trials, sc.modes = 1, ["direct", "profile"]
-    sc.background.start_jitter_s = 0.0
+    # no settling before the captures: this test reads rows and packets, not the traffic's
+    # steady state (10 s a trial otherwise); one vantage, the one it reads
+    sc.background.start_jitter_s, sc.background.settle_s = 0.0, 0.0
+    sc.attackers.vantage = ["global"]
     assert sc.attackers.active == ["service-scan", "latency"] and sc.attackers.curious_intermediate
     out = open_run_dir  # the probers run as nobody
     m = runner.run(sc, out)
