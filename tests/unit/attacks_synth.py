@@ -336,8 +336,7 @@ def write_pcap(path: Path, table: np.ndarray) -> None:
     Built as one numpy record array (a pcap record header and a 54-byte Ethernet/IPv4/TCP header
     per row), the bytes scapy would write for ``Ether / IP(ttl=64, flags="DF") / TCP`` with the
     row's fields in place: a per-row Python loop spent seconds on each synthetic trial."""
-    n = len(table)
-    rec = np.zeros(n, dtype=_RECORD)
+    rec = np.zeros(len(table), dtype=_RECORD)
     ts = table["ts"].astype(np.float64)
     sec = np.floor(ts)
     usec = np.round((ts - sec) * 1e6)
@@ -361,7 +360,7 @@ def write_pcap(path: Path, table: np.ndarray) -> None:
     rec["off"], rec["flags"], rec["win"] = 0x80, table["flags"], 8192  # data offset 8 words
     rec["tcp_sum"] = _fold(words + 6 + 20 + sport + dport + 0x5002 + 8192)
     with open(path, "wb") as f:
-        f.write(_GLOBAL.pack(0xA1B2C3D4, 2, 4, 0, 0, 54, 1))  # as scapy's RawPcapWriter writes it
+        f.write(pcap_header(snaplen=54))
         f.write(rec.tobytes())
 
 
@@ -373,7 +372,12 @@ def _fold(s: np.ndarray) -> np.ndarray:
     return ~s.astype(np.uint16)
 
 
-_GLOBAL = struct.Struct("<IHHiIII")  # RawPcapWriter writes little-endian files by default
+def pcap_header(snaplen: int, linktype: int = 1) -> bytes:
+    """The global header of a classic pcap (microsecond timestamps, version 2.4), little-endian
+    as scapy's RawPcapWriter writes it by default; ``linktype`` 1 is Ethernet."""
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype)
+
+
 _RECORD = np.dtype([
     ("sec", "<u4"), ("usec", "<u4"), ("incl", "<u4"), ("orig", "<u4"),
     ("eth_dst", "u1", 6), ("eth_src", "u1", 6), ("ethertype", ">u2"),

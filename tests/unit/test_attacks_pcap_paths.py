@@ -11,6 +11,7 @@ from scapy.utils import PcapNgWriter
 
 from attacks import capture
 from attacks.capture import _read_classic, _read_scapy, read_pcap
+from tests.unit.attacks_synth import pcap_header
 
 
 def frames(link):
@@ -47,7 +48,7 @@ def test_same_rows_as_the_scapy_reader(tmp_path, link, snaplen):
 
 def write_classic(path, link, snaplen):
     linktype = 113 if link is CookedLinux else 1
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, linktype)]
+    out = [pcap_header(snaplen, linktype)]
     for p in frames(link):  # records cut at the snap length, as tcpdump -s writes them
         raw = bytes(p)
         sec, usec = int(p.time), round((float(p.time) - int(p.time)) * 1e6)
